@@ -1,0 +1,1 @@
+"""Backends: the only places that talk to models, servers or weights."""
