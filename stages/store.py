@@ -64,3 +64,27 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def hash_value(value: Any) -> str:
     """Stable hash of any JSON-serialisable value (dict key order does not matter)."""
     return sha256_text(canonical_json(value))
+
+
+class CallCache:
+    """Content-addressed cache of model answers: `cache/calls/ab/<sha256>.json`.
+
+    The key covers what decides an answer (model, messages with images replaced by their
+    content hash, sampling parameters, template hash) and nothing about where or how the
+    call was made: no base URL, no API key. A rerun with nothing changed finds every answer.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict | None:
+        try:
+            return read_json(self.path(key))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def put(self, key: str, entry: dict) -> None:
+        atomic_write_json(self.path(key), entry)

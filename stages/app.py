@@ -1,0 +1,70 @@
+"""Program assembly: config + options -> stage objects -> runner -> summary and exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .cli import config_path, parse_only
+from .config import load_config
+from .runner import Context, RunOptions, format_summary, parse_shard, run_stages, write_summary
+
+# Stage name -> "module:Class", imported only when the program runs (fast --help).
+STAGE_CLASSES = {
+    "tags": "stages.tags:TagsStage",
+    "interrogate": "stages.interrogate:InterrogateStage",
+    "interpret": "stages.interpret:InterpretStage",
+    "upsample": "stages.upsample:UpsampleStage",
+    "generate": "stages.generate:GenerateStage",
+    "socratic": "stages.socratic:SocraticStage",
+    "evaluate": "stages.evaluate:EvaluateStage",
+}
+PROGRAMS = {
+    "caption": ("tags", "interrogate", "interpret"),
+    "refine": ("upsample", "generate", "socratic", "evaluate"),
+}
+
+
+def stage_class(name: str) -> type:
+    module, cls = STAGE_CLASSES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def options_from_args(args: argparse.Namespace, program: str) -> RunOptions:
+    from .errors import ConfigError
+
+    if args.limit < 0:
+        raise ConfigError(f"--limit {args.limit}: must be 0 (no limit) or more")
+    return RunOptions(only=parse_only(args.only, PROGRAMS[program]), limit=args.limit,
+                      shard=parse_shard(args.shard), dry_run=args.dry_run, quiet=args.quiet)
+
+
+def summary_path(ctx: Context):
+    if ctx.program == "refine":
+        return ctx.run_dir / "summary.json"
+    return ctx.cfg.paths.cache / "summary-caption.json"
+
+
+def run_program(program: str, args: argparse.Namespace) -> int:
+    cfg = load_config(config_path(args.config), args.overrides)
+    options = options_from_args(args, program)
+    ctx = Context(cfg, program=program, options=options)
+    stages = [stage_class(name)(ctx) for name in PROGRAMS[program]
+              if not options.only or name in options.only]
+    if options.dry_run:
+        print(f"{program}: plan for config {cfg.source} (nothing will be called)")
+    reports = asyncio_run(run_stages(stages, ctx))
+    out = sys.stdout
+    for line in format_summary(ctx, reports):
+        print(line, file=out)
+    if options.dry_run:
+        return 0
+    write_summary(summary_path(ctx), ctx, reports)
+    return 1 if any(r.failed for r in reports) else 0
+
+
+def asyncio_run(coro):
+    import asyncio
+
+    return asyncio.run(coro)

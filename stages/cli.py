@@ -1,0 +1,65 @@
+"""What caption.py and refine.py share: arguments, config loading, exit codes.
+
+Exit codes: 0 every item succeeded, 1 some items failed (listed), 2 a usage or
+configuration error or a fatal backend problem (one clear line, no traceback),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import ConfigError, FatalError
+
+
+def build_parser(prog: str, description: str, stage_names: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", metavar="PATH", default=None,
+                        help="config file (default: config.ini beside this script)")
+    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                        dest="overrides", help="override a config key; repeatable")
+    parser.add_argument("--only", metavar="STAGE[,STAGE]", default="",
+                        help="run only these stages: " + ", ".join(stage_names))
+    parser.add_argument("--limit", metavar="N", type=int, default=0,
+                        help="process at most N items per stage")
+    parser.add_argument("--shard", metavar="I/N", default="0/1",
+                        help="process only shard I of N (split by item id; 0 <= I < N)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (stages, skip state, item counts, backends); call nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def parse_only(text: str, stage_names: tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        if name not in stage_names:
+            raise ConfigError(f"--only {text!r}: unknown stage {name!r}; stages: "
+                              + ", ".join(stage_names))
+    return names
+
+
+def main_guard(body: Callable[[], int]) -> int:
+    """Turn our error types into one line on stderr and the documented exit code."""
+    try:
+        return body()
+    except (ConfigError, FatalError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished items are kept, rerun to continue", file=sys.stderr)
+        return 130
+
+
+def run_async(coro) -> object:
+    return asyncio.run(coro)
+
+
+def config_path(arg: str | None) -> Path:
+    from .config import default_config_path
+
+    return Path(arg) if arg else default_config_path()

@@ -1,0 +1,384 @@
+"""config.ini -> frozen dataclasses, validated before any work starts.
+
+Every section is a frozen dataclass; every field is a key. Field metadata carries the
+checks (choices, ranges, path resolution) so that the error for a bad value can name the
+file, the `section.key`, the problem and what is accepted. Unknown sections and keys are
+errors: a typo must never silently fall back to a default.
+
+Relative paths in the file resolve against the file's folder; relative paths given with
+`--set` resolve against the current directory, where the user typed them.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _key(default: Any, *, choices: tuple = (), min: float | None = None,
+         max: float | None = None, path: bool = False) -> Any:
+    meta = {"choices": choices, "min": min, "max": max, "path": path}
+    if isinstance(default, (list, tuple)):
+        return field(default=tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    images: Path = _key(Path("images"), path=True)
+    captions: Path = _key(Path("captions"), path=True)
+    cache: Path = _key(Path("cache"), path=True)
+    runs: Path = _key(Path("runs"), path=True)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = _key("default")
+    executor: str = _key("local", choices=("local", "ray"))
+    progress: bool = _key(True)
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    base_url: tuple[str, ...] = _key(("local",))
+    model: str = _key("")
+    backend: str = _key("openai", choices=("openai", "vllm"))
+    api_key_env: str = _key("OPENAI_API_KEY")
+    temperature: float = _key(0.2, min=0.0, max=2.0)
+    top_p: float = _key(0.95, min=0.0, max=1.0)
+    max_tokens: int = _key(200, min=1, max=32768)
+    seed: int = _key(0, min=-1)
+    stop: tuple[str, ...] = _key(())
+    structured: str = _key("auto", choices=("auto", "json_schema", "json_object", "prompt"))
+    concurrency: int = _key(8, min=1, max=1024)
+    timeout: float = _key(120.0, min=0.1)
+    retries: int = _key(4, min=0, max=20)
+    backoff: float = _key(1.0, min=0.0, max=60.0)
+    local_parallel: int = _key(4, min=1, max=64)
+    local_ctx: int = _key(2048, min=256, max=131072)
+    local_threads: int = _key(0, min=0, max=512)
+    local_start_timeout: float = _key(120.0, min=1.0)
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    backend: str = _key("classifier", choices=("classifier", "openai", "blip"))
+    base_url: tuple[str, ...] = _key(())
+    model: str = _key("")
+    max_side: int = _key(768, min=64, max=8192)
+    top_k: int = _key(3, min=1, max=20)
+    device: str = _key("auto", choices=("auto", "cpu", "cuda", "mps"))
+    max_new_tokens: int = _key(60, min=1, max=2048)
+
+
+@dataclass(frozen=True)
+class TagsConfig:
+    skip: bool = _key(False)
+    source: str = _key("file", choices=("file", "danbooru"))
+    wiki_file: Path = _key(Path("data/wiki.json"), path=True)
+    url: str = _key("https://danbooru.donmai.us")
+    min_post_count: int = _key(0, min=0)
+    include_tags_without_wiki: bool = _key(False)
+    template: Path = _key(Path("templates/tag_summary.txt"), path=True)
+    user_agent: str = _key("tagcap/0.1 (dataset captioning; +https://example.invalid/tagcap)")
+    requests_per_second: float = _key(2.0, min=0.01, max=100.0)
+    timeout: float = _key(20.0, min=0.1)
+    retries: int = _key(4, min=0, max=20)
+    blacklist: tuple[str, ...] = _key(())
+    drop_meta: bool = _key(True)
+
+
+@dataclass(frozen=True)
+class InterrogateConfig:
+    skip: bool = _key(False)
+    template: Path = _key(Path("templates/interrogate.txt"), path=True)
+    tags_hint: bool = _key(True)
+    max_pixels: int = _key(50_000_000, min=1)
+
+
+@dataclass(frozen=True)
+class InterpretConfig:
+    skip: bool = _key(False)
+    template: Path = _key(Path("templates/interpret.txt"), path=True)
+    shorten_template: Path = _key(Path("templates/shorten.txt"), path=True)
+    trigger_words: tuple[str, ...] = _key(())
+    max_clip_tokens: int = _key(77, min=8, max=1024)
+    overwrite: bool = _key(False)
+    write_beside_images: bool = _key(False)
+    beside_extension: str = _key(".caption")
+
+
+@dataclass(frozen=True)
+class UpsampleConfig:
+    skip: bool = _key(False)
+    benchmark: str = _key("parti")
+    benchmark_path: str = _key("")
+    limit: int = _key(5, min=0)
+    categories: tuple[str, ...] = _key(())
+    template: Path = _key(Path("templates/upsample.txt"), path=True)
+    candidates: int = _key(2, min=1, max=16)
+    max_clip_tokens: int = _key(77, min=8, max=1024)
+    temperature: float = _key(0.7, min=0.0, max=2.0)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    skip: bool = _key(False)
+    backend: str = _key("diffusers", choices=("diffusers", "a1111"))
+    model: str = _key("tiny")
+    refiner: str = _key("")
+    scheduler: str = _key("")
+    device: str = _key("auto", choices=("auto", "cpu", "cuda", "mps"))
+    steps: int = _key(4, min=1, max=1000)
+    guidance: float = _key(5.0, min=0.0, max=50.0)
+    width: int = _key(64, min=8, max=8192)
+    height: int = _key(64, min=8, max=8192)
+    seeds: tuple[int, ...] = _key((0,))
+    batch_size: int = _key(4, min=1, max=256)
+    negative_prompt: str = _key("")
+    url: str = _key("http://127.0.0.1:7860")
+
+
+@dataclass(frozen=True)
+class SocraticConfig:
+    skip: bool = _key(False)
+    start: str = _key("original", choices=("original", "upsampled"))
+    iterations: int = _key(3, min=1, max=50)
+    early_stop: bool = _key(True)
+    select: str = _key("clip", choices=("clip", "judge"))
+    template: Path = _key(Path("templates/socratic.txt"), path=True)
+    max_clip_tokens: int = _key(77, min=8, max=1024)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    skip: bool = _key(False)
+    metrics: tuple[str, ...] = _key(("clipscore", "image_similarity", "caption_score", "llm_judge"))
+    clip_model: str = _key("tiny")
+    text_model: str = _key("all-MiniLM-L6-v2")
+    judge_template: Path = _key(Path("templates/judge.txt"), path=True)
+    bootstrap: int = _key(10000, min=100, max=1_000_000)
+
+
+METRICS = ("clipscore", "image_similarity", "caption_score", "llm_judge")
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    paths: PathsConfig
+    run: RunConfig
+    llm: LLMConfig
+    vision: VisionConfig
+    tags: TagsConfig
+    interrogate: InterrogateConfig
+    interpret: InterpretConfig
+    upsample: UpsampleConfig
+    generate: GenerateConfig
+    socratic: SocraticConfig
+    evaluate: EvaluateConfig
+
+    def section(self, name: str) -> Any:
+        return getattr(self, name)
+
+
+SECTIONS: dict[str, type] = {
+    f.name: typing.get_type_hints(Config)[f.name]
+    for f in dataclasses.fields(Config) if f.name != "source"
+}
+
+
+def _describe_type(tp: Any, meta: dict) -> str:
+    if meta.get("choices"):
+        return "one of: " + ", ".join(meta["choices"])
+    if tp is bool:
+        return "true or false"
+    name = {int: "an integer", float: "a number", str: "text", Path: "a path"}.get(tp)
+    if name is None and typing.get_origin(tp) is tuple:
+        inner = typing.get_args(tp)[0]
+        name = "a comma-separated list of " + ("integers" if inner is int else "values")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and hi is not None:
+        name += f" from {lo} to {hi}"
+    elif lo is not None:
+        name += f" >= {lo}"
+    return name or str(tp)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _split_list(raw: str) -> list[str]:
+    return [part.strip() for part in raw.replace("\n", ",").split(",") if part.strip()]
+
+
+def _convert(tp: Any, raw: str) -> Any:
+    raw = raw.strip()
+    if tp is bool:
+        low = raw.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"{raw!r} is not a boolean")
+    if tp is int:
+        return int(raw.replace("_", ""))
+    if tp is float:
+        value = float(raw)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{raw!r} is not a finite number")
+        return value
+    if tp is Path:
+        return Path(os.path.expanduser(raw))
+    if typing.get_origin(tp) is tuple:
+        inner = typing.get_args(tp)[0]
+        return tuple(_convert(inner, part) for part in _split_list(raw))
+    return raw
+
+
+def _check_range(value: Any, meta: dict) -> str | None:
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if meta.get("choices") and v not in meta["choices"]:
+            return f"{v!r} is not accepted"
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if meta.get("min") is not None and v < meta["min"]:
+                return f"{v} is below the minimum {meta['min']}"
+            if meta.get("max") is not None and v > meta["max"]:
+                return f"{v} is above the maximum {meta['max']}"
+    return None
+
+
+def parse_overrides(items: list[str]) -> dict[tuple[str, str], str]:
+    """Parse repeated `--set section.key=value` arguments."""
+    out: dict[tuple[str, str], str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not sep or not dot or not section or not key:
+            raise ConfigError(
+                f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. --set llm.temperature=0.5")
+        out[(section.lower(), key.lower())] = value
+    return out
+
+
+def _read_file(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";", "#"), strict=True,
+        empty_lines_in_values=False)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh, source=str(path))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; pass --config PATH "
+                          "or copy config.ini from the repository") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{path}: cannot parse: {first}") from None
+    return parser
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None,
+                cwd: Path | None = None) -> Config:
+    """Read, override, convert and validate; raise ConfigError with one clear line."""
+    path = Path(path)
+    parser = _read_file(path)
+    base_file = path.resolve().parent
+    base_set = (cwd or Path.cwd()).resolve()
+    raw: dict[tuple[str, str], tuple[str, str]] = {}   # (section, key) -> (value, origin)
+    for section in parser.sections():
+        if section not in SECTIONS:
+            raise ConfigError(f"{path}: [{section}]: unknown section; accepted sections: "
+                              + ", ".join(SECTIONS))
+        for key, value in parser.items(section):
+            raw[(section, key)] = (value, "file")
+    for (section, key), value in parse_overrides(overrides or []).items():
+        raw[(section, key)] = (value, "set")
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        sections[name] = _build_section(path, name, cls, raw, base_file, base_set)
+    for section, key in raw:
+        if section not in SECTIONS:
+            raise ConfigError(f"--set {section}.{key}: unknown section [{section}]; "
+                              "accepted sections: " + ", ".join(SECTIONS))
+    cfg = Config(source=path, **sections)
+    _cross_checks(cfg)
+    return cfg
+
+
+def _build_section(path: Path, name: str, cls: type, raw: dict, base_file: Path,
+                   base_set: Path) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for (section, key), (value, origin) in raw.items():
+        if section != name:
+            continue
+        where = f"{path}: {name}.{key}" if origin == "file" else f"--set {name}.{key}"
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key; accepted keys in [{name}]: "
+                              + ", ".join(fields))
+        meta, tp = fields[key].metadata, hints[key]
+        try:
+            converted = _convert(tp, value)
+        except ValueError:
+            raise ConfigError(f"{where} = {value.strip()!r}: wrong type; expected "
+                              + _describe_type(tp, meta)) from None
+        problem = _check_range(converted, meta)
+        if problem:
+            raise ConfigError(f"{where} = {value.strip()!r}: {problem}; expected "
+                              + _describe_type(tp, meta))
+        if meta.get("path") and not converted.is_absolute():
+            converted = (base_file if origin == "file" else base_set) / converted
+        values[key] = converted
+    for key, f in fields.items():
+        if key not in values and f.metadata.get("path") and not f.default.is_absolute():
+            values[key] = base_file / f.default
+    return cls(**values)
+
+
+def _cross_checks(cfg: Config) -> None:
+    where = f"{cfg.source}: "
+    unknown = [m for m in cfg.evaluate.metrics if m not in METRICS]
+    if unknown:
+        raise ConfigError(where + f"evaluate.metrics: unknown metric {unknown[0]!r}; "
+                          "accepted: " + ", ".join(METRICS))
+    if not cfg.llm.base_url:
+        raise ConfigError(where + "llm.base_url is empty; set it to 'local' or a URL such "
+                          "as http://127.0.0.1:8000/v1")
+    for url in cfg.llm.base_url + cfg.vision.base_url:
+        if url != "local" and not url.startswith(("http://", "https://")):
+            raise ConfigError(where + f"llm.base_url: {url!r} is not a URL; use 'local' or "
+                              "http(s)://HOST:PORT/v1")
+    if not cfg.generate.seeds:
+        raise ConfigError(where + "generate.seeds is empty; give at least one integer seed")
+    if cfg.vision.backend == "blip" and not cfg.vision.model:
+        raise ConfigError(where + "vision.model: the blip backend needs a hub id or local "
+                          "folder, e.g. Salesforce/blip-image-captioning-base")
+
+
+def section_as_dict(obj: Any) -> dict[str, Any]:
+    """Plain JSON-friendly dict of a section (paths as strings, tuples as lists)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def default_config_path() -> Path:
+    """config.ini beside the CLIs, so the tools work from any current directory."""
+    return Path(__file__).resolve().parent.parent / "config.ini"
+

@@ -1,0 +1,38 @@
+"""Shared fixtures: a local OpenAI-compatible server, a temp project folder, config helpers."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fakes import FakeOpenAI  # noqa: E402
+
+
+@pytest.fixture
+def fake_llm():
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A temp copy of the repository's config, templates, data and sample images."""
+    for name in ("templates", "data", "images"):
+        if (ROOT / name).exists():
+            shutil.copytree(ROOT / name, tmp_path / name)
+    shutil.copy(ROOT / "config.ini", tmp_path / "config.ini")
+    return tmp_path
+
+
+def llm_overrides(url: str, **extra: str) -> list[str]:
+    """--set values that point the LLM at a test server with fast retries."""
+    values = {"llm.base_url": url, "llm.backoff": "0.01", "llm.timeout": "5",
+              "llm.retries": "3", "run.progress": "false", **extra}
+    return [f"{k}={v}" for k, v in values.items()]

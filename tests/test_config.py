@@ -1,0 +1,133 @@
+"""Config loading: defaults, overrides, and one clear error line for every kind of mistake."""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stages.config import SECTIONS, load_config
+from stages.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.ini"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_documents_every_key_and_nothing_else():
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
+    parser.read(ROOT / "config.ini")
+    assert set(parser.sections()) == set(SECTIONS)
+    for name, cls in SECTIONS.items():
+        assert set(parser[name]) == {f.name for f in dataclasses.fields(cls)}, name
+
+
+def test_shipped_config_values_equal_dataclass_defaults():
+    cfg = load_config(ROOT / "config.ini")
+    for name, cls in SECTIONS.items():
+        default = cls()
+        for f in dataclasses.fields(cls):
+            value, want = getattr(cfg.section(name), f.name), getattr(default, f.name)
+            if isinstance(want, Path):
+                assert value == ROOT / want, f"{name}.{f.name}"
+            else:
+                assert value == want, f"{name}.{f.name}"
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    path = write(tmp_path, "[paths]\nimages = pics\n")
+    cfg = load_config(path)
+    assert cfg.paths.images == tmp_path / "pics"
+    assert cfg.paths.cache == tmp_path / "cache"
+
+
+def test_set_overrides_file_and_resolves_paths_against_cwd(tmp_path):
+    path = write(tmp_path, "[llm]\ntemperature = 0.5\n[paths]\nimages = pics\n")
+    cwd = tmp_path / "elsewhere"
+    cfg = load_config(path, ["llm.temperature=0.9", "paths.images=mine"], cwd=cwd)
+    assert cfg.llm.temperature == 0.9
+    assert cfg.paths.images == cwd.resolve() / "mine"
+
+
+def test_lists_and_booleans_parse(tmp_path):
+    path = write(tmp_path, "[generate]\nseeds = 1, 2,3\n[interpret]\noverwrite = yes\n"
+                 "trigger_words = sks style, photo\n[llm]\nbase_url = http://a/v1, http://b/v1\n")
+    cfg = load_config(path)
+    assert cfg.generate.seeds == (1, 2, 3)
+    assert cfg.interpret.overwrite is True
+    assert cfg.interpret.trigger_words == ("sks style", "photo")
+    assert cfg.llm.base_url == ("http://a/v1", "http://b/v1")
+
+
+@pytest.mark.parametrize("text, overrides, expected", [
+    ("[bogus]\nx = 1\n", [], "[bogus]: unknown section; accepted sections: paths"),
+    ("[llm]\ntemprature = 0.3\n", [], "llm.temprature: unknown key; accepted keys in [llm]:"),
+    ("[llm]\ntemperature = hot\n", [], "llm.temperature = 'hot': wrong type; expected a number"),
+    ("[llm]\ntemperature = 3\n", [], "above the maximum 2.0; expected a number from 0.0 to 2.0"),
+    ("[llm]\nconcurrency = 0\n", [], "below the minimum 1"),
+    ("[vision]\nbackend = clip\n", [], "'clip' is not accepted; expected one of: classifier, openai"),
+    ("[interpret]\noverwrite = maybe\n", [], "expected true or false"),
+    ("[generate]\nseeds = 1, x\n", [], "generate.seeds = '1, x': wrong type"),
+    ("[llm]\nbase_url = localhost:8000\n", [], "'localhost:8000' is not a URL"),
+    ("[evaluate]\nmetrics = clipscore, fid\n", [], "unknown metric 'fid'"),
+    ("", ["llm.nope=1"], "--set llm.nope: unknown key"),
+    ("", ["nosection.key=1"], "--set nosection.key: unknown section"),
+    ("", ["llm.temperature"], "expected SECTION.KEY=VALUE"),
+    ("[llm\n", [], "cannot parse"),
+])
+def test_errors_name_file_key_problem_and_accepted_values(tmp_path, text, overrides, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+    if not overrides:
+        assert str(path) in message
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.ini")
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("program", ["caption.py", "refine.py"])
+def test_help_is_fast_because_heavy_imports_are_lazy(program):
+    started = time.monotonic()
+    result = run_cli(str(ROOT / program), "--help")
+    assert result.returncode == 0
+    assert "--dry-run" in result.stdout and "--shard" in result.stdout
+    assert time.monotonic() - started < 2.0
+    probe = run_cli("-c", "import sys, runpy; sys.argv=['x','--help']\n"
+                    "try:\n runpy.run_path(%r, run_name='__main__')\nexcept SystemExit: pass\n"
+                    "print(sorted(m for m in ('torch','transformers','diffusers','openai') "
+                    "if m in sys.modules))" % str(ROOT / program))
+    assert probe.stdout.strip().endswith("[]")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--set", "llm.temperature=warm"], "llm.temperature = 'warm': wrong type"),
+    (["--set", "llm.bogus=1"], "unknown key"),
+    (["--shard", "3/2"], "--shard '3/2'"),
+    (["--only", "nonsense"], "unknown stage 'nonsense'"),
+])
+def test_cli_bad_config_is_one_line_exit_2_no_traceback(args, expected):
+    result = run_cli(str(ROOT / "caption.py"), *args)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
