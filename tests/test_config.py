@@ -112,10 +112,12 @@ def test_help_is_fast_because_heavy_imports_are_lazy(program):
     assert result.returncode == 0
     assert "--dry-run" in result.stdout and "--shard" in result.stdout
     assert time.monotonic() - started < 2.0
+    script = str(ROOT / program)
     probe = run_cli("-c", "import sys, runpy; sys.argv=['x','--help']\n"
-                    "try:\n runpy.run_path(%r, run_name='__main__')\nexcept SystemExit: pass\n"
+                    f"try:\n runpy.run_path({script!r}, run_name='__main__')\n"
+                    "except SystemExit: pass\n"
                     "print(sorted(m for m in ('torch','transformers','diffusers','openai') "
-                    "if m in sys.modules))" % str(ROOT / program))
+                    "if m in sys.modules))")
     assert probe.stdout.strip().endswith("[]")
 
 

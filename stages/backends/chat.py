@@ -17,7 +17,7 @@ import os
 import random
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +205,7 @@ class ChatBackend:
                 self._model_name = self.model_setting
             endpoints = [_Endpoint(url.rstrip("/")) for url in urls]
             reachable = await asyncio.gather(*(self._probe(ep) for ep in endpoints))
-            live = [ep for ep, ok in zip(endpoints, reachable) if ok]
+            live = [ep for ep, ok in zip(endpoints, reachable, strict=False) if ok]
             if not live:
                 raise FatalError(
                     f"cannot reach the LLM server at {', '.join(urls)} (llm.base_url): "

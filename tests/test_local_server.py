@@ -1,0 +1,52 @@
+"""The embedded default: llama.cpp's server with the packaged SmolLM2 GGUF, for real."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import pytest
+
+from stages.backends.chat import CallStats, ChatBackend
+from stages.backends.local_server import find_gguf
+from stages.config import LLMConfig
+from stages.errors import FatalError
+from stages.store import CallCache
+
+SCHEMA = {"type": "object", "required": ["colour"],
+          "properties": {"colour": {"type": "string"}}}
+
+
+@pytest.mark.slow
+def test_embedded_server_answers_plain_and_structured_then_stops(tmp_path):
+    cfg = LLMConfig(base_url=("local",), local_parallel=2, local_ctx=1024, max_tokens=24)
+    backend = ChatBackend(cfg, CallCache(tmp_path / "calls"), CallStats(), cache_dir=tmp_path)
+    assert backend.model_id == "gguf:SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    async def go():
+        try:
+            plain, structured = await asyncio.gather(
+                backend.chat([{"role": "user", "content": "Name a fruit."}], template_hash="t"),
+                backend.chat([{"role": "user", "content": "What colour is the sky?"}],
+                             template_hash="t", schema=SCHEMA))
+            return plain, structured, backend.local.base_url
+        finally:
+            await backend.aclose()
+
+    plain, structured, url = asyncio.run(go())
+    assert plain.text.strip()
+    assert isinstance(structured.data["colour"], str)
+    assert backend.stats.calls >= 2
+    log = tmp_path / "llama-server.log"
+    assert log.exists() and log.stat().st_size > 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "/models", timeout=2)
+
+
+def test_missing_gguf_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FatalError, match="GGUF file .* not found"):
+        find_gguf(str(tmp_path / "nope.gguf"))
+
+
+def test_packaged_gguf_is_found():
+    assert find_gguf("").name == "SmolLM2-135M-Instruct.Q4_1.gguf"
