@@ -21,9 +21,28 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from stages.app import run_program
 
-        return run_program("caption", args)
+        code = run_program("caption", args)
+        if args.export and not args.dry_run:
+            code = max(code, export(args))
+        return code
 
     return main_guard(body)
+
+
+def export(args) -> int:
+    from pathlib import Path
+
+    from stages.cli import config_path
+    from stages.config import load_config
+    from stages.errors import ConfigError
+    from stages.export import export_hf
+
+    fmt, out = args.export
+    if fmt != "hf":
+        raise ConfigError(f"--export {fmt!r}: unknown format; accepted: hf")
+    count = export_hf(load_config(config_path(args.config), args.overrides), Path(out))
+    print(f"export: {count} captioned images written to {out}/dataset and {out}/imagefolder")
+    return 0
 
 
 if __name__ == "__main__":

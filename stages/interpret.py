@@ -8,6 +8,7 @@ was not written by this stage, or was edited by hand after, is never replaced un
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 import time
@@ -106,7 +107,10 @@ class InterpretStage(Stage):
         return meta.get("key") == key
 
     async def process(self, item: Item, key: str) -> None:
+        from .imageio import load_image
+
         c = self.cfg.interpret
+        await asyncio.to_thread(load_image, item.data, self.cfg.interrogate.max_pixels)
         inputs = self._inputs(item)
         if not inputs["tags"] and not inputs["vision"]:
             raise ItemError("no tags and no vision answer to caption from (add NAME.txt or "

@@ -261,7 +261,7 @@ async def run_stages(stages: list[Stage], ctx: Context) -> list[StageReport]:
                 await _run_stage(stage, options, report)
             finally:
                 report.seconds = time.monotonic() - started
-            stage.finish(report)
+                stage.finish(report)
     finally:
         await ctx.aclose()
     return reports

@@ -1,0 +1,190 @@
+"""Where tag wiki text comes from: a local file (offline) or the danbooru API.
+
+Both answer `lookup(tag) -> WikiAnswer`. Only definitive answers come back: a page, "no
+wiki" (HTTP 404 or an empty page), or "below min_post_count". Network errors, 429 and 5xx
+are retried with backoff and, when retries run out, raised as ItemError so the tag is
+tried again on the next run instead of being cached as missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, FatalError, ItemError
+
+
+@dataclass(frozen=True)
+class WikiAnswer:
+    status: str                 # found | no_wiki | below_min_posts
+    text: str = ""
+    post_count: int | None = None
+
+
+def api_name(tag: str) -> str:
+    """Our cleaned tag ('long hair') in danbooru's spelling ('long_hair')."""
+    return tag.strip().replace(" ", "_")
+
+
+_DTEXT = [
+    (re.compile(r"\[\[([^\]|]+)\|([^\]]+)\]\]"), r"\2"),     # [[target|label]]
+    (re.compile(r"\[\[([^\]]+)\]\]"), r"\1"),                # [[target]]
+    (re.compile(r"\{\{([^}]+)\}\}"), r"\1"),                 # {{tag search}}
+    (re.compile(r"\[/?(?:b|i|u|s|tn|spoiler|quote|expand[^\]]*|code|table|tr|td|th)\]"), ""),
+    (re.compile(r"\"([^\"]+)\":\[?\S+?\]?(?=\s|$)"), r"\1"),   # "label":url
+    (re.compile(r"^h\d\.\s*", re.M), ""),                    # h4. headings
+    (re.compile(r"https?://\S+"), ""),
+]
+
+
+def clean_dtext(body: str, limit: int = 1500) -> str:
+    """Danbooru's DText markup reduced to plain sentences for the summariser."""
+    text = body
+    for pattern, repl in _DTEXT:
+        text = pattern.sub(repl, text)
+    text = "\n".join(line.strip(" *#") for line in text.splitlines() if line.strip())
+    return text[:limit].strip()
+
+
+class FileWiki:
+    """Tag -> wiki text from a JSON object or JSON-lines file (offline source)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.entries = self._load()
+
+    def _load(self) -> dict[str, str]:
+        where = f"tags.wiki_file = {self.path}"
+        try:
+            raw = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: file not found; point tags.wiki_file at a JSON "
+                              "{tag: text} file or set tags.source = danbooru") from None
+        try:
+            if self.path.suffix == ".jsonl":
+                rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
+                data = {row["tag"]: row["wiki"] for row in rows}
+            else:
+                data = json.loads(raw)
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{where}: not a JSON object of tag -> text (or JSONL with "
+                              f"'tag' and 'wiki' fields): {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a JSON object of tag -> wiki text")
+        return {str(k).strip().lower().replace("_", " "): str(v) for k, v in data.items()}
+
+    def identity(self) -> dict:
+        return {"source": "file", "file": self.path.name}
+
+    async def lookup(self, tag: str) -> WikiAnswer:
+        text = self.entries.get(tag) or self.entries.get(tag.replace("_", " "))
+        return WikiAnswer("found", text.strip()) if text and text.strip() else WikiAnswer("no_wiki")
+
+    def close(self) -> None:
+        pass
+
+
+class RateLimiter:
+    """At most `rate` request starts per second, shared by all tasks of a run."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self.next_at = 0.0
+        self.lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self.lock:
+            now = time.monotonic()
+            delay = self.next_at - now
+            self.next_at = max(now, self.next_at) + self.interval
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class DanbooruWiki:
+    """Danbooru's JSON API: post counts from /tags.json, wiki text from /wiki_pages/NAME.json."""
+
+    def __init__(self, url: str, *, user_agent: str, timeout: float, retries: int,
+                 requests_per_second: float, min_post_count: int, backoff: float = 1.0):
+        import requests
+
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.min_post_count = min_post_count
+        self.limiter = RateLimiter(requests_per_second)
+        self.session = requests.Session()
+        self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
+
+    def identity(self) -> dict:
+        return {"source": "danbooru", "url": self.url, "min_post_count": self.min_post_count}
+
+    async def lookup(self, tag: str) -> WikiAnswer:
+        name = api_name(tag)
+        posts = None
+        if self.min_post_count > 0:
+            status, data = await self._get("/tags.json", {"search[name_matches]": name})
+            match = next((t for t in data or [] if isinstance(t, dict) and t.get("name") == name), None)
+            posts = int(match.get("post_count", 0)) if match else 0
+            if posts < self.min_post_count:
+                return WikiAnswer("below_min_posts", post_count=posts)
+        status, page = await self._get(f"/wiki_pages/{urllib.parse.quote(name, safe='')}.json", None)
+        if status == 404 or not isinstance(page, dict) or not str(page.get("body", "")).strip():
+            return WikiAnswer("no_wiki", post_count=posts)
+        return WikiAnswer("found", clean_dtext(str(page["body"])), post_count=posts)
+
+    async def _get(self, path: str, params: dict | None) -> tuple[int, object]:
+        import requests
+
+        last = ""
+        for attempt in range(self.retries + 1):
+            await self.limiter.wait()
+            try:
+                resp = await asyncio.to_thread(self.session.get, self.url + path, params=params,
+                                               timeout=self.timeout)
+            except requests.ConnectionError as exc:
+                if attempt == 0 and "refused" in str(exc).lower() and self._never_answered:
+                    raise FatalError(f"cannot reach danbooru at {self.url} (tags.url): connection "
+                                     "refused; check the URL or use tags.source = file") from None
+                last = f"network error: {type(exc).__name__}"
+                wait = None
+            except requests.RequestException as exc:
+                last, wait = f"network error: {type(exc).__name__}", None
+            else:
+                self._never_answered = False
+                if resp.status_code == 404:
+                    return 404, None
+                if resp.status_code == 200:
+                    try:
+                        return 200, resp.json()
+                    except ValueError:
+                        last, wait = "malformed JSON from danbooru", None
+                elif resp.status_code == 429 or resp.status_code >= 500:
+                    last = f"HTTP {resp.status_code}"
+                    wait = _retry_after(resp.headers.get("Retry-After"))
+                else:
+                    raise ItemError(f"danbooru answered HTTP {resp.status_code} for {path}")
+            if attempt < self.retries:
+                delay = self.backoff * (2 ** attempt) * (0.5 + random.random())
+                await asyncio.sleep(min(max(wait or 0.0, delay), 60.0))
+        raise ItemError(f"danbooru {path}: gave up after {self.retries + 1} attempts: {last} "
+                        "(will be retried on the next run)")
+
+    _never_answered = True
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None

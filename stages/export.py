@@ -1,0 +1,67 @@
+"""Export a captioned folder for training: a Hugging Face `datasets` dataset and an imagefolder.
+
+`PATH/dataset/` is written with `Dataset.save_to_disk` (columns image, caption, tags, id);
+`PATH/imagefolder/` holds the images (hard-linked when possible) with a `metadata.jsonl`
+that `datasets.load_dataset("imagefolder", data_dir=...)` reads as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from .config import Config
+from .errors import ConfigError
+from .folder import artifact, image_items, read_tags
+from .store import atomic_write_text
+
+
+def captioned(cfg: Config) -> Iterator[dict]:
+    for item in image_items(cfg.paths.images):
+        txt = artifact(cfg.paths.captions, item.id, ".txt")
+        if txt.exists():
+            yield {"id": item.id, "path": item.data, "caption": txt.read_text(encoding="utf-8").strip(),
+                   "tags": read_tags(item.data, cfg)}
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def export_hf(cfg: Config, out: Path) -> int:
+    """Write both layouts; return the number of captioned images exported."""
+    import datasets
+
+    rows = list(captioned(cfg))
+    if not rows:
+        raise ConfigError(f"--export: no captions in {cfg.paths.captions}; run caption.py first")
+    folder = out / "imagefolder"
+    lines = []
+    for row in rows:
+        rel = row["path"].relative_to(cfg.paths.images)
+        _link_or_copy(row["path"], folder / rel)
+        lines.append(json.dumps({"file_name": rel.as_posix(), "caption": row["caption"],
+                                 "tags": row["tags"], "id": row["id"]}, ensure_ascii=False))
+    atomic_write_text(folder / "metadata.jsonl", "\n".join(lines) + "\n")
+    features = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string"),
+                                  "tags": datasets.Sequence(datasets.Value("string")),
+                                  "id": datasets.Value("string")})
+    table = datasets.Dataset.from_dict({
+        "image": [str(r["path"]) for r in rows], "caption": [r["caption"] for r in rows],
+        "tags": [r["tags"] for r in rows], "id": [r["id"] for r in rows]}, features=features)
+    target = out / "dataset"
+    tmp = out / ".dataset.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    table.save_to_disk(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return len(rows)
