@@ -184,3 +184,72 @@ class FakeOpenAI:
                 raise ValueError(f"unknown fault {fault.kind}")
 
         return Handler
+
+
+class FakeDanbooru:
+    """Danbooru's /tags.json and /wiki_pages/NAME.json from a dict; logs raw request paths."""
+
+    def __init__(self, wiki: dict[str, str], posts: dict[str, int] | None = None):
+        self.wiki = wiki                      # danbooru names (underscores) -> body
+        self.posts = posts or {}
+        self.paths: list[str] = []
+        self.agents: list[str] = []
+        self.fail: dict[str, deque] = {}      # name -> statuses to answer first
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> FakeDanbooru:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self):
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, body: Any) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self) -> None:
+                with fake.lock:
+                    fake.paths.append(self.path)
+                    fake.agents.append(self.headers.get("User-Agent", ""))
+                parts = urlsplit(self.path)
+                if parts.path == "/tags.json":
+                    name = parse_qs(parts.query).get("search[name_matches]", [""])[0]
+                    found = [{"name": name, "post_count": fake.posts[name]}] if name in fake.posts else []
+                    self._send(200, found)
+                    return
+                if parts.path.startswith("/wiki_pages/") and parts.path.endswith(".json"):
+                    name = unquote(parts.path[len("/wiki_pages/"):-len(".json")])
+                    queue = fake.fail.get(name)
+                    if queue:
+                        self._send(queue.popleft(), {"error": "injected"})
+                        return
+                    if name in fake.wiki:
+                        self._send(200, {"title": name, "body": fake.wiki[name]})
+                    else:
+                        self._send(404, {"success": False, "message": "not found"})
+                    return
+                self._send(404, {})
+
+        return Handler
