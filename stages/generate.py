@@ -1,0 +1,126 @@
+"""Generate stage: images for the original and the upsampled prompt, with the same seeds.
+
+`runs/RUN/images/ID/VARIANT-sSEED.png`, with the prompt, seed, model and settings in the
+PNG's text chunks. Each image carries its own key, so an interrupted run resumes at the
+next missing image, and a changed model or setting redoes only what it affects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from .errors import ItemError
+from .runfiles import image_path, prompts, upsampled
+from .runner import Item, Stage, StageReport
+from .store import hash_value
+
+KEY_CHUNK = "tagcap_key"
+
+
+def make_image_backend(ctx):
+    """The configured text-to-image backend, built once per run."""
+    g = ctx.cfg.generate
+
+    def build():
+        from .backends.images import A1111Backend, DiffusersBackend
+
+        if g.backend == "a1111":
+            return A1111Backend(g.url, steps=g.steps, guidance=g.guidance, width=g.width,
+                                height=g.height)
+        return DiffusersBackend(g.model, cache_dir=ctx.cfg.paths.cache / "models", device=g.device,
+                                steps=g.steps, guidance=g.guidance, width=g.width, height=g.height,
+                                scheduler=g.scheduler, refiner=g.refiner, batch_size=g.batch_size)
+    return ctx.resource("images", build)
+
+
+def image_key(backend, text: str, seed: int, negative: str) -> str:
+    return hash_value({"prompt": text, "seed": seed, "negative": negative,
+                       "backend": backend.identity()})
+
+
+def png_key(path) -> str | None:
+    """The key stored in an image we wrote, or None when missing or unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.text.get(KEY_CHUNK) if hasattr(img, "text") else None
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+async def render_images(ctx, jobs: list[tuple[str, int, object, dict]]) -> None:
+    """Generate and save `(text, seed, path, metadata)` jobs in batches of generate.batch_size."""
+    from .backends.images import save_png
+
+    g = ctx.cfg.generate
+    backend = make_image_backend(ctx)
+    for start in range(0, len(jobs), g.batch_size):
+        batch = jobs[start:start + g.batch_size]
+        images = await asyncio.to_thread(backend.generate, [j[0] for j in batch],
+                                         [j[1] for j in batch], g.negative_prompt)
+        if len(images) != len(batch):
+            raise ItemError(f"backend returned {len(images)} images for {len(batch)} requests")
+        for (text, seed, path, meta), image in zip(batch, images, strict=True):
+            key = image_key(backend, text, seed, g.negative_prompt)
+            save_png(path, image, {**meta, "prompt": text, "seed": seed,
+                                   "negative_prompt": g.negative_prompt,
+                                   "backend": json.dumps(backend.identity(), sort_keys=True),
+                                   KEY_CHUNK: key})
+
+
+class GenerateStage(Stage):
+    name = "generate"
+    concurrency = 1          # one pipeline; batching happens inside an item
+
+    def prepare(self) -> None:
+        self.rows = prompts(self.ctx.run_dir)
+        self.up = upsampled(self.ctx.run_dir)
+
+    def missing_inputs(self) -> str:
+        if not (self.ctx.run_dir / "images").exists():
+            return "no images yet: the socratic and evaluate stages need them"
+        return ""
+
+    def variants(self, row: dict) -> list[tuple[str, str]]:
+        out = [("original", row["prompt"])]
+        if row["id"] in self.up:
+            out.append(("upsampled", self.up[row["id"]]["upsampled"]))
+        return out
+
+    def jobs(self, item: Item) -> list[tuple[str, int, object, dict, str]]:
+        backend = make_image_backend(self.ctx)
+        out = []
+        for variant, text in self.variants(item.data):
+            for seed in self.cfg.generate.seeds:
+                path = image_path(self.ctx.run_dir, item.id, variant, seed)
+                key = image_key(backend, text, seed, self.cfg.generate.negative_prompt)
+                out.append((text, seed, path, {"id": item.id, "variant": variant}, key))
+        return out
+
+    def items(self):
+        for row in self.rows:
+            yield Item(row["id"], row)
+
+    def count(self) -> int:
+        return len(self.rows)
+
+    def key(self, item: Item) -> str:
+        return hash_value([job[4] for job in self.jobs(item)])
+
+    def is_done(self, item: Item, key: str) -> bool:
+        return all(png_key(job[2]) == job[4] for job in self.jobs(item))
+
+    async def process(self, item: Item, key: str) -> None:
+        todo = [job[:4] for job in self.jobs(item) if png_key(job[2]) != job[4]]
+        await render_images(self.ctx, todo)
+
+    def finish(self, report: StageReport) -> None:
+        if not self.rows:
+            report.note = "no prompts.jsonl: run the upsample stage (or set it skip = false)"
+            return
+        from .report import write_compare_html
+
+        path = write_compare_html(self.ctx.run_dir)
+        report.note = f"side by side: {path}"

@@ -1,0 +1,232 @@
+"""Socratic stage: generate -> caption -> judge -> revise, with a fixed seed, keep the best.
+
+Each round generates an image for the current prompt with the prompt's fixed seed (the
+first of generate.seeds, the same every round, so only the prompt changes), has the
+vision backend describe it, and asks the judge LLM for a structured verdict
+`{"matches", "missing", "revised_prompt"}` with the original request and the full history
+of earlier rounds in context. The revision is checked against the CLIP token limit. The
+loop stops when the judge says the image matches (`early_stop`) or at `iterations`.
+
+The best image is chosen by a scorer that is not the judge: CLIP image-text similarity to
+the original prompt (`select = clip`), or a vision-language model comparing the images
+(`select = judge`, needs `vision.backend = openai`). The trace, `socratic/ID.json`, is
+written after every round, so a killed run resumes at the next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from .errors import ConfigError, ItemError
+from .generate import image_key, make_image_backend, png_key, render_images
+from .runfiles import image_path, prompts, upsampled
+from .runner import Item, Stage, StageReport
+from .store import atomic_write_json, hash_value, read_json
+
+VERDICT = {
+    "type": "object", "required": ["matches", "missing", "revised_prompt"],
+    "properties": {"matches": {"type": "boolean"},
+                   "missing": {"type": "array", "items": {"type": "string"}},
+                   "revised_prompt": {"type": "string"}}}
+
+
+def format_history(iterations: list[dict]) -> str:
+    if not iterations:
+        return "(none: this is the first round)"
+    lines = []
+    for i, it in enumerate(iterations):
+        v = it["verdict"]
+        lines.append(f"Round {i}: prompt: {it['prompt']}\n  image showed: {it['caption']}\n"
+                     f"  matches: {'yes' if v['matches'] else 'no'}; missing: "
+                     f"{', '.join(v['missing']) or 'nothing'}; revision: {v['revised_prompt']}")
+    return "\n".join(lines)
+
+
+def make_clip_scorer(ctx):
+    def build():
+        from .backends.scoring import ClipScorer
+
+        return ClipScorer(ctx.cfg.evaluate.clip_model, cache_dir=ctx.cfg.paths.cache / "models")
+    return ctx.resource("clip", build)
+
+
+def make_vision(ctx):
+    from .backends.vision import make_vision as build
+
+    return ctx.resource("vision", lambda: build(ctx))
+
+
+async def describe(ctx, path: Path) -> str:
+    """What the vision backend sees in a generated image (its answer is cached by the chat
+    cache for LLM backends; local backends are fast)."""
+    from .imageio import load_image
+
+    question = ctx.template(ctx.cfg.interrogate.template, "interrogate.template", {"tags"})
+    text = question.render(tags="(none)")[0]["content"]
+    image = await asyncio.to_thread(load_image, path, ctx.cfg.interrogate.max_pixels)
+    return await make_vision(ctx).describe(image, text, ())
+
+
+class SocraticStage(Stage):
+    name = "socratic"
+    concurrency = 1          # rounds are sequential and the image pipeline is shared
+
+    def prepare(self) -> None:
+        s = self.cfg.socratic
+        if s.select == "judge" and self.cfg.vision.backend != "openai":
+            raise ConfigError(f"{self.cfg.source}: socratic.select = judge compares images, so it "
+                              "needs vision.backend = openai (a model that sees images); use "
+                              "socratic.select = clip otherwise")
+        self.template = self.ctx.template(s.template, "socratic.template",
+                                          {"prompt", "current", "caption", "history", "max_tokens"})
+        self.rows = prompts(self.ctx.run_dir)
+        self.up = upsampled(self.ctx.run_dir)
+        self.early = 0
+
+    def missing_inputs(self) -> str:
+        return "" if (self.ctx.run_dir / "socratic").exists() else "no socratic traces yet"
+
+    def out(self, item_id: str) -> Path:
+        return self.ctx.run_dir / "socratic" / f"{item_id}.json"
+
+    def items(self):
+        for row in self.rows:
+            yield Item(row["id"], row)
+
+    def count(self) -> int:
+        return len(self.rows)
+
+    def start_prompt(self, row: dict) -> str:
+        if self.cfg.socratic.start == "upsampled" and row["id"] in self.up:
+            return self.up[row["id"]]["upsampled"]
+        return row["prompt"]
+
+    def key(self, item: Item) -> str:
+        s, v = self.cfg.socratic, self.cfg.vision
+        return hash_value({
+            "prompt": item.data["prompt"], "start": self.start_prompt(item.data),
+            "seed": self.cfg.generate.seeds[0], "template": self.template.hash,
+            "llm": self.ctx.chat().identity(), "early_stop": s.early_stop, "select": s.select,
+            "vision": [v.backend, v.model, v.top_k], "max_clip_tokens": s.max_clip_tokens,
+            "images": [self.cfg.generate.backend, self.cfg.generate.model, self.cfg.generate.steps,
+                       self.cfg.generate.width, self.cfg.generate.height],
+            "clip": self.cfg.evaluate.clip_model})
+
+    def _trace(self, item: Item, key: str) -> dict | None:
+        try:
+            trace = read_json(self.out(item.id))
+        except (FileNotFoundError, ValueError):
+            return None
+        return trace if trace.get("key") == key else None
+
+    def is_done(self, item: Item, key: str) -> bool:
+        trace = self._trace(item, key)
+        return bool(trace) and trace.get("best") is not None and (
+            trace["stopped_early"] or bool(trace.get("stop_reason"))
+            or len(trace["iterations"]) >= self.cfg.socratic.iterations)
+
+    async def process(self, item: Item, key: str) -> None:
+        s = self.cfg.socratic
+        row = item.data
+        seed = self.cfg.generate.seeds[0]
+        trace = self._trace(item, key) or {
+            "id": row["id"], "prompt": row["prompt"], "category": row.get("category", ""),
+            "start": s.start, "seed": seed, "iterations": [], "best": None,
+            "stopped_early": False, "key": key}
+        its = trace["iterations"]
+        current = its[-1]["verdict"]["revised_prompt"] if its else self.start_prompt(row)
+        if its and its[-1]["verdict"]["matches"] and s.early_stop:
+            trace["stopped_early"] = True
+        while not trace["stopped_early"] and not trace.get("stop_reason") and len(its) < s.iterations:
+            its.append(await self._round(row, len(its), current, its, seed))
+            trace["best"] = None
+            atomic_write_json(self.out(row["id"]), trace)
+            verdict = its[-1]["verdict"]
+            if verdict["matches"] and s.early_stop:
+                trace["stopped_early"] = True
+            elif not verdict["revised_prompt"].strip() or verdict["revised_prompt"] == current:
+                trace["stop_reason"] = "the judge gave no new prompt"
+                break
+            current = verdict["revised_prompt"]
+        self.early += trace["stopped_early"]
+        await self._select(trace)
+        atomic_write_json(self.out(row["id"]), trace)
+
+    async def _round(self, row: dict, index: int, prompt: str, history: list[dict],
+                     seed: int) -> dict:
+        from .backends.clip_tokens import clip_token_count, load_clip_tokenizer, truncate_to_tokens
+
+        s = self.cfg.socratic
+        path = image_path(self.ctx.run_dir, row["id"], f"iter{index:02d}", seed)
+        backend = make_image_backend(self.ctx)
+        if png_key(path) != image_key(backend, prompt, seed, self.cfg.generate.negative_prompt):
+            await render_images(self.ctx, [(prompt, seed, path, {"id": row["id"],
+                                                                  "variant": f"iter{index:02d}"})])
+        caption = await describe(self.ctx, path)
+        messages = self.template.render(prompt=row["prompt"], current=prompt, caption=caption,
+                                        history=format_history(history),
+                                        max_tokens=str(s.max_clip_tokens))
+        answer = await self.ctx.chat().chat(messages, template_hash=self.template.hash,
+                                            schema=VERDICT, schema_name="verdict")
+        verdict = {"matches": bool(answer.data["matches"]),
+                   "missing": [str(m) for m in answer.data["missing"]],
+                   "revised_prompt": " ".join(str(answer.data["revised_prompt"]).split())}
+        tokenizer = self.ctx.resource("clip_tokenizer",
+                                      lambda: load_clip_tokenizer(self.cfg.paths.cache))
+        tokens = clip_token_count(tokenizer, verdict["revised_prompt"])
+        truncated = tokens > s.max_clip_tokens
+        if truncated:
+            verdict["revised_prompt"] = truncate_to_tokens(tokenizer, verdict["revised_prompt"],
+                                                           s.max_clip_tokens)
+        return {"prompt": prompt, "image": path.relative_to(self.ctx.run_dir).as_posix(),
+                "caption": caption, "verdict": verdict, "scores": {},
+                "revision_clip_tokens": tokens, "revision_truncated": truncated}
+
+    async def _select(self, trace: dict) -> None:
+        from PIL import Image
+
+        its = trace["iterations"]
+        if not its:
+            raise ItemError("no round finished")
+        paths = [self.ctx.run_dir / it["image"] for it in its]
+        if self.cfg.socratic.select == "clip":
+            scorer = make_clip_scorer(self.ctx)
+            images = [Image.open(p).convert("RGB") for p in paths]
+            scores = await asyncio.to_thread(scorer.clipscore, images, [trace["prompt"]] * len(images))
+            for it, score in zip(its, scores, strict=True):
+                it["scores"]["select_clip"] = float(score)
+            name = "select_clip"
+            trace["selection"] = {"by": "clip", "scorer": scorer.identity(),
+                                  "why": "highest CLIP image-text similarity to the original prompt"}
+        else:
+            scores = await self._judge_images(trace["prompt"], paths)
+            for it, score in zip(its, scores, strict=True):
+                it["scores"]["select_judge"] = float(score)
+            name = "select_judge"
+            trace["selection"] = {"by": "judge", "scorer": self.ctx.chat().identity(),
+                                  "why": "highest score from the vision-language judge"}
+        trace["best"] = max(range(len(its)), key=lambda i: (its[i]["scores"][name], -i))
+
+    async def _judge_images(self, prompt: str, paths: list[Path]) -> list[float]:
+        from .imageio import load_image
+
+        vision = make_vision(self.ctx)
+        schema = {"type": "object", "required": ["score"],
+                  "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 10}}}
+        out = []
+        for path in paths:
+            image = await asyncio.to_thread(load_image, path, self.cfg.interrogate.max_pixels)
+            from .imageio import to_data_url
+
+            messages = [{"role": "user", "content": [
+                {"type": "text", "text": f"Rate from 1 to 10 how well this image shows: {prompt}. "
+                 "Answer in JSON with an integer \"score\"."},
+                {"type": "image_url", "image_url": {"url": to_data_url(image, self.cfg.vision.max_side)}}]}]
+            answer = await vision.chat.chat(messages, template_hash="select-judge", schema=schema)
+            out.append(answer.data["score"])
+        return out
+
+    def finish(self, report: StageReport) -> None:
+        if self.early:
+            report.note = f"{self.early} prompts stopped early (the judge said the image matches)"

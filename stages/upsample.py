@@ -1,0 +1,116 @@
+"""Upsample stage: rewrite each benchmark prompt into a detailed one.
+
+Each prompt gets `candidates` samples; the chosen one is the first that fits
+`max_clip_tokens` CLIP tokens, or the shortest when none fits (the overflow is recorded).
+Per-prompt results are written to `runs/RUN/upsample/ID.json` as they finish; the index
+`runs/RUN/upsampled.jsonl` is rebuilt from them at the end of the stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from .errors import ItemError
+from .interpret import tidy_caption
+from .runfiles import write_jsonl
+from .runner import Item, Stage, StageReport
+from .store import atomic_write_json, hash_value, read_json
+
+
+def load_prompts(ctx) -> list:
+    """The benchmark as configured; also written to runs/RUN/prompts.jsonl."""
+    from .benchmarks import load_benchmark, write_prompts_jsonl
+
+    u = ctx.cfg.upsample
+    prompts = load_benchmark(u.benchmark, path=u.benchmark_path, categories=u.categories,
+                             limit=u.limit, base_dir=ctx.cfg.source.resolve().parent)
+    write_prompts_jsonl(prompts, ctx.run_dir / "prompts.jsonl")
+    return prompts
+
+
+def choose(candidates: list[str], tokens: list[int], limit: int) -> int:
+    """Index of the first candidate within `limit` tokens, else of the shortest."""
+    for i, n in enumerate(tokens):
+        if n <= limit:
+            return i
+    return min(range(len(tokens)), key=lambda i: tokens[i])
+
+
+class UpsampleStage(Stage):
+    name = "upsample"
+
+    def prepare(self) -> None:
+        self.template = self.ctx.template(self.cfg.upsample.template, "upsample.template",
+                                          {"prompt", "max_tokens"})
+        self.prompts = load_prompts(self.ctx)
+
+    def missing_inputs(self) -> str:
+        if not (self.ctx.run_dir / "upsampled.jsonl").exists():
+            return "no upsampled.jsonl yet: later stages use the original prompts only"
+        return ""
+
+    def out(self, item_id: str) -> Path:
+        return self.ctx.run_dir / "upsample" / f"{item_id}.json"
+
+    def items(self):
+        for prompt in self.prompts:
+            yield Item(prompt.id, prompt)
+
+    def count(self) -> int:
+        return len(self.prompts)
+
+    def key(self, item: Item) -> str:
+        u = self.cfg.upsample
+        return hash_value({"prompt": item.data.prompt, "template": self.template.hash,
+                           "llm": self.ctx.chat().identity(), "candidates": u.candidates,
+                           "temperature": u.temperature, "max_clip_tokens": u.max_clip_tokens})
+
+    def is_done(self, item: Item, key: str) -> bool:
+        try:
+            return read_json(self.out(item.id)).get("key") == key
+        except (FileNotFoundError, ValueError):
+            return False
+
+    def tokenizer(self):
+        from .backends.clip_tokens import load_clip_tokenizer
+
+        return self.ctx.resource("clip_tokenizer", lambda: load_clip_tokenizer(self.cfg.paths.cache))
+
+    async def process(self, item: Item, key: str) -> None:
+        from .backends.clip_tokens import clip_token_count
+
+        u = self.cfg.upsample
+        prompt = item.data
+        messages = self.template.render(prompt=prompt.prompt, max_tokens=str(u.max_clip_tokens))
+        chat = self.ctx.chat()
+        answers = await asyncio.gather(*(
+            chat.chat(messages, template_hash=self.template.hash, temperature=u.temperature,
+                      sample=i) for i in range(u.candidates)))
+        candidates = [tidy_caption(a.text) for a in answers]
+        candidates = [c for c in candidates if c] or []
+        if not candidates:
+            raise ItemError("every candidate came back empty")
+        tokenizer = self.tokenizer()
+        tokens = [clip_token_count(tokenizer, c) for c in candidates]
+        best = choose(candidates, tokens, u.max_clip_tokens)
+        atomic_write_json(self.out(item.id), {
+            "id": prompt.id, "prompt": prompt.prompt, "category": prompt.category,
+            "upsampled": candidates[best], "candidates": candidates, "clip_tokens": tokens,
+            "chosen": best, "over_limit": tokens[best] > u.max_clip_tokens,
+            "llm": chat.identity(), "template": self.template.hash, "key": key})
+
+    def finish(self, report: StageReport) -> None:
+        rows, over = [], 0
+        for prompt in self.prompts:
+            try:
+                row = read_json(self.out(prompt.id))
+            except (FileNotFoundError, ValueError):
+                continue
+            over += bool(row.get("over_limit"))
+            rows.append({k: row[k] for k in ("id", "prompt", "upsampled", "candidates",
+                                             "clip_tokens", "category", "chosen", "over_limit")})
+        write_jsonl(self.ctx.run_dir / "upsampled.jsonl", rows)
+        if over:
+            report.note = (f"{over} upsampled prompts over {self.cfg.upsample.max_clip_tokens} "
+                           "CLIP tokens (the encoder will truncate them)")
