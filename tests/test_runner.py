@@ -10,8 +10,7 @@ import pytest
 
 from stages.config import load_config
 from stages.errors import FatalError, ItemError
-from stages.runner import (Context, Item, RunOptions, Stage, in_shard, parse_shard,
-                           run_stages)
+from stages.runner import Context, Item, RunOptions, Stage, in_shard, parse_shard, run_stages
 from stages.store import atomic_write_text, read_json
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Performance figures, measured in one run on this machine; prints `name: value` lines.
+
+    python benchmarks/run.py --quick     # under ~3 minutes on 2 cores
+    python benchmarks/run.py             # larger samples
+
+Figures (ratios are the point; absolute numbers depend on the machine):
+- raw_requests_per_s / caption_requests_per_s / saturation_ratio: the caption path
+  (interpret stage through the project's chat backend and runner) against a raw asyncio +
+  openai-client load generator, same local server with a fixed latency, concurrency 8.
+- warm_rerun_calls, warm_rerun_s_per_1k_items: a second run over the unchanged folder.
+- images_per_s_c1 / _c8 / _c32: interrogate (openai vision) + interpret per image, 50 ms
+  server latency, at three concurrency levels.
+- upsample_prompts_per_s_c1 / _c8: the upsample stage through the local server.
+- tiny_sdxl_images_per_s_b1 / _b4: the tiny random SDXL on CPU at batch 1 and 4.
+- rss_mb_10k_items / rss_mb_100k_items: peak RSS of `caption.py --dry-run` over generated
+  folders of small tagged images.
+Results also go to benchmarks/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fakes import FakeOpenAI  # noqa: E402
+
+
+def make_folder(root: Path, n: int, *, png: bytes | None = None) -> None:
+    """n tiny tagged images (the same 1-pixel PNG bytes, different tags)."""
+    if png is None:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (120, 40, 200)).save(buf, format="PNG")
+        png = buf.getvalue()
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (root / f"img{i:06d}.png").write_bytes(png)
+        (root / f"img{i:06d}.txt").write_text(f"tag_{i % 97}, shared_tag, item_{i % 13}")
+
+
+def caption_args(project: Path, url: str, *sets: str) -> list[str]:
+    base = [f"llm.base_url={url}", "llm.backoff=0.01", "run.progress=false",
+            f"paths.images={project / 'images'}", f"paths.captions={project / 'captions'}",
+            f"paths.cache={project / 'cache'}", "tags.skip=true"]
+    args = ["--config", str(ROOT / "config.ini"), "--quiet"]
+    for item in base + list(sets):
+        args += ["--set", item]
+    return args
+
+
+def run_caption(args: list[str]) -> tuple[float, int]:
+    """Run caption.py in this process; return (seconds, model calls made)."""
+    import caption
+    from stages import app
+
+    started = time.perf_counter()
+    calls = {}
+    original = app.write_summary
+
+    def spy(path, ctx, reports):
+        calls["n"] = ctx.stats.calls
+        original(path, ctx, reports)
+    app.write_summary = spy
+    try:
+        caption.main(args)
+    finally:
+        app.write_summary = original
+    return time.perf_counter() - started, calls.get("n", -1)
+
+
+async def raw_load(url: str, n: int, concurrency: int) -> float:
+    """Requests/s of a plain openai-client load generator, no project code."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await client.chat.completions.create(
+                model="fake-model", messages=[{"role": "user", "content": f"raw {i}"}], max_tokens=8)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed = time.perf_counter() - started
+    await client.close()
+    return n / elapsed
+
+
+def bench_saturation(tmp: Path, n: int, results: dict) -> None:
+    with FakeOpenAI() as server:
+        server.latency = 0.05
+        results["raw_requests_per_s"] = round(asyncio.run(raw_load(server.url, n, 8)), 2)
+        project = tmp / "sat"
+        make_folder(project / "images", n)
+        seconds, calls = run_caption(caption_args(project, server.url, "interrogate.skip=true",
+                                                  "llm.concurrency=8"))
+        results["caption_requests_per_s"] = round(calls / seconds, 2)
+        results["saturation_ratio"] = round(results["caption_requests_per_s"]
+                                            / results["raw_requests_per_s"], 3)
+        seconds, calls = run_caption(caption_args(project, server.url, "interrogate.skip=true",
+                                                  "llm.concurrency=8"))
+        results["warm_rerun_calls"] = calls
+        results["warm_rerun_s_per_1k_items"] = round(seconds / n * 1000, 3)
+
+
+def bench_concurrency(tmp: Path, n: int, results: dict) -> None:
+    with FakeOpenAI() as server:
+        server.latency = 0.05
+        for c in (1, 8, 32):
+            project = tmp / f"conc{c}"
+            make_folder(project / "images", n)
+            seconds, _ = run_caption(caption_args(project, server.url, "vision.backend=openai",
+                                                  f"llm.concurrency={c}"))
+            results[f"images_per_s_c{c}"] = round(n / seconds, 2)
+
+
+def bench_upsample(tmp: Path, n: int, results: dict) -> None:
+    import refine
+
+    prompts = tmp / "prompts.txt"
+    prompts.write_text("\n".join(f"prompt number {i} with a red cube" for i in range(n)))
+    with FakeOpenAI() as server:
+        server.latency = 0.05
+        for c in (1, 8):
+            run_dir = tmp / f"up{c}"
+            args = ["--config", str(ROOT / "config.ini"), "--quiet", "--only", "upsample"]
+            for item in (f"llm.base_url={server.url}", f"llm.concurrency={c}",
+                         "upsample.candidates=1", f"upsample.benchmark={prompts}", "upsample.limit=0",
+                         f"paths.runs={run_dir}", f"paths.cache={tmp / 'upcache'}", "run.progress=false"):
+                args += ["--set", item]
+            started = time.perf_counter()
+            refine.main(args)
+            results[f"upsample_prompts_per_s_c{c}"] = round(n / (time.perf_counter() - started), 2)
+
+
+def bench_tiny_sdxl(tmp: Path, n: int, results: dict) -> None:
+    from stages.backends.images import DiffusersBackend
+
+    backend = DiffusersBackend("tiny", cache_dir=tmp / "models", device="cpu", steps=2,
+                               width=64, height=64, batch_size=4)
+    backend.generate(["warm up"], [0])
+    prompts = [f"a photo of object {i}" for i in range(n)]
+    for batch in (1, 4):
+        started = time.perf_counter()
+        for i in range(0, n, batch):
+            backend.generate(prompts[i:i + batch], list(range(i, min(n, i + batch))))
+        results[f"tiny_sdxl_images_per_s_b{batch}"] = round(n / (time.perf_counter() - started), 2)
+
+
+def peak_rss_mb(cmd: list[str]) -> float:
+    """Peak RSS of a child process, read from /proc while it runs (MB)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.05)
+    if not peak:
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(peak / 1024, 1)
+
+
+def bench_rss(tmp: Path, sizes: list[int], results: dict) -> None:
+    for n in sizes:
+        project = tmp / f"rss{n}"
+        make_folder(project / "images", n)
+        cmd = [sys.executable, str(ROOT / "caption.py"), "--dry-run", "--config",
+               str(ROOT / "config.ini"), "--quiet", "--set", f"paths.images={project / 'images'}",
+               "--set", f"paths.captions={project / 'captions'}",
+               "--set", f"paths.cache={project / 'cache'}"]
+        label = f"{n // 1000}k"
+        results[f"rss_mb_{label}_items"] = peak_rss_mb(cmd)
+        shutil.rmtree(project, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small samples (~3 minutes)")
+    parser.add_argument("--skip", default="", help="comma-separated groups to skip: "
+                        "saturation,concurrency,upsample,sdxl,rss")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    q = args.quick
+    results: dict = {"machine": f"{platform.machine()} {os.cpu_count()} cores, "
+                                f"Python {platform.python_version()}", "quick": q}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        groups = [
+            ("saturation", lambda: bench_saturation(tmp, 200 if q else 1000, results)),
+            ("concurrency", lambda: bench_concurrency(tmp, 32 if q else 128, results)),
+            ("upsample", lambda: bench_upsample(tmp, 24 if q else 96, results)),
+            ("sdxl", lambda: bench_tiny_sdxl(tmp, 8 if q else 32, results)),
+            ("rss", lambda: bench_rss(tmp, [10_000, 100_000], results)),
+        ]
+        for name, fn in groups:
+            if name in skip:
+                continue
+            started = time.perf_counter()
+            fn()
+            results[f"{name}_bench_s"] = round(time.perf_counter() - started, 1)
+    for key, value in results.items():
+        print(f"{key}: {value}")
+    out = ROOT / "benchmarks" / "results.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
