@@ -53,6 +53,8 @@ class LLMConfig:
     api_key_env: str = _key("OPENAI_API_KEY")
     temperature: float = _key(0.2, min=0.0, max=2.0)
     top_p: float = _key(0.95, min=0.0, max=1.0)
+    frequency_penalty: float = _key(0.5, min=-2.0, max=2.0)
+    presence_penalty: float = _key(0.0, min=-2.0, max=2.0)
     max_tokens: int = _key(200, min=1, max=32768)
     seed: int = _key(0, min=-1)
     stop: tuple[str, ...] = _key(())

@@ -21,17 +21,35 @@ from .store import atomic_write_json, atomic_write_text, hash_value, read_json, 
 from .tagstore import TagStore, summaries_for
 
 PLACEHOLDERS = {"tags", "summaries", "vision", "trigger", "max_tokens"}
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+")
 _PREFIX = re.compile(r"^\s*(?:final\s+)?(?:caption|description)\s*:\s*", re.IGNORECASE)
 
 
+def drop_repeats(text: str) -> str:
+    """Remove sentences and clauses that repeat an earlier one (a small-model failure)."""
+    seen: set[str] = set()
+    sentences = []
+    for sentence in _SENTENCE.split(text):
+        clauses = []
+        for clause in sentence.split(", "):
+            norm = re.sub(r"\W+", " ", clause.lower()).strip()
+            if norm and norm in seen:
+                continue
+            seen.add(norm)
+            clauses.append(clause)
+        if clauses:
+            sentences.append(", ".join(clauses))
+    return " ".join(sentences)
+
+
 def tidy_caption(text: str) -> str:
-    """One line of caption text: no 'Caption:' prefix, no wrapping quotes, single spaces."""
+    """One line of caption text: no 'Caption:' prefix, no wrapping quotes, no repeats."""
     text = text.strip().split("\n\n")[0]
     text = _PREFIX.sub("", text)
     text = " ".join(text.split())
     if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'`":
         text = text[1:-1].strip()
-    return text
+    return drop_repeats(text)
 
 
 def with_trigger(caption: str, trigger: tuple[str, ...]) -> str:
@@ -121,7 +139,7 @@ class InterpretStage(Stage):
             summaries="\n".join(f"- {t}: {s}" for t, s in inputs["summaries"].items()) or "(none)",
             vision=inputs["vision"] or "(no description of the image)",
             trigger=", ".join(c.trigger_words) or "(none)", max_tokens=str(c.max_clip_tokens))
-        answer = await chat.chat(messages, template_hash=self.template.hash)
+        answer = await chat.chat(messages, template_hash=self.template.hash, max_tokens=120)
         caption = with_trigger(tidy_caption(answer.text), c.trigger_words)
         if not caption:
             raise ItemError("the model returned an empty caption")

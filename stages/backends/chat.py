@@ -126,6 +126,8 @@ class ChatBackend:
     def identity(self) -> dict:
         return {"model": self.model_id, "temperature": self.cfg.temperature,
                 "top_p": self.cfg.top_p, "max_tokens": self.cfg.max_tokens,
+                "frequency_penalty": self.cfg.frequency_penalty,
+                "presence_penalty": self.cfg.presence_penalty,
                 "seed": self.cfg.seed, "stop": list(self.cfg.stop)}
 
     # -- public call ----------------------------------------------------------------------
@@ -140,6 +142,8 @@ class ChatBackend:
         params = {
             "temperature": self.cfg.temperature if temperature is None else temperature,
             "top_p": self.cfg.top_p,
+            "frequency_penalty": self.cfg.frequency_penalty or None,
+            "presence_penalty": self.cfg.presence_penalty or None,
             "max_tokens": self.cfg.max_tokens if max_tokens is None else max_tokens,
             "stop": list(self.cfg.stop) or None,
             "seed": None if self.cfg.seed < 0 else self.cfg.seed + sample,

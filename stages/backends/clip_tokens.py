@@ -66,6 +66,8 @@ def _load(folder: str):
 
     vocab, merges = build_files(Path(folder))
     tokenizer = CLIPTokenizer(str(vocab), str(merges), model_max_length=77)
+    # Counting long texts is the point here; silence the "longer than 77" warning.
+    tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
     if len(tokenizer) != VOCAB_SIZE:
         raise FatalError(f"CLIP tokenizer built in {folder} has {len(tokenizer)} entries, "
                          f"expected {VOCAB_SIZE}; delete that folder and run again")
