@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,12 @@ def main_guard(body: Callable[[], int]) -> int:
         return body()
     except (ConfigError, FatalError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        print(f"error: cannot write {exc.filename or 'output'}: {exc.strerror}; free some space "
+              "and rerun: finished items are kept", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished items are kept, rerun to continue", file=sys.stderr)

@@ -9,6 +9,7 @@ batch goes on. A `FatalError` (server unreachable, weights missing) stops the ru
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import sys
 import time
@@ -25,6 +26,7 @@ from .store import CallCache, atomic_write_json
 from .templates import PromptTemplate, load_template
 
 MAX_LISTED_FAILURES = 50
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,11 @@ async def _run_stage(stage: Stage, options: RunOptions, report: StageReport) -> 
                 report.ok += 1
         except FatalError:
             raise
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise FatalError(f"cannot write output ({exc.strerror}: {exc.filename or '?'}); "
+                                 "free some space and rerun: finished items are kept") from None
+            report.failed.append((item.id, f"{type(exc).__name__}: {exc}"[:300]))
         except ItemError as exc:
             report.failed.append((item.id, str(exc)))
         except Exception as exc:  # one bad item never stops a batch

@@ -19,6 +19,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if exc.filename is None:
+            exc.filename = str(path)
+        raise
     except BaseException:
         try:
             os.unlink(tmp)
