@@ -206,3 +206,27 @@ def test_model_discovered_from_server_when_not_configured(tmp_path):
     with FakeOpenAI(models=("served-model",)) as server:
         ask(make(tmp_path, [server.url], model=""))
         assert server.chat_requests[0]["model"] == "served-model"
+
+
+def test_a_server_that_dies_mid_run_is_backed_off_and_the_others_finish(tmp_path):
+    with FakeOpenAI() as a:
+        b = FakeOpenAI().__enter__()
+        a.latency = b.latency = 0.05
+        backend = make(tmp_path, [a.url, b.url], retries=4)
+
+        async def many():
+            async def killer():
+                while len(b.chat_requests) < 4:
+                    await asyncio.sleep(0.01)
+                b.__exit__()
+            try:
+                kill = asyncio.create_task(killer())
+                results = await asyncio.gather(*(backend.chat(
+                    [{"role": "user", "content": f"q{i}"}], template_hash="t") for i in range(40)))
+                await kill
+                return results
+            finally:
+                await backend.aclose()
+        results = asyncio.run(many())
+        assert len(results) == 40 and all(r.text for r in results)
+        assert len(b.chat_requests) >= 4 and len(a.chat_requests) >= 30
