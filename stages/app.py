@@ -49,7 +49,7 @@ def summary_path(ctx: Context):
 def run_program(program: str, args: argparse.Namespace) -> int:
     cfg = load_config(config_path(args.config), args.overrides)
     options = options_from_args(args, program)
-    ctx = Context(cfg, program=program, options=options)
+    ctx = Context(cfg, program=program, options=options, overrides=tuple(args.overrides))
     stages = [stage_class(name)(ctx) for name in PROGRAMS[program]
               if not options.only or name in options.only]
     if options.dry_run:

@@ -79,10 +79,12 @@ def in_shard(item_id: str, shard: tuple[int, int]) -> bool:
 class Context:
     """Everything a run shares: config, caches, counters and lazily built backends."""
 
-    def __init__(self, cfg: Config, *, program: str, options: RunOptions):
+    def __init__(self, cfg: Config, *, program: str, options: RunOptions,
+                 overrides: tuple[str, ...] = ()):
         self.cfg = cfg
         self.program = program
         self.options = options
+        self.overrides = overrides          # --set values, for executors that rebuild the config
         self.stats = CallStats()
         self.calls = CallCache(cfg.paths.cache / "calls")
         self._resources: dict[str, Any] = {}
@@ -165,6 +167,9 @@ class Stage(ABC):
     def plan(self) -> list[str]:
         """Lines for --dry-run: which backends and settings the stage would use."""
         return []
+
+    def flush(self) -> None:
+        """Persist anything buffered in memory (called after each batch by executors)."""
 
     def finish(self, report: StageReport) -> None:
         """Work after all items (indexes, reports). Runs also when some items failed."""
@@ -265,7 +270,12 @@ async def run_stages(stages: list[Stage], ctx: Context) -> list[StageReport]:
                 continue
             started = time.monotonic()
             try:
-                await _run_stage(stage, options, report)
+                if ctx.cfg.run.executor == "ray":
+                    from .ray_exec import run_stage_on_ray
+
+                    await asyncio.to_thread(run_stage_on_ray, stage, report, options)
+                else:
+                    await _run_stage(stage, options, report)
             finally:
                 report.seconds = time.monotonic() - started
                 stage.finish(report)

@@ -77,15 +77,15 @@ class TagsStage(Stage):
             "model": self.ctx.chat().model_id, "template": self.template.hash, "key": key,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if len(self.pending) >= FLUSH_EVERY:
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         entries, self.pending = self.pending, {}
         self.store.update(entries)
         self.known.update(entries)
 
     def finish(self, report: StageReport) -> None:
-        self._flush()
+        self.flush()
         counts: dict[str, int] = {}
         for entry in self.known.values():
             counts[entry.get("status", "?")] = counts.get(entry.get("status", "?"), 0) + 1
