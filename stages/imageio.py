@@ -2,7 +2,7 @@
 
 Every failure to read an image becomes an ItemError with a one-line reason, so one broken
 file is a failed item, never a crashed batch. Dimensions are checked from the header
-before decoding, so a decompression bomb is refused without being decoded.
+before decoding, so an oversized image (or a decompression bomb) is refused undecoded.
 """
 
 from __future__ import annotations
@@ -10,96 +10,200 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import ItemError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name is one we treat as an image (by extension, any case; never hidden)."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _sorted_entries(folder: Path) -> list[tuple[str, bool]]:
+    """(name, is_folder) for one folder, sorted; hidden names (our temp files too) left out."""
+    try:
+        with os.scandir(folder) as scan:
+            entries = []
+            for entry in scan:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                entries.append((entry.name, is_dir))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
+    return sorted(entries)
 
 
 def iter_images(folder: Path) -> Iterator[Path]:
-    """Image files under `folder`, recursively, sorted by name within each folder.
+    """Image files under `folder`, recursively, in sorted-name order within each folder.
 
-    Only one folder's names are held at a time; hidden names and temp files are skipped.
+    Depth first, so `a.jpg, b/x.jpg, c.jpg` come in that order. Only the names of the folders
+    on the current path are held, never the whole tree; symlinked folders are not entered
+    (no cycles).
     """
+    stack = [(Path(folder), iter(_sorted_entries(Path(folder))))]
+    while stack:
+        parent, names = stack[-1]
+        for name, is_dir in names:
+            if is_dir:
+                stack.append((parent / name, iter(_sorted_entries(parent / name))))
+                break
+            if is_image_name(name):
+                yield parent / name
+        else:
+            stack.pop()
+
+
+def _mp(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f} MP"
+
+
+def _too_big(size: tuple[int, int] | None, pixels: int, max_pixels: int) -> str:
+    shape = f"{size[0]}x{size[1]} = " if size else ""
+    if pixels > max_pixels:
+        return f"image is {shape}{_mp(pixels)}, over interrogate.max_pixels = {_mp(max_pixels)}"
+    return f"image is {shape}{_mp(pixels)}, over Pillow's decompression-bomb limit"
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """Dimensions read by the format plugins directly, for a message when Image.open refused
+    the file as a decompression bomb (its check fires before the size can be seen)."""
+    from PIL import Image
+
+    with open(path, "rb") as fp:
+        prefix = fp.read(16)
+        for fmt in list(Image.ID):
+            factory, accept = Image.OPEN[fmt]
+            verdict = accept(prefix) if accept else True
+            if not verdict or isinstance(verdict, str):
+                continue
+            try:
+                fp.seek(0)
+                return factory(fp, str(path)).size
+            except Exception:
+                continue
+    return None
+
+
+def _bomb_reason(path: Path, exc: Exception, max_pixels: int) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = int(found.group(1)) if found else 0
     try:
-        with os.scandir(folder) as scan:
-            entries = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in scan
-                             if not e.name.startswith("."))
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return
-    subdirs = []
-    for name, is_dir in entries:
-        if is_dir:
-            subdirs.append(name)
-        elif os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-            yield Path(folder) / name
-    del entries
-    for name in subdirs:
-        yield from iter_images(Path(folder) / name)
+        size = _header_size(path)
+    except OSError:
+        size = None
+    return _too_big(size, size[0] * size[1] if size else pixels, max_pixels)
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc)
+    """A one-line, human reason for a Pillow or OS failure."""
+    text = " ".join(str(exc).split())
     low = text.lower()
     if "truncated" in low or "premature end" in low or "broken data stream" in low:
         return "truncated image data"
     if "cannot identify image file" in low:
         return "not an image file (or a format Pillow cannot read)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot read file: {exc.strerror}"
     return f"unreadable image: {type(exc).__name__}: {text}"[:200]
 
 
-def _to_rgb(img):
+def _to_8bit(img):
+    """16-bit, 32-bit integer and float greyscale as 8-bit grey, scaled rather than clipped.
+
+    Values are read against the range the mode implies (0-65535 for 16-bit, 0-1 or 0-255 for
+    float, 0-255 or 0-65535 for 32-bit when they fit it); anything else is stretched min-max.
+    """
+    import numpy as np
     from PIL import Image
 
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        import numpy as np
+    arr = np.asarray(img, dtype=np.float64)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if img.mode.startswith("I;16"):
+        top = 65535.0
+    elif img.mode == "F" and lo >= 0 and hi <= 1:
+        top = 1.0
+    elif lo >= 0 and hi <= 255:
+        top = 255.0
+    elif img.mode == "I" and lo >= 0 and hi <= 65535:
+        top = 65535.0
+    else:
+        arr, top = arr - lo, max(hi - lo, 1e-12)
+    grey = np.nan_to_num(arr / top * 255.0).round().clip(0, 255).astype(np.uint8)
+    return Image.fromarray(grey, "L")
 
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        if img.mode.startswith("I;16"):
-            lo, hi = 0.0, 65535.0
-        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
-        return Image.fromarray(scaled.clip(0, 255).astype("uint8"), "L").convert("RGB")
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-    if has_alpha:
+
+def to_rgb(img):
+    """Any Pillow image as RGB: transparency composited on white, high bit depths scaled."""
+    from PIL import Image
+
+    if img.mode in _HIGH_DEPTH_MODES:
+        return _to_8bit(img).convert("RGB")
+    if img.mode == "La":                 # premultiplied; Pillow converts it only to LA
+        img = img.convert("LA")
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
         rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")   # L, 1, P, CMYK (naive inversion, no ICC), YCbCr, RGB
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")   # L, 1, P, CMYK (no ICC transform), YCbCr, LAB, HSV, RGB
+
+
+def _upright(img):
+    """Apply the EXIF orientation; a broken EXIF block leaves the pixels as stored."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:
+        return img
 
 
 def load_image(path: Path, max_pixels: int):
-    """The image at `path` as RGB (first frame, EXIF orientation applied, alpha on white)."""
-    from PIL import Image, ImageOps
+    """The image at `path` as RGB (first frame, EXIF orientation applied, alpha on white).
+
+    Raises ItemError with a one-line reason for an empty, truncated, oversized or
+    unreadable file, or one that is not an image.
+    """
+    from PIL import Image
 
     try:
-        size = os.path.getsize(path)
+        if os.path.getsize(path) == 0:
+            raise ItemError("empty file")
     except OSError as exc:
         raise ItemError(f"cannot read file: {exc.strerror or exc}") from None
-    if size == 0:
-        raise ItemError("empty file")
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ItemError(f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over "
-                                f"interrogate.max_pixels = {max_pixels / 1e6:.1f} MP")
-            img.seek(0)
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+        with warnings.catch_warnings():
+            # our max_pixels check is the guard; Pillow's warning would only break the
+            # progress bar (its hard limit still raises, handled below)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ItemError(_too_big((width, height), width * height, max_pixels))
+                img.seek(0)
+                img.load()
+                return to_rgb(_upright(img))
     except ItemError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ItemError(f"refused as a decompression bomb: {exc}"[:200]) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ItemError(_bomb_reason(Path(path), exc, max_pixels)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         raise ItemError(_reason(exc)) from None
 
 
 def downscale(img, max_side: int):
-    """A copy no larger than `max_side` on its longest side (aspect ratio kept)."""
+    """The image itself when its longest side is within `max_side`, else a resized copy."""
     from PIL import Image
 
     if max(img.size) <= max_side:
@@ -112,7 +216,7 @@ def downscale(img, max_side: int):
 def to_data_url(img, max_side: int, fmt: str = "JPEG", quality: int = 90) -> str:
     """A base64 data URL of the image, RGB and downscaled, for OpenAI-style image parts."""
     buf = io.BytesIO()
-    small = downscale(img.convert("RGB"), max_side)
+    small = downscale(to_rgb(img), max_side)
     small.save(buf, format=fmt, quality=quality)
-    mime = "image/jpeg" if fmt.upper() == "JPEG" else f"image/{fmt.lower()}"
+    mime = "image/jpeg" if fmt.upper() in ("JPEG", "JPG") else f"image/{fmt.lower()}"
     return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -73,6 +73,7 @@ def read_vision(cache: Path, item_id: str) -> str:
 
 class InterpretStage(Stage):
     name = "interpret"
+    llm_bound = True
 
     def prepare(self) -> None:
         c = self.cfg.interpret
@@ -89,6 +90,7 @@ class InterpretStage(Stage):
         self.store = TagStore(self.cfg.paths.cache / "tags.json").load()
         self.over_limit = 0
         self.kept = 0
+        self._pending: dict[str, dict] = {}
 
     def items(self):
         return image_items(self.cfg.paths.images)
@@ -103,12 +105,19 @@ class InterpretStage(Stage):
 
     def key(self, item: Item) -> str:
         c = self.cfg.interpret
+        inputs = self._pending[item.id] = self._inputs(item)   # reused by process()
         return hash_value({
-            "inputs": self._inputs(item), "trigger": list(c.trigger_words),
+            "inputs": inputs, "trigger": list(c.trigger_words),
             "template": self.template.hash, "shorten": self.shorten.hash,
             "max_clip_tokens": c.max_clip_tokens, "llm": self.ctx.chat().identity()})
 
     def is_done(self, item: Item, key: str) -> bool:
+        done = self._is_done(item, key)
+        if done:
+            self._pending.pop(item.id, None)
+        return done
+
+    def _is_done(self, item: Item, key: str) -> bool:
         txt = artifact(self.cfg.paths.captions, item.id, ".txt")
         if not txt.exists():
             return False
@@ -129,7 +138,7 @@ class InterpretStage(Stage):
 
         c = self.cfg.interpret
         await asyncio.to_thread(load_image, item.data, self.cfg.interrogate.max_pixels)
-        inputs = self._inputs(item)
+        inputs = self._pending.pop(item.id, None) or self._inputs(item)
         if not inputs["tags"] and not inputs["vision"]:
             raise ItemError("no tags and no vision answer to caption from (add NAME.txt or "
                             "run the interrogate stage)")
@@ -146,17 +155,21 @@ class InterpretStage(Stage):
         caption, tokens, shortened = await self._fit(caption)
         over = tokens > c.max_clip_tokens
         self.over_limit += over
-        txt = artifact(self.cfg.paths.captions, item.id, ".txt")
-        atomic_write_text(txt, caption + "\n")
-        if c.write_beside_images:
-            atomic_write_text(item.data.with_suffix(c.beside_extension), caption + "\n")
-        atomic_write_json(artifact(self.cfg.paths.captions, item.id, ".json"), {
+        await asyncio.to_thread(self._write, item, caption, {
             "id": item.id, "image": str(item.data), "caption": caption,
             "caption_sha256": sha256_text(caption + "\n"), "key": key,
             "clip_tokens": tokens, "over_limit": over, "shortened": shortened, **inputs,
             "trigger_words": list(c.trigger_words), "llm": chat.identity(),
             "templates": {"interpret": self.template.hash, "shorten": self.shorten.hash},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    def _write(self, item: Item, caption: str, provenance: dict) -> None:
+        """Caption first, provenance last: the .json's hash of the .txt marks it as ours."""
+        c = self.cfg.interpret
+        atomic_write_text(artifact(self.cfg.paths.captions, item.id, ".txt"), caption + "\n")
+        if c.write_beside_images:
+            atomic_write_text(item.data.with_suffix(c.beside_extension), caption + "\n")
+        atomic_write_json(artifact(self.cfg.paths.captions, item.id, ".json"), provenance)
 
     async def _fit(self, caption: str) -> tuple[str, int, bool]:
         """Shorten once with the LLM when over max_clip_tokens; report what remains."""

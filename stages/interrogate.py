@@ -34,6 +34,10 @@ class InterrogateStage(Stage):
                                           {"tags"})
 
     @property
+    def llm_bound(self) -> bool:
+        return self.cfg.vision.backend == "openai"
+
+    @property
     def concurrency(self) -> int:
         if self.cfg.vision.backend == "openai":
             return self.cfg.llm.concurrency

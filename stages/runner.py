@@ -133,9 +133,18 @@ class Stage(ABC):
     def skip(self) -> bool:
         return bool(getattr(self.cfg.section(self.name), "skip", False))
 
+    llm_bound = False       # True when items mostly wait on LLM requests
+
     @property
     def concurrency(self) -> int:
         return self.cfg.llm.concurrency
+
+    @property
+    def in_flight(self) -> int:
+        """Items processed at once. LLM-bound stages keep twice as many items as request
+        slots (the backend bounds requests to llm.concurrency), so one item's file work
+        overlaps the others' requests and the server never waits for us."""
+        return self.concurrency * 2 if self.llm_bound else self.concurrency
 
     @abstractmethod
     def items(self) -> Iterable[Item]:
@@ -215,7 +224,7 @@ async def _run_stage(stage: Stage, options: RunOptions, report: StageReport) -> 
             if options.limit and taken >= options.limit:
                 break
             taken += 1
-            while len(pending) >= stage.concurrency:
+            while len(pending) >= stage.in_flight:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()

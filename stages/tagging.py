@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 # Meta and rating tags that describe the post, not the picture. Patterns end with '*'.
 DEFAULT_META_TAGS = (
@@ -48,20 +49,24 @@ def normalise(tag: str) -> str:
     return _SPACES.sub(" ", tag).strip()
 
 
-def _matches(tag: str, patterns: Iterable[str]) -> bool:
-    for pattern in patterns:
-        pattern = normalise(pattern)
-        if pattern.endswith("*") and tag.startswith(pattern[:-1]):
-            return True
-        if tag == pattern:
-            return True
-    return False
+@lru_cache(maxsize=16)
+def _matcher(patterns: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Exact names and prefixes (patterns ending in '*'), normalised once."""
+    norm = [normalise(p) for p in patterns]
+    return (frozenset(p for p in norm if not p.endswith("*")),
+            tuple(p[:-1] for p in norm if p.endswith("*")))
+
+
+def _matches(tag: str, matcher: tuple[frozenset[str], tuple[str, ...]]) -> bool:
+    exact, prefixes = matcher
+    return tag in exact or (bool(prefixes) and tag.startswith(prefixes))
 
 
 def clean_tags(tags: Iterable[str], *, blacklist: Iterable[str] = (),
                drop: Iterable[str] = ()) -> list[str]:
     """Trimmed, lower-cased, deduplicated (first kept) tags without blacklisted or meta ones."""
-    blacklist, drop = tuple(blacklist), tuple(drop)
+    blacklist = _matcher(tuple(blacklist))
+    drop = _matcher(tuple(drop))
     seen: set[str] = set()
     out = []
     for raw in tags:

@@ -20,6 +20,7 @@ FLUSH_EVERY = 50
 
 class TagsStage(Stage):
     name = "tags"
+    llm_bound = True
 
     def prepare(self) -> None:
         self.template = self.ctx.template(self.cfg.tags.template, "tags.template", {"tag", "wiki"})

@@ -33,7 +33,8 @@ class PromptTemplate:
     @property
     def placeholders(self) -> set[str]:
         found = set()
-        for match in string.Template.pattern.finditer(self.text):
+        body = "\n".join(m["content"] for m in _messages(self.text))
+        for match in string.Template.pattern.finditer(body):
             name = match.group("named") or match.group("braced")
             if name:
                 found.add(name)
@@ -41,14 +42,19 @@ class PromptTemplate:
 
     def render(self, **values: str) -> list[dict]:
         """Chat messages with every placeholder filled."""
-        try:
-            filled = string.Template(self.text).substitute(values)
-        except KeyError as exc:
-            raise ConfigError(f"{self.path}: placeholder ${exc.args[0]} is not known here; "
-                              f"available: {', '.join('$' + k for k in sorted(values))}") from None
-        except ValueError as exc:
-            raise ConfigError(f"{self.path}: {exc}; write a literal dollar sign as $$") from None
-        return _messages(filled)
+        # Split first, then fill: values (model text, prompts) can never add comment lines
+        # or role headers, and comments may mention placeholders freely.
+        out = []
+        for message in _messages(self.text):
+            try:
+                content = string.Template(message["content"]).substitute(values)
+            except KeyError as exc:
+                raise ConfigError(f"{self.path}: placeholder ${exc.args[0]} is not known here; "
+                                  f"available: {', '.join('$' + k for k in sorted(values))}") from None
+            except ValueError as exc:
+                raise ConfigError(f"{self.path}: {exc}; write a literal dollar sign as $$") from None
+            out.append({"role": message["role"], "content": content})
+        return out
 
     def check(self, allowed: set[str]) -> None:
         unknown = self.placeholders - allowed

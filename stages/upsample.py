@@ -39,6 +39,7 @@ def choose(candidates: list[str], tokens: list[int], limit: int) -> int:
 
 class UpsampleStage(Stage):
     name = "upsample"
+    llm_bound = True
 
     def prepare(self) -> None:
         self.template = self.ctx.template(self.cfg.upsample.template, "upsample.template",

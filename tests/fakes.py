@@ -253,3 +253,22 @@ class FakeDanbooru:
                 self._send(404, {})
 
         return Handler
+
+
+def serve_in_subprocess(latency: float = 0.0):
+    """Start a FakeOpenAI in its own process (its own GIL, like a real server).
+
+    Returns (process, base_url). Used by benchmarks, where a server sharing the client's
+    interpreter would measure the GIL, not the client.
+    """
+    import subprocess
+    import sys
+
+    code = ("import sys, time; sys.path.insert(0, %r)\n"
+            "from fakes import FakeOpenAI\n"
+            "s = FakeOpenAI().__enter__(); s.latency = %r\n"
+            "print(s.url, flush=True)\n"
+            "while True: time.sleep(3600)\n") % (str(__import__('pathlib').Path(__file__).parent), latency)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    url = proc.stdout.readline().strip()
+    return proc, url

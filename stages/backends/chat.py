@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import os
 import random
 import re
@@ -114,9 +115,10 @@ class ChatBackend:
         self.endpoints: list[_Endpoint] = []
         self._model_name = ""
         self._ready: asyncio.Lock | None = None
+        self._slots: asyncio.Semaphore | None = None     # requests in flight (llm.concurrency)
 
     # -- identity -------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def model_id(self) -> str:
         """The model as it enters cache keys: the GGUF file name for the embedded server."""
         if self.urls == ("local",):
@@ -156,8 +158,10 @@ class ChatBackend:
             self.stats.cache_hits += 1
             return ChatResult(hit["text"], hit.get("data"), cached=True)
         text, data = await self._answer(messages, params, schema, schema_name)
-        self.cache.put(key, {"model": self.model_id, "params": params, "template": template_hash,
-                             "text": text, "data": data, "created": time.time()})
+        # File creation can take a millisecond; keep it off the event loop.
+        await asyncio.to_thread(self.cache.put, key, {
+            "model": self.model_id, "params": params, "template": template_hash,
+            "text": text, "data": data, "created": time.time()})
         return ChatResult(text, data, cached=False)
 
     async def _answer(self, messages, params, schema, schema_name) -> tuple[str, Any]:
@@ -193,6 +197,7 @@ class ChatBackend:
     async def _ensure_ready(self) -> None:
         if self._ready is None:
             self._ready = asyncio.Lock()
+            self._slots = asyncio.Semaphore(self.cfg.concurrency)
         async with self._ready:
             if self.endpoints:
                 return
@@ -242,18 +247,26 @@ class ChatBackend:
         return min(up, key=lambda ep: (ep.outstanding, ep.down_until, random.random()))
 
     async def _request(self, messages: list[dict], params: dict, fmt: dict | None) -> str:
+        from openai.types.chat import ChatCompletion
+
         attempts = self.cfg.retries + 1
         last = "no attempt made"
         for attempt in range(attempts):
             ep = self._pick()
             if ep.no_images and has_image(messages):
                 raise CapabilityError(f"image input is not supported by {ep.url}")
+            await self._slots.acquire()
             ep.outstanding += 1
             try:
                 self.stats.calls += 1
-                resp = await ep.client.chat.completions.create(
-                    model=self._model_name or MODEL_ALIAS, messages=messages,
-                    response_format=fmt, **{k: v for k, v in params.items() if v is not None})
+                body = {"model": self._model_name or MODEL_ALIAS, "messages": messages,
+                        **{k: v for k, v in params.items() if v is not None}}
+                if fmt is not None:
+                    body["response_format"] = fmt
+                # The body is plain JSON already: post it as is, skipping the client's
+                # per-field request transform (milliseconds per call on long messages).
+                resp = await ep.client.post("/chat/completions", body=body,
+                                            cast_to=ChatCompletion)
                 text = (resp.choices[0].message.content or "") if resp.choices else ""
                 ep.failures = 0
                 return text.strip()
@@ -263,6 +276,7 @@ class ChatBackend:
                     raise
             finally:
                 ep.outstanding -= 1
+                self._slots.release()
             if failure.capability == "format":
                 if fmt is not None and self.cfg.structured == "auto":
                     ep.structured = _next_mode(fmt)

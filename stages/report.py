@@ -1,0 +1,474 @@
+"""HTML reports of a refine run, built only from the files in its folder.
+
+- `compare.html`: original vs upsampled prompt and their images (every seed), by category;
+  it links the images in `images/`, so it is meant to be opened inside the run folder.
+- `report.html`: which scorer selected and which evaluated, summary tables with bootstrap
+  CIs, the plots, and for each prompt its Socratic rounds with the chosen best marked.
+
+Every piece of model or user text goes through `esc` (prompts are untrusted input: a prompt
+may well contain markup).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+from .metrics import (
+    MetricRow,
+    categories,
+    iteration_index,
+    metric_order,
+    paired,
+    per_prompt,
+    read_metrics_csv,
+    read_traces,
+    stop_kind,
+    variant_order,
+    write_metrics_csv,
+)
+from .plots import TITLES, plot_plan, write_plots
+from .runfiles import prompts as read_prompts
+from .runfiles import upsampled as read_upsampled
+from .stats import PairedResult, bootstrap_mean, paired_bootstrap
+from .store import atomic_write_text
+
+__all__ = ["MetricRow", "read_metrics_csv", "write_metrics_csv", "write_plots", "write_compare_html",
+           "write_report_html"]
+
+IMAGE_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>-?\d+)\.png$")
+MIN_N_FOR_CI = 5
+COMPARISONS = (("original", "upsampled", "upsampled − original"),
+               ("iter00", "best", "best − first round"))
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d2127;
+  max-width:1400px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d0d7de}
+h3{font-size:15px;margin:18px 0 6px}.meta{color:#57606a}
+table{border-collapse:collapse;margin:6px 0 12px}th,td{border:1px solid #d0d7de;padding:4px 8px;
+  text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;
+  font-variant-numeric:tabular-nums;white-space:nowrap}
+.warn{background:#fff4e5;border:2px solid #d9480f;padding:10px 14px;border-radius:6px;margin:10px 0}
+.ok{background:#ebfbee;border:1px solid #2f9e44;padding:8px 12px;border-radius:6px;margin:10px 0}
+.up{color:#1a7f37;font-weight:600}.down{color:#cf222e;font-weight:600}.small{font-size:12px;color:#57606a}
+.prompt{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;margin:14px 0}
+.strip{display:flex;gap:10px;overflow-x:auto;padding:4px 0}
+.card{flex:0 0 270px;border:1px solid #d0d7de;border-radius:6px;padding:6px;font-size:12.5px;
+  background:#fff}.card.best{border:3px solid #1f6feb;background:#f0f6ff}
+.card img{display:block;width:256px;height:auto;margin:4px 0}
+.cmp img{display:block;max-width:256px;height:auto}
+.badge{display:inline-block;background:#1f6feb;color:#fff;border-radius:10px;padding:0 8px;
+  font-size:11px;margin-left:6px}.label{color:#57606a;font-size:11px;text-transform:uppercase}
+.text{white-space:pre-wrap;word-break:break-word}
+table.cmp{width:100%;table-layout:fixed}.cmp td{width:50%}
+.imgs{display:flex;flex-wrap:wrap;gap:8px}.imgs figure{margin:0}
+figcaption{font-size:11px;color:#57606a}.plots img{max-width:100%;border:1px solid #d0d7de}
+"""
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def link(rel: str) -> str:
+    """A relative URL for a run-relative path, escaped for an attribute."""
+    return esc(quote(rel))
+
+
+def fmt(x: float, digits: int = 3, sign: bool = False) -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    x = round(x, digits) + 0.0   # no "-0.000"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def page(title: str, body: Iterable[str]) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+# Images in report.html are inline base64 JPEG thumbnails wrapped in a relative link to the
+# full PNG: the page stays complete when it is mailed or moved alone (plain links would break),
+# the full images open when it sits in its run folder, and at 256 px a thumbnail costs
+# ~5-20 KB, so a few hundred rounds stay a few MB. compare.html only links (it shows every
+# seed of every prompt and lives beside the images).
+def thumbnail(path: Path, px: int = 256) -> str | None:
+    """`data:` URL of a JPEG thumbnail, or None when the image cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((px, px))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=78, optimize=True)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def inline_png(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def run_images(run_dir: Path, prompt_id: str) -> dict[str, list[tuple[int, str]]]:
+    """variant -> [(seed, run-relative path)] for images/ID/VARIANT-sSEED.png."""
+    out: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    folder = run_dir / "images" / prompt_id
+    for path in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+        m = IMAGE_NAME.match(path.name)
+        if m:
+            out[m["variant"]].append((int(m["seed"]), path.relative_to(run_dir).as_posix()))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------- compare.html
+
+def _figure_links(images: list[tuple[int, str]], width: int = 256) -> str:
+    if not images:
+        return '<p class="small">no images yet</p>'
+    figs = [f'<figure><a href="{link(rel)}"><img src="{link(rel)}" width="{width}" loading="lazy" '
+            f'alt="seed {seed}"></a><figcaption>seed {seed}</figcaption></figure>' for seed, rel in images]
+    return f'<div class="imgs">{"".join(figs)}</div>'
+
+
+def _upsampled_cell(up: dict) -> str:
+    """The chosen rewrite with its CLIP token count, and every candidate with its count.
+    `clip_tokens` is one count per candidate (with `chosen` the index), or a single count."""
+    cands = [str(c) for c in up.get("candidates") or []]
+    counts = up.get("clip_tokens")
+    per_cand = counts if isinstance(counts, list) and len(counts) == len(cands) else [None] * len(cands)
+    chosen = up.get("chosen")
+    if chosen is None and up.get("upsampled") in cands:
+        chosen = cands.index(up["upsampled"])
+    count = counts
+    if isinstance(counts, list):
+        count = per_cand[chosen] if isinstance(chosen, int) and 0 <= chosen < len(cands) else None
+    over = ' <b class="down">over the limit: the encoder truncates it</b>' if up.get("over_limit") else ""
+    tokens = (f'<div class="small">{esc(count)} CLIP tokens{over}</div>'
+              if isinstance(count, int) else "")
+    items = "".join(f'<li class="text">{esc(c)}' + (f" <span class=small>({esc(n)} tokens)</span>"
+                                                     if n is not None else "")
+                    + (" <b>← chosen</b>" if i == chosen else "") + "</li>"
+                    for i, (c, n) in enumerate(zip(cands, per_cand, strict=True)))
+    details = (f"<details><summary class=small>{len(cands)} candidates</summary><ol start=0>{items}</ol>"
+               "</details>" if cands else "")
+    return f'<div class="text">{esc(up.get("upsampled", ""))}</div>{tokens}{details}'
+
+
+def _compare_block(run_dir: Path, row: dict, up: dict | None) -> str:
+    images = run_images(run_dir, row["id"])
+    right = _upsampled_cell(up) if up else '<p class="small">not upsampled yet</p>'
+    return (f'<div class="prompt" id="{esc(row["id"])}"><h3>{esc(row["id"])}</h3>'
+            '<table class="cmp"><tr><th>original</th><th>upsampled</th></tr>'
+            f'<tr><td class="text">{esc(row.get("prompt", ""))}</td><td>{right}</td></tr>'
+            f'<tr><td>{_figure_links(images.get("original", []))}</td>'
+            f'<td>{_figure_links(images.get("upsampled", []))}</td></tr></table></div>')
+
+
+def write_compare_html(run_dir: Path) -> Path:
+    """`compare.html`: each prompt beside its upsampled version, with their images."""
+    run_dir = Path(run_dir)
+    ups = read_upsampled(run_dir)
+    rows = read_prompts(run_dir) or [
+        {"id": u["id"], "prompt": u.get("prompt", ""), "category": u.get("category", "")}
+        for u in ups.values()]
+    by_cat: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_cat[row.get("category") or ups.get(row["id"], {}).get("category") or "(none)"].append(row)
+    body = [f"<h1>Original vs upsampled: {esc(run_dir.name)}</h1>",
+            f'<p class="meta">{len(rows)} prompts in {len(by_cat)} categories; images of every seed '
+            "(the same seeds for both prompts). Click an image for full size.</p>"]
+    toc = " · ".join(f'<a href="#cat-{i}">{esc(c)}</a> ({len(by_cat[c])})'
+                     for i, c in enumerate(sorted(by_cat)))
+    body.append(f"<p>{toc}</p>")
+    for i, cat in enumerate(sorted(by_cat)):
+        body.append(f'<h2 id="cat-{i}">{esc(cat)}</h2>')
+        body += [_compare_block(run_dir, row, ups.get(row["id"])) for row in by_cat[cat]]
+    path = run_dir / "compare.html"
+    atomic_write_text(path, page(f"compare {run_dir.name}", body))
+    return path
+
+
+# ---------------------------------------------------------------- report.html: summaries
+
+def _norm(name: str) -> str:
+    return " ".join(str(name).split()).casefold()
+
+
+def same_scorer_metrics(selection_scorer: str, evaluation_scorers: dict[str, str]) -> list[str]:
+    """Metrics evaluated by the very scorer that picked the best round."""
+    if not selection_scorer:
+        return []
+    return [m for m, s in evaluation_scorers.items() if _norm(s) == _norm(selection_scorer)]
+
+
+def _scorer_section(selection: str, evaluation: dict[str, str], rows: list[MetricRow]) -> list[str]:
+    recorded: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        recorded[r.metric].add(r.scorer)
+    lines = ["<h2>Scorers</h2>",
+             f"<p><b>Best round selected by:</b> {esc(selection or '(no selection)')}</p>",
+             "<table><tr><th>metric</th><th>evaluated by</th><th>scorer recorded in metrics.csv</th></tr>"]
+    for m in metric_order(set(evaluation) | set(recorded)):
+        lines.append(f"<tr><td>{esc(m)}</td><td>{esc(evaluation.get(m, '–'))}</td>"
+                     f"<td>{esc(', '.join(sorted(recorded.get(m, []))) or '–')}</td></tr>")
+    lines.append("</table>")
+    same = same_scorer_metrics(selection, evaluation)
+    if same:
+        lines.append(f'<div class="warn"><b>WARNING: the same scorer selected and evaluated.</b> '
+                     f"{esc(selection)} chose the best round and also scores "
+                     f"{esc(', '.join(same))}. Best-vs-first differences on "
+                     f"{'that metric' if len(same) == 1 else 'those metrics'} are biased upward "
+                     "(the best round was picked for scoring high on it); judge the Socratic loop "
+                     "by the other metrics.</div>")
+    else:
+        lines.append('<div class="ok">Selection and evaluation use different scorers.</div>')
+    return lines
+
+
+def _variant_table(rows: list[MetricRow]) -> list[str]:
+    variants = variant_order(r.variant for r in rows)
+    metrics = metric_order(r.metric for r in rows)
+    head = "".join(f"<th>{esc(v)}</th>" for v in variants)
+    lines = ["<h3>Mean score by variant (95% bootstrap CI over prompts)</h3>",
+             f"<table><tr><th>metric</th>{head}</tr>"]
+    for m in metrics:
+        cells = []
+        for v in variants:
+            s = bootstrap_mean(list(per_prompt(rows, m, v).values()), n_resamples=4000)
+            ci = f"<br><span class=small>[{fmt(s.ci_low)}, {fmt(s.ci_high)}] n={s.n}</span>" if s.n else ""
+            cells.append(f'<td class="num">{fmt(s.mean)}{ci}</td>')
+        lines.append(f"<tr><td>{esc(m)}</td>{''.join(cells)}</tr>")
+    lines.append("</table>")
+    return lines
+
+
+def _direction(res: PairedResult) -> str:
+    """'up'/'down' when the CI excludes 0 and there are enough prompts to trust it."""
+    if res.n < MIN_N_FOR_CI or not math.isfinite(res.ci_low):
+        return ""
+    return "up" if res.ci_low > 0 else "down" if res.ci_high < 0 else ""
+
+
+def _share(res: PairedResult, count: int) -> str:
+    return f"{count} ({100 * res.share(count):.0f}%)"
+
+
+def _diff_cells(res: PairedResult) -> str:
+    return (f'<td class="num">{res.n}</td><td class="num {_direction(res)}">{fmt(res.mean_diff, sign=True)}'
+            f'</td><td class="num">[{fmt(res.ci_low, sign=True)}, {fmt(res.ci_high, sign=True)}]</td>'
+            f'<td class="num">{_share(res, res.helped)}</td><td class="num">{_share(res, res.hurt)}</td>'
+            f'<td class="num">{_share(res, res.tied)}</td>')
+
+
+def _diff_compact(res: PairedResult) -> str:
+    """One cell of the per-category table: the difference, its CI, and helped/hurt/tied."""
+    if not res.n:
+        return '<td class="num">–</td>'
+    return (f'<td class="num"><span class="{_direction(res)}">{fmt(res.mean_diff, sign=True)}</span>'
+            f'<br><span class="small">[{fmt(res.ci_low, sign=True)}, {fmt(res.ci_high, sign=True)}]'
+            f"<br>n={res.n}: {res.helped}↑ {res.hurt}↓ {res.tied}=</span></td>")
+
+
+DIFF_HEAD = ("<th>n prompts</th><th>mean diff</th><th>95% CI</th><th>helped</th><th>hurt</th>"
+             "<th>tied</th><th>note</th>")
+
+
+def _comparisons(rows: list[MetricRow]) -> list[tuple[str, str, str, str, tuple]]:
+    """(a, b, label, metric, paired data) for every comparison the rows support."""
+    out = []
+    for a, b, label in COMPARISONS:
+        for m in metric_order(r.metric for r in rows):
+            data = paired(rows, m, a, b)
+            if data[0]:
+                out.append((a, b, label, m, data))
+    return out
+
+
+def _paired_tables(rows: list[MetricRow], biased: list[str]) -> list[str]:
+    comps = _comparisons(rows)
+    if not comps:
+        return ["<h3>Paired differences</h3><p>No prompt has both variants of a comparison "
+                "(original/upsampled or iter00/best) scored on the same seed.</p>"]
+    lines = ["<h3>Paired differences (per prompt, seeds averaged)</h3>",
+             f"<table><tr><th>metric</th><th>comparison</th>{DIFF_HEAD}</tr>"]
+    for a, _, label, m, (_, va, vb) in comps:
+        flag = "⚠ same scorer selected the best" if a == "iter00" and m in biased else ""
+        lines.append(f"<tr><td>{esc(m)}</td><td>{esc(label)}</td>"
+                     f"{_diff_cells(paired_bootstrap(va, vb))}<td>{esc(flag)}</td></tr>")
+    lines += ["</table>", f'<p class="small">Later minus earlier. Green/red: the 95% CI excludes 0 '
+              f"(shown only with at least {MIN_N_FOR_CI} prompts; a bootstrap over fewer is too narrow). "
+              "helped/hurt/tied count prompts (ties within 1e-6).</p>"]
+    return lines + _category_table(rows, comps, biased)
+
+
+def _category_table(rows: list[MetricRow], comps: list, biased: list[str]) -> list[str]:
+    cat_of = categories(rows)
+    cats = sorted({cat_of[i] for *_, (ids, _, _) in comps for i in ids})
+    groups = [(label, [c for c in comps if c[2] == label]) for _, _, label in COMPARISONS]
+    groups = [(label, cs) for label, cs in groups if cs]
+    top = "".join(f'<th colspan="{len(cs)}">{esc(label)}</th>' for label, cs in groups)
+    sub = "".join(f"<th>{esc(c[3])}{' ⚠' if c[0] == 'iter00' and c[3] in biased else ''}</th>"
+                  for _, cs in groups for c in cs)
+    lines = ["<h3>Paired differences by category</h3>",
+             f'<table><tr><th rowspan="2">category</th>{top}</tr><tr>{sub}</tr>']
+    for cat in cats:
+        cells = []
+        for _, cs in groups:
+            for *_, (ids, va, vb) in cs:
+                pick = [k for k, i in enumerate(ids) if cat_of[i] == cat]
+                res = paired_bootstrap([va[k] for k in pick], [vb[k] for k in pick], n_resamples=4000)
+                cells.append(_diff_compact(res))
+        lines.append(f"<tr><td>{esc(cat or '(none)')}</td>{''.join(cells)}</tr>")
+    return lines + ["</table>"]
+
+
+def _plots_section(run_dir: Path, rows: list[MetricRow]) -> list[str]:
+    lines = ['<h2>Plots</h2><div class="plots">']
+    for name, reason in plot_plan(run_dir, rows).items():
+        path = run_dir / "plots" / name
+        if reason:
+            lines.append(f"<p><b>{esc(TITLES[name])}</b>: not drawn: {esc(reason)}.</p>")
+        elif not path.is_file():
+            lines.append(f"<p><b>{esc(TITLES[name])}</b>: not drawn yet (write_plots was not run).</p>")
+        else:
+            rel = f"plots/{name}"
+            lines.append(f'<h3>{esc(TITLES[name])}</h3><a href="{link(rel)}">'
+                         f'<img src="{inline_png(path)}" alt="{esc(TITLES[name])}"></a>')
+    return lines + ["</div>"]
+
+
+# ---------------------------------------------------------------- report.html: per prompt
+
+def _scores_by_prompt(rows: list[MetricRow]) -> dict[str, dict[str, dict[str, list[MetricRow]]]]:
+    """id -> variant -> metric -> rows."""
+    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        out[r.id][r.variant][r.metric].append(r)
+    return out
+
+
+def _score_list(trace_scores: dict, metric_rows: dict[str, list[MetricRow]]) -> str:
+    items = [f"{esc(k)}: {fmt(float(v))}" for k, v in (trace_scores or {}).items()
+             if isinstance(v, (int, float))]
+    for m in metric_order(metric_rows):
+        vals = [r.value for r in metric_rows[m] if math.isfinite(r.value)]
+        if vals:
+            notes = "; ".join(r.note for r in metric_rows[m] if r.note)
+            tip = f' title="{esc(notes)}"' if notes else ""
+            items.append(f"<span{tip}>{esc(m)}: {fmt(sum(vals) / len(vals))}</span>")
+    return "<br>".join(items) or "–"
+
+
+def _card(run_dir: Path, index: int, it: dict, is_best: bool, metric_rows: dict, px: int) -> str:
+    rel = str(it.get("image", ""))
+    path = run_dir / rel
+    data = thumbnail(path, px) if rel else None
+    img = (f'<img src="{data}" alt="round {index}">' if data else
+           f'<p class="small">image missing: {esc(rel)}</p>')
+    if data and rel and not Path(rel).is_absolute() and ".." not in Path(rel).parts:
+        img = f'<a href="{link(Path(rel).as_posix())}">{img}</a>'
+    v = it.get("verdict") or {}
+    missing = ", ".join(str(x) for x in v.get("missing") or []) or "nothing"
+    badge = '<span class="badge">BEST</span>' if is_best else ""
+    parts = [("prompt", f'<div class="text">{esc(it.get("prompt", ""))}</div>'),
+             ("caption of the image", f'<div class="text">{esc(it.get("caption", ""))}</div>'),
+             ("verdict", f'<div>matches: <b>{"yes" if v.get("matches") else "no"}</b>; '
+                         f"missing: {esc(missing)}</div>"),
+             ("revised prompt", f'<div class="text">{esc(v.get("revised_prompt", ""))}</div>'),
+             ("scores", f"<div>{_score_list(it.get('scores'), metric_rows)}</div>")]
+    body = "".join(f'<div class="label">{label}</div>{html_}' for label, html_ in parts)
+    return f'<div class="card{" best" if is_best else ""}"><b>round {index}</b>{badge}{img}{body}</div>'
+
+
+def _prompt_block(run_dir: Path, pid: str, text: str, category: str, trace: dict | None,
+                  scores: dict, px: int) -> str:
+    side = (f' · <a href="compare.html#{link(pid)}">original vs upsampled</a>'
+            if (run_dir / "compare.html").is_file() else "")
+    head = (f'<div class="prompt" id="p-{esc(pid)}"><h3>{esc(pid)} <span class="small">{esc(category)}'
+            f'{side}</span></h3><div class="text">{esc(text)}</div>')
+    variants = variant_order(v for v in scores if iteration_index(v) is None)
+    summary = ""
+    if variants:
+        metrics = metric_order({m for v in variants for m in scores[v]})
+        cells = "".join(f"<th>{esc(v)}</th>" for v in variants)
+        body = "".join(f"<tr><td>{esc(m)}</td>" + "".join(
+            f'<td class="num">{fmt(_mean(scores[v].get(m, [])))}</td>' for v in variants) + "</tr>"
+            for m in metrics)
+        summary = f'<table class="small"><tr><th></th>{cells}</tr>{body}</table>'
+    if not trace or not trace.get("iterations"):
+        return head + summary + '<p class="small">no Socratic rounds</p></div>'
+    its, best = trace["iterations"], trace.get("best")
+    why = (trace.get("selection") or {}).get("why", "")
+    stop = (f'<p class="small">{len(its)} round(s); stopped: {esc(stop_kind(trace))}'
+            + (f" ({esc(trace['stop_reason'])})" if trace.get("stop_reason") else "")
+            + (f"; best = round {esc(best)}" + (f", {esc(why)}" if why else "") if best is not None
+               else "; no best chosen yet") + "</p>")
+    cards = "".join(_card(run_dir, i, it, i == best, scores.get(f"iter{i:02d}", {}), px)
+                    for i, it in enumerate(its))
+    return head + stop + summary + f'<div class="strip">{cards}</div></div>'
+
+
+def _mean(rows: list[MetricRow]) -> float:
+    vals = [r.value for r in rows if math.isfinite(r.value)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def _prompt_sections(run_dir: Path, rows: list[MetricRow], px: int) -> list[str]:
+    traces, bad = read_traces(run_dir)
+    by_id = {str(t.get("id")): t for t in traces}
+    meta = {r["id"]: r for r in read_prompts(run_dir)}
+    cat_of = categories(rows)
+    ids = list(meta) + sorted((set(by_id) | set(cat_of)) - set(meta))
+    scores = _scores_by_prompt(rows)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for pid in ids:
+        cat = meta.get(pid, {}).get("category") or by_id.get(pid, {}).get("category") or cat_of.get(pid)
+        groups[cat or "(none)"].append(pid)
+    lines = ["<h2>Prompts</h2>"]
+    if bad:
+        lines.append("<p class=warn>Unreadable Socratic traces: " + esc("; ".join(bad)) + "</p>")
+    for cat in sorted(groups):
+        lines.append(f"<h3>Category: {esc(cat)} ({len(groups[cat])})</h3>")
+        for pid in groups[cat]:
+            text = meta.get(pid, {}).get("prompt") or by_id.get(pid, {}).get("prompt", "")
+            lines.append(_prompt_block(run_dir, pid, text, cat, by_id.get(pid), scores.get(pid, {}), px))
+    return lines
+
+
+def write_report_html(run_dir: Path, rows: list[MetricRow], *, selection_scorer: str,
+                      evaluation_scorers: dict[str, str], thumb_px: int = 256) -> Path:
+    """`report.html`: scorers, summary tables, plots and every prompt's Socratic rounds."""
+    run_dir = Path(run_dir)
+    rows = list(rows)
+    biased = same_scorer_metrics(selection_scorer, evaluation_scorers)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    n_prompts = len({r.id for r in rows})
+    compare = ' Side by side prompts and images: <a href="compare.html">compare.html</a>.' \
+        if (run_dir / "compare.html").exists() else ""
+    body = [f"<h1>Refine run: {esc(run_dir.name)}</h1>",
+            f'<p class="meta">{n_prompts} scored prompts, {len(rows)} metric rows; written {when}.'
+            f"{compare}</p>"]
+    body += _scorer_section(selection_scorer, evaluation_scorers, rows)
+    body.append("<h2>Summary</h2>")
+    if rows:
+        body += _variant_table(rows) + _paired_tables(rows, biased)
+    else:
+        body.append("<p>No metric rows: run the evaluate stage.</p>")
+    body += _plots_section(run_dir, rows)
+    body += _prompt_sections(run_dir, rows, thumb_px)
+    path = run_dir / "report.html"
+    atomic_write_text(path, page(f"report {run_dir.name}", body))
+    return path

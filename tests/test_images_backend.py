@@ -1,0 +1,328 @@
+"""Image backends: the tiny SDXL through the real from_pretrained path, seeds and batching,
+PNG metadata, and the web UI backend against a local fake of its API."""
+
+from __future__ import annotations
+
+import socket
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_a1111 import CHECKPOINT, FakeA1111, photo_png
+
+from stages.backends.images import A1111Backend, DiffusersBackend, read_png_metadata, save_png
+from stages.errors import ConfigError, FatalError, ItemError
+
+PROMPTS = ["a red car on the left of a blue bus", "Café crème, 東京", "a cat"]
+FAST = {"width": 32, "height": 32, "steps": 2}     # the tiny model's smallest useful work
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def same_up_to_rounding(a, b) -> bool:
+    """A batch changes the shapes of the matrix products, so float sums round differently:
+    at most one intensity level on a few values, never a different picture."""
+    diff = np.abs(pixels(a) - pixels(b))
+    return int(diff.max()) <= 1 and np.count_nonzero(diff) <= diff.size // 1000
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def tiny(cache):
+    backend = DiffusersBackend("tiny", cache_dir=cache, batch_size=4, **FAST)
+    backend.pipeline()
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def singles(tiny):
+    """Each PROMPTS[i] with seed 10 + i, generated one call at a time."""
+    return [tiny.generate([p], [10 + i])[0] for i, p in enumerate(PROMPTS)]
+
+
+# -- tiny SDXL --------------------------------------------------------------------------------------
+
+def test_tiny_is_saved_once_and_loaded_through_from_pretrained(tiny, cache):
+    from diffusers import StableDiffusionXLPipeline
+
+    from stages.backends.tiny_sdxl import build_tiny_sdxl, tiny_sdxl_folder
+
+    folder = cache / "tiny-sdxl"
+    for part in ("model_index.json", "unet", "vae", "text_encoder", "text_encoder_2", "tokenizer_2"):
+        assert (folder / part).exists(), part
+    stamp = (folder / "model_index.json").stat().st_mtime_ns
+    assert tiny_sdxl_folder(cache) == folder and (folder / "model_index.json").stat().st_mtime_ns == stamp
+    assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == [], "no temp folders left"
+    pipe = tiny.pipeline()
+    assert isinstance(pipe, StableDiffusionXLPipeline)
+    assert len(pipe.tokenizer) == len(pipe.tokenizer_2) == 49408
+    fresh = build_tiny_sdxl(cache)      # same seed: the same weights as the saved copy
+    for name in ("unet", "vae", "text_encoder_2"):
+        saved, rebuilt = getattr(pipe, name).state_dict(), getattr(fresh, name).state_dict()
+        assert saved.keys() == rebuilt.keys()
+        assert all(bool((saved[k] == rebuilt[k]).all()) for k in saved), name
+
+
+def test_images_have_the_configured_size(singles):
+    assert all(image.size == (32, 32) and image.mode == "RGB" for image in singles)
+
+
+def test_same_prompt_and_seed_give_identical_pixels(tiny, singles):
+    again = tiny.generate([PROMPTS[0]], [10])[0]
+    assert np.array_equal(pixels(again), pixels(singles[0]))
+
+
+def test_different_seeds_or_prompts_give_different_images(tiny, singles):
+    other_seed = tiny.generate([PROMPTS[0]], [99])[0]
+    assert np.abs(pixels(other_seed) - pixels(singles[0])).mean() > 5
+    other_prompt = tiny.generate([PROMPTS[1]], [10])[0]
+    assert not np.array_equal(pixels(other_prompt), pixels(singles[0]))
+
+
+def test_batches_give_the_same_images_as_single_calls(tiny, singles, cache):
+    batched = tiny.generate(PROMPTS, [10, 11, 12])
+    assert len(batched) == 3
+    assert all(same_up_to_rounding(a, b) for a, b in zip(singles, batched, strict=True))
+    tiny.batch_size = 2       # 3 items: a batch of 2, then one alone
+    try:
+        pairs = tiny.generate(PROMPTS, [10, 11, 12])
+    finally:
+        tiny.batch_size = 4
+    assert all(same_up_to_rounding(a, b) for a, b in zip(singles, pairs, strict=True))
+    assert np.array_equal(pixels(pairs[2]), pixels(singles[2])), "a batch of one is a single call"
+
+
+def test_loaded_tiny_matches_the_pipeline_built_in_memory(tiny, cache):
+    import torch
+
+    from stages.backends.tiny_sdxl import build_tiny_sdxl
+
+    def floats(pipe):       # before rounding to 8 bits, where differences of 1e-7 show
+        return pipe(prompt=[PROMPTS[0]], generator=[torch.Generator("cpu").manual_seed(10)],
+                    num_inference_steps=4, guidance_scale=5.0, width=64, height=64, output_type="np").images
+
+    built = build_tiny_sdxl(cache)
+    built.set_progress_bar_config(disable=True)
+    assert np.array_equal(floats(tiny.pipeline()), floats(built)), "weights copied to aligned memory"
+
+
+def test_negative_prompt_changes_the_image(tiny, singles):
+    negative = tiny.generate([PROMPTS[0]], [10], negative_prompt="blurry")[0]
+    assert not np.array_equal(pixels(negative), pixels(singles[0]))
+
+
+def test_generate_checks_its_arguments(tiny):
+    assert tiny.generate([], []) == []
+    with pytest.raises(ValueError, match="2 prompts but 1 seeds"):
+        tiny.generate(["a", "b"], [1])
+
+
+def test_identity_names_the_model_and_the_settings_that_change_pixels(cache):
+    base = DiffusersBackend("tiny", cache_dir=cache).identity()
+    assert base["model"].startswith("tiny-sdxl")
+    assert (base["width"], base["height"], base["steps"]) == (64, 64, 4)
+    assert base["device"] == "cpu" and base["dtype"] == "float32"
+    for change in ({"steps": 3}, {"guidance": 7.0}, {"scheduler": "DDIMScheduler"}, {"width": 128}):
+        assert DiffusersBackend("tiny", cache_dir=cache, **change).identity() != base, change
+    assert DiffusersBackend("tiny", cache_dir=cache, batch_size=1).identity() == base, "batching keeps pixels"
+    sdxl = DiffusersBackend(cache_dir=cache, device="cpu").identity()
+    assert sdxl["model"] == "stabilityai/stable-diffusion-xl-base-1.0" and sdxl["width"] == 1024
+
+
+def test_scheduler_by_class_name(cache, singles):
+    ancestral = DiffusersBackend("tiny", cache_dir=cache, scheduler="EulerAncestralDiscreteScheduler", **FAST)
+    image = ancestral.generate([PROMPTS[0]], [10])[0]
+    assert type(ancestral.pipeline().scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+    assert not np.array_equal(pixels(image), pixels(singles[0]))
+    assert same_up_to_rounding(image, ancestral.generate([PROMPTS[0], "x"], [10, 1])[0])
+    wrong = DiffusersBackend("tiny", cache_dir=cache, scheduler="FlowMatchEulerDiscreteScheduler")
+    with pytest.raises(ConfigError, match="generate.scheduler .* accepted: .*DPMSolverMultistepScheduler"):
+        wrong.generate(["a"], [1])
+
+
+def test_refiner_continues_exactly_where_the_base_model_stops(cache, singles):
+    refined = DiffusersBackend("tiny", cache_dir=cache, refiner="tiny", refiner_split=0.5, **FAST)
+    base, refiner = refined.pipeline(), refined._refiner
+    assert refiner.text_encoder_2 is base.text_encoder_2 and refiner.vae is base.vae
+    calls = {"base": 0, "refiner": 0}
+    base.unet.register_forward_hook(lambda *_: calls.__setitem__("base", calls["base"] + 1))
+    refiner.unet.register_forward_hook(lambda *_: calls.__setitem__("refiner", calls["refiner"] + 1))
+    image = refined.generate([PROMPTS[0]], [10])[0]
+    assert calls == {"base": 1, "refiner": 1}, "2 steps split in half"
+    # the refiner here is the base model itself and Euler adds no noise: handing the latents
+    # over half way must give the picture that the base model alone gives
+    assert np.array_equal(pixels(image), pixels(singles[0]))
+    assert same_up_to_rounding(refined.generate(PROMPTS[:2], [10, 11])[1], singles[1])
+    assert refined.identity()["refiner_split"] == 0.5 and refined.identity()["refiner"] == "tiny"
+
+
+# -- models that cannot be loaded ---------------------------------------------------------------
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda tmp: str(tmp / "no" / "such" / "folder"), "folder not found"),
+    (lambda tmp: str(tmp), "no model_index.json"),
+    (lambda tmp: str(tmp / "model.safetensors"), "single file"),
+])
+def test_bad_local_models_fail_with_one_line(tmp_path, make, expected):
+    (tmp_path / "model.safetensors").write_bytes(b"not really")
+    backend = DiffusersBackend(make(tmp_path), cache_dir=tmp_path)
+    with pytest.raises(FatalError) as info:
+        backend.generate(["a"], [1])
+    assert "generate.model" in str(info.value) and expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_uncached_hub_model_fails_fast_when_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.monotonic()
+    with pytest.raises(FatalError) as info:
+        DiffusersBackend("nobody-here/no-such-model", cache_dir=tmp_path).generate(["a"], [1])
+    message = str(info.value)
+    assert "offline" in message and "hf download nobody-here/no-such-model" in message and "tiny" in message
+    assert time.monotonic() - started < 20
+
+
+def test_uncached_hub_model_fails_fast_when_the_hub_is_unreachable(tmp_path, monkeypatch):
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    started = time.monotonic()
+    with pytest.raises(FatalError, match="cannot be reached"):
+        DiffusersBackend("nobody-here/no-such-model", cache_dir=tmp_path).generate(["a"], [1])
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("kwargs, key", [({"width": 60}, "generate.width"),
+                                         ({"height": 0}, "generate.height"), ({"steps": 0}, "generate.steps"),
+                                         ({"device": "tpu"}, "generate.device"),
+                                         ({"dtype": "int8"}, "generate.dtype")])
+def test_bad_settings_are_config_errors(tmp_path, kwargs, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        DiffusersBackend("tiny", cache_dir=tmp_path, **kwargs)
+
+
+def test_a_missing_accelerator_is_a_config_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="generate.device = cuda"):
+        DiffusersBackend("tiny", cache_dir=tmp_path, device="cuda").identity()
+
+
+# -- PNG metadata ----------------------------------------------------------------------------------
+
+def chunk_types(path: Path) -> dict[str, str]:
+    """Text chunk keyword -> chunk type, read from the raw PNG bytes."""
+    data, found, at = path.read_bytes(), {}, 8
+    while at < len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        kind, body = data[at + 4:at + 8].decode(), data[at + 8:at + 8 + length]
+        crc = int.from_bytes(data[at + 8 + length:at + 12 + length], "big")
+        assert zlib.crc32(data[at + 4:at + 8 + length]) == crc
+        if kind in ("tEXt", "iTXt"):
+            found[body.split(b"\0", 1)[0].decode("latin-1")] = kind
+        at += 12 + length
+    return found
+
+
+def test_png_metadata_round_trip_with_a1111_parameters(tmp_path, singles):
+    path = tmp_path / "images" / "00001-abcd" / "original-s10.png"
+    meta = {"prompt": PROMPTS[1], "seed": 10, "guidance": 5.5, "negative_prompt": "blurry, dark",
+            "backend": '{"model": "tiny-sdxl-1", "steps": 4, "scheduler": "default"}', "variant": "original"}
+    save_png(path, singles[1], meta)
+    read = read_png_metadata(path)
+    assert {k: read[k] for k in meta} == {k: str(v) for k, v in meta.items()}
+    assert read["parameters"] == (f"{PROMPTS[1]}\nNegative prompt: blurry, dark\n"
+                                  "Steps: 4, CFG scale: 5.5, Seed: 10, Size: 32x32, Model: tiny-sdxl-1")
+    types = chunk_types(path)
+    assert types["seed"] == "tEXt" and types["prompt"] == "iTXt", "non-Latin-1 text goes to iTXt"
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert np.array_equal(pixels(image), pixels(singles[1]))
+    assert [p.name for p in path.parent.iterdir()] == ["original-s10.png"]
+
+
+def test_png_keeps_a_given_parameters_chunk_and_rejects_bad_keys(tmp_path, singles):
+    save_png(tmp_path / "a.png", singles[0], {"parameters": "custom", "prompt": "x"})
+    assert read_png_metadata(tmp_path / "a.png")["parameters"] == "custom"
+    with pytest.raises(ValueError, match="1-79 ASCII"):
+        save_png(tmp_path / "b.png", singles[0], {"k" * 80: 1})
+
+
+# -- the web UI API --------------------------------------------------------------------------------
+
+def test_a1111_sends_one_request_per_image_and_decodes_pngs():
+    with FakeA1111() as server:
+        backend = A1111Backend(server.url + "/", steps=20, guidance=6.5, width=96, height=64,
+                               sampler="DPM++ 2M", backoff=0.01)
+        images = backend.generate(["a cat", "a dog"], [3, 4], negative_prompt="text")
+        assert [image.size for image in images] == [(96, 64), (96, 64)]
+        from PIL import Image
+
+        expected = Image.open(__import__("io").BytesIO(photo_png(96, 64, 4))).convert("RGB")
+        assert np.array_equal(pixels(images[1]), pixels(expected))
+        assert [r["prompt"] for r in server.requests] == ["a cat", "a dog"]
+        first = server.requests[0]
+        assert {k: first[k] for k in ("negative_prompt", "seed", "steps", "cfg_scale", "width", "height",
+                                      "sampler_name", "batch_size")} == {
+            "negative_prompt": "text", "seed": 3, "steps": 20, "cfg_scale": 6.5, "width": 96,
+            "height": 64, "sampler_name": "DPM++ 2M", "batch_size": 1}
+        identity = backend.identity()
+        assert identity["checkpoint"] == CHECKPOINT and identity["sampler"] == "DPM++ 2M"
+        backend.close()
+
+
+def test_a1111_retries_a_5xx_then_succeeds():
+    with FakeA1111() as server:
+        server.fail(503, times=2)
+        backend = A1111Backend(server.url, width=64, height=64, retries=2, backoff=0.01)
+        assert len(backend.generate(["a"], [1])) == 1
+        assert len(server.requests) == 3
+
+
+def test_a1111_http_errors_fail_the_item_with_status_and_excerpt():
+    with FakeA1111() as server:
+        server.fail(500, "CUDA out of memory. Tried to allocate 20.00 MiB\n" + "x" * 500, times=3)
+        backend = A1111Backend(server.url, width=64, height=64, retries=2, backoff=0.01)
+        with pytest.raises(ItemError) as info:
+            backend.generate(["a"], [1])
+        message = str(info.value)
+        assert "HTTP 500" in message and "CUDA out of memory" in message and len(message) < 300
+        assert len(server.requests) == 3
+        server.fail(422, '{"detail": "bad sampler"}')
+        with pytest.raises(ItemError, match="HTTP 422.*bad sampler"):
+            backend.generate(["a"], [1])
+        assert len(server.requests) == 4, "4xx is not retried"
+
+
+def test_a1111_without_api_flag_or_unreachable_is_fatal():
+    with FakeA1111() as server:
+        server.fail(404, '{"detail": "Not Found"}')
+        with pytest.raises(FatalError, match="--api"):
+            A1111Backend(server.url, backoff=0.01).generate(["a"], [1])
+    url = f"http://127.0.0.1:{closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(FatalError) as info:
+        A1111Backend(url, retries=1, backoff=0.01).generate(["a"], [1])
+    assert url in str(info.value) and "--api" in str(info.value) and time.monotonic() - started < 5
+
+
+def test_a1111_url_must_be_http():
+    with pytest.raises(ConfigError, match="generate.url"):
+        A1111Backend("127.0.0.1:7860")

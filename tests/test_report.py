@@ -1,0 +1,238 @@
+"""Reports of a refine run: metrics.csv, compare.html, report.html and plots, built from a
+synthetic run folder (real small PNGs, Socratic traces, metric rows)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages.metrics import paired, variant_order
+from stages.report import (
+    MetricRow,
+    read_metrics_csv,
+    same_scorer_metrics,
+    write_compare_html,
+    write_metrics_csv,
+    write_plots,
+    write_report_html,
+)
+
+XSS = "<script>alert(1)</script> a cat <img src=x onerror=alert(2)>"
+PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "camera", "coins")
+PROMPTS = [("p0", "Colors", XSS), ("p1", "Colors", "a red cup of coffee on a blue table"),
+           ("p2", "Counting", "three rockets on a launch pad"), ("p3", "Counting", "two astronauts"),
+           ("p4", "Text", 'a sign that says "OPEN" & <b>bold</b>'), ("p5", "Text", "a coin with a 5 on it")]
+SEEDS = (0, 1)
+
+
+def photo(name: str, px: int = 96, shift: int = 0) -> Image.Image:
+    from skimage import data
+
+    arr = getattr(data, name)()
+    im = Image.fromarray(arr).convert("RGB").resize((px, px))
+    return Image.fromarray(np.roll(np.asarray(im), shift * 7, axis=1))
+
+
+def make_run(root: Path, *, rounds: int = 3, socratic: bool = True, upsample: bool = True) -> Path:
+    """A run folder as the stages leave it; returns it. Scores are seeded and plausible."""
+    run = root / "runs" / "demo"
+    rng = np.random.default_rng(7)
+    rows: list[MetricRow] = []
+    (run / "socratic").mkdir(parents=True)
+    with open(run / "prompts.jsonl", "w", encoding="utf-8") as fh:
+        for pid, cat, text in PROMPTS:
+            fh.write(json.dumps({"id": pid, "prompt": text, "category": cat}) + "\n")
+    with open(run / "upsampled.jsonl", "w", encoding="utf-8") as fh:
+        for k, (pid, cat, text) in enumerate(PROMPTS):
+            cands = [f"{text} <u>x</u>", f"{text}, detailed <i>photo</i>"]
+            # the upsample stage's form (a count per candidate) and the plain single count
+            tokens = {"clip_tokens": [90, 21], "chosen": 1, "over_limit": False} if k % 2 else \
+                {"clip_tokens": 21}
+            fh.write(json.dumps({"id": pid, "prompt": text, "upsampled": cands[1], "candidates": cands,
+                                 "category": cat, **tokens}) + "\n")
+    for k, (pid, cat, text) in enumerate(PROMPTS):
+        name = PHOTOS[k % len(PHOTOS)]
+        (run / "images" / pid).mkdir(parents=True)
+        variants = (["original", "upsampled"] if upsample else []) + \
+            [f"iter{i:02d}" for i in range(rounds if socratic else 0)]
+        n_rounds = 1 + k % rounds if socratic else 0
+        for j, variant in enumerate(variants):
+            if variant.startswith("iter") and int(variant[4:]) >= n_rounds:
+                continue
+            for seed in SEEDS if not variant.startswith("iter") else SEEDS[:1]:
+                photo(name, shift=j + seed).save(run / "images" / pid / f"{variant}-s{seed}.png")
+                base = {"original": 0.6, "upsampled": 0.7}.get(variant, 0.62 + 0.05 * j)
+                for metric, scale, scorer in (("clipscore", 1.0, "CLIP tiny"),
+                                              ("caption_score", 0.5, "all-MiniLM-L6-v2")):
+                    rows.append(MetricRow(pid, cat, variant, seed, metric,
+                                          float(scale * base + rng.normal(0, 0.05)), scorer))
+        if not socratic:
+            continue
+        its = [{"prompt": text if i == 0 else f"{text}, round {i}",
+                "image": f"images/{pid}/iter{i:02d}-s0.png",
+                "caption": f"a photo <b>{name}</b> round {i}",
+                "verdict": {"matches": i == n_rounds - 1 and k % 2 == 0,
+                            "missing": ["<em>detail</em>"] if i < n_rounds - 1 else [],
+                            "revised_prompt": f"{text}, round {i + 1}"},
+                "scores": {"select_clip": 0.6 + 0.01 * i}} for i in range(n_rounds)]
+        best = n_rounds - 1
+        (run / "socratic" / f"{pid}.json").write_text(json.dumps({
+            "id": pid, "prompt": text, "category": cat, "seed": 0, "iterations": its, "best": best,
+            "stopped_early": its[-1]["verdict"]["matches"],
+            "selection": {"by": "clip", "why": "highest CLIP similarity <to> the prompt"}}))
+        for r in [r for r in rows if r.id == pid and r.variant == f"iter{best:02d}"]:
+            rows.append(MetricRow(pid, cat, "best", r.seed, r.metric, r.value, r.scorer))
+    write_metrics_csv(rows, run / "metrics.csv")
+    return run
+
+
+class Links(HTMLParser):
+    """Collects src/href attributes and the text of <script> elements."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+        self.scripts = 0
+        self.handlers: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.scripts += tag == "script"
+        for key, value in attrs:
+            if key in ("src", "href") and value:
+                self.urls.append(value)
+            if key.startswith("on"):
+                self.handlers.append(key)
+
+
+def parse(path: Path) -> Links:
+    parser = Links()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def check_relative_links(run: Path, page: Path) -> int:
+    parser = parse(page)
+    relative = [u for u in parser.urls if not re.match(r"^(data:|https?:|#|mailto:)", u)]
+    for url in relative:
+        assert (run / unquote(url.split("#")[0])).is_file(), f"{page.name} links missing {url}"
+    return len(relative)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, list[MetricRow], list[Path]]:
+    run = make_run(tmp_path_factory.mktemp("report"))
+    rows = read_metrics_csv(run / "metrics.csv")
+    plots = write_plots(run, rows)
+    write_compare_html(run)
+    write_report_html(run, rows, selection_scorer="CLIP tiny",
+                      evaluation_scorers={"clipscore": "CLIP tiny", "caption_score": "all-MiniLM-L6-v2"})
+    return run, rows, plots
+
+
+def test_metrics_csv_round_trip_keeps_types_notes_and_nan(tmp_path):
+    rows = [MetricRow("a,1", "c \"q\"", "iter00", 3, "llm_judge", 7.0, "judge", "says, \"fine\"\nok"),
+            MetricRow("b", "", "best", 0, "clipscore", float("nan"), "CLIP"),
+            MetricRow("c", "x", "original", 1, "clipscore", 0.123456789012345, "CLIP")]
+    write_metrics_csv(rows, tmp_path / "m.csv")
+    back = read_metrics_csv(tmp_path / "m.csv")
+    assert back[0] == rows[0] and back[2] == rows[2]
+    assert math.isnan(back[1].value) and back[1].id == "b"
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_paired_views_average_seeds_and_pair_only_shared_seeds():
+    rows = [MetricRow("a", "c", v, seed, "m", x, "s") for v, seed, x in
+            (("original", 0, 1.0), ("original", 1, 3.0), ("upsampled", 0, 2.0))]
+    rows.append(MetricRow("b", "c", "original", 0, "m", 5.0, "s"))
+    assert paired(rows, "m", "original", "upsampled") == (["a"], [1.0], [2.0])
+    assert variant_order(["best", "iter10", "upsampled", "iter02", "original"]) == \
+        ["original", "upsampled", "iter02", "iter10", "best"]
+
+
+def test_report_and_compare_exist_and_relative_links_resolve(built):
+    run, _, _ = built
+    assert check_relative_links(run, run / "compare.html") >= 4 * len(PROMPTS)
+    assert check_relative_links(run, run / "report.html") >= 10
+    report = (run / "report.html").read_text(encoding="utf-8")
+    assert report.count("data:image/jpeg;base64,") == sum(1 + k % 3 for k in range(len(PROMPTS)))
+    assert report.count('class="card best"') == len(PROMPTS)
+    assert (run / "report.html").stat().st_size < 2_000_000
+
+
+def test_compare_shows_each_prompt_with_chosen_candidate_and_token_count(built):
+    run, _, _ = built
+    text = (run / "compare.html").read_text(encoding="utf-8")
+    assert text.count('class="prompt"') == len(PROMPTS)
+    assert text.count("21 CLIP tokens") == len(PROMPTS)
+    assert text.count("← chosen") == len(PROMPTS) and text.count("(90 tokens)") == len(PROMPTS) // 2
+    assert text.index("<h2 id=\"cat-0\">Colors") < text.index("<h2 id=\"cat-1\">Counting")
+
+
+def test_markup_in_prompts_and_model_text_is_escaped(built):
+    run, _, _ = built
+    for name in ("report.html", "compare.html"):
+        text = (run / name).read_text(encoding="utf-8")
+        parser = parse(run / name)
+        assert parser.scripts == 0 and parser.handlers == [], name
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+        assert "<img src=x" not in text and "&lt;img src=x onerror=alert(2)&gt;" in text
+        assert "<b>bold</b>" not in text
+    report = (run / "report.html").read_text(encoding="utf-8")
+    assert "&lt;em&gt;detail&lt;/em&gt;" in report and "&lt;b&gt;chelsea&lt;/b&gt;" in report
+
+
+def test_same_scorer_warning_only_when_one_scorer_selects_and_evaluates(built, tmp_path):
+    run, rows, _ = built
+    assert "WARNING" in (run / "report.html").read_text(encoding="utf-8")
+    assert same_scorer_metrics("CLIP  tiny", {"clipscore": "clip tiny", "x": "y"}) == ["clipscore"]
+    page = write_report_html(run, rows, selection_scorer="vision-language judge gpt",
+                             evaluation_scorers={"clipscore": "CLIP tiny", "caption_score": "mini"})
+    text = page.read_text(encoding="utf-8")
+    assert "WARNING" not in text and "different scorers" in text
+
+
+def test_plots_are_valid_pngs_of_readable_size(built):
+    run, _, plots = built
+    assert sorted(p.name for p in plots) == ["best_vs_first_by_category.png", "early_stop_hist.png",
+                                             "score_by_iteration.png", "upsampled_vs_original.png"]
+    for path in plots:
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.width >= 400 and im.height >= 250
+    assert "not drawn" not in (run / "report.html").read_text(encoding="utf-8")
+
+
+def test_missing_data_skips_plots_and_says_so(tmp_path):
+    run = make_run(tmp_path, socratic=False)
+    rows = read_metrics_csv(run / "metrics.csv")
+    plots = write_plots(run, rows)
+    assert [p.name for p in plots] == ["upsampled_vs_original.png"]
+    page = write_report_html(run, rows, selection_scorer="", evaluation_scorers={"clipscore": "CLIP"})
+    text = page.read_text(encoding="utf-8")
+    assert text.count("not drawn") == 3 and "no Socratic rounds" in text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert write_plots(empty, []) == []
+    assert "No metric rows" in write_report_html(empty, [], selection_scorer="x",
+                                                 evaluation_scorers={}).read_text(encoding="utf-8")
+    assert write_compare_html(empty).is_file()
+
+
+def test_broken_trace_and_missing_image_do_not_crash(tmp_path):
+    run = make_run(tmp_path, upsample=False)
+    (run / "socratic" / "zz.json").write_text("{not json")
+    (run / "images" / "p1" / "iter00-s0.png").unlink()
+    rows = read_metrics_csv(run / "metrics.csv")
+    write_plots(run, rows)
+    text = write_report_html(run, rows, selection_scorer="a", evaluation_scorers={}).read_text("utf-8")
+    assert "Unreadable Socratic traces: zz.json" in text and "image missing: images/p1/iter00-s0.png" in text
+    check_relative_links(run, run / "report.html")
