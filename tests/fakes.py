@@ -55,6 +55,7 @@ class FakeOpenAI:
         self.headers: list[dict] = []
         self.chat_count = 0
         self.latency = 0.0
+        self.dead = False             # after kill(): every request is dropped unanswered
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -71,6 +72,15 @@ class FakeOpenAI:
     def __exit__(self, *exc: Any) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def kill(self) -> int:
+        """Stop answering at once, also on open keep-alive connections; return requests seen."""
+        with self.lock:
+            self.dead = True
+            seen = len(self.requests)
+        self.server.shutdown()
+        self.server.server_close()
+        return seen
 
     def inject(self, *faults: Fault) -> None:
         self.faults.extend(faults)
@@ -131,6 +141,10 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
+                if fake.dead:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 with fake.lock:
                     fake.requests.append(request)
                     fake.headers.append({k.lower(): v for k, v in self.headers.items()})
@@ -263,12 +277,14 @@ def serve_in_subprocess(latency: float = 0.0):
     """
     import subprocess
     import sys
+    from pathlib import Path
 
-    code = ("import sys, time; sys.path.insert(0, %r)\n"
+    here = str(Path(__file__).parent)
+    code = (f"import sys, time; sys.path.insert(0, {here!r})\n"
             "from fakes import FakeOpenAI\n"
-            "s = FakeOpenAI().__enter__(); s.latency = %r\n"
+            f"s = FakeOpenAI().__enter__(); s.latency = {latency!r}\n"
             "print(s.url, flush=True)\n"
-            "while True: time.sleep(3600)\n") % (str(__import__('pathlib').Path(__file__).parent), latency)
+            "while True: time.sleep(3600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     url = proc.stdout.readline().strip()
     return proc, url
