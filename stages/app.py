@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .cli import config_path, parse_only
@@ -46,7 +47,16 @@ def summary_path(ctx: Context):
     return ctx.cfg.paths.cache / "summary-caption.json"
 
 
+def quiet_libraries() -> None:
+    """Library chatter (torchvision fallbacks, 77-token notices we report ourselves) off,
+    unless the user asked for it through the libraries' own variables."""
+    for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+        os.environ.setdefault(name, "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def run_program(program: str, args: argparse.Namespace) -> int:
+    quiet_libraries()
     cfg = load_config(config_path(args.config), args.overrides)
     options = options_from_args(args, program)
     ctx = Context(cfg, program=program, options=options, overrides=tuple(args.overrides))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import ConfigError, ItemError
 from .generate import image_key, make_image_backend, png_key, render_images
+from .interpret import tidy_caption
 from .runfiles import image_path, prompts, upsampled
 from .runner import Item, Stage, StageReport
 from .store import atomic_write_json, hash_value, read_json
@@ -171,7 +172,7 @@ class SocraticStage(Stage):
                                             schema=VERDICT, schema_name="verdict")
         verdict = {"matches": bool(answer.data["matches"]),
                    "missing": [str(m) for m in answer.data["missing"]],
-                   "revised_prompt": " ".join(str(answer.data["revised_prompt"]).split())}
+                   "revised_prompt": tidy_caption(str(answer.data["revised_prompt"]))}
         tokenizer = self.ctx.resource("clip_tokenizer",
                                       lambda: load_clip_tokenizer(self.cfg.paths.cache))
         tokens = clip_token_count(tokenizer, verdict["revised_prompt"])
