@@ -106,8 +106,12 @@ class Context:
         return self._resources[name]
 
     def chat(self) -> ChatBackend:
-        return self.resource("chat", lambda: ChatBackend(
-            self.cfg.llm, self.calls, self.stats, cache_dir=self.cfg.paths.cache))
+        def build() -> ChatBackend:
+            cls = ChatBackend
+            if self.cfg.llm.backend == "vllm":
+                from .backends.vllm_local import VllmChat as cls
+            return cls(self.cfg.llm, self.calls, self.stats, cache_dir=self.cfg.paths.cache)
+        return self.resource("chat", build)
 
     async def aclose(self) -> None:
         for resource in reversed(list(self._resources.values())):
