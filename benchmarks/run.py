@@ -38,24 +38,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fakes import serve_in_subprocess  # noqa: E402
 
 
-def make_folder(root: Path, n: int, *, png: bytes | None = None) -> None:
-    """n tiny tagged images (the same 1-pixel PNG bytes, different tags)."""
-    if png is None:
-        import io
+def make_folder(root: Path, n: int, *, shared_tags: bool = False) -> None:
+    """n tiny tagged images, hard links to one 8x8 PNG so a 100k folder builds in seconds.
 
-        from PIL import Image
+    Tag files are unique per item (so every item is a distinct LLM request), or with
+    `shared_tags` hard links to 97 variants (for the memory benchmark, which calls nothing).
+    """
+    import io
 
-        buf = io.BytesIO()
-        Image.new("RGB", (8, 8), (120, 40, 200)).save(buf, format="PNG")
-        png = buf.getvalue()
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (120, 40, 200)).save(buf, format="PNG")
     root.mkdir(parents=True, exist_ok=True)
+    sources = root.parent / ".sources"
+    sources.mkdir(exist_ok=True)
+    pngs = []
+    for k in range(n // 50_000 + 1):           # file systems cap links per inode (ext4: 65,000)
+        pngs.append(sources / f"image{k}.png")
+        pngs[-1].write_bytes(buf.getvalue())
+    tag_files = []
+    for k in range(97):
+        path = sources / f"tags{k}.txt"
+        path.write_text(f"tag_{k}, shared_tag, item_{k % 13}")
+        tag_files.append(path)
     for i in range(n):
-        (root / f"img{i:06d}.png").write_bytes(png)
-        (root / f"img{i:06d}.txt").write_text(f"tag_{i % 97}, shared_tag, item_{i % 13}")
+        os.link(pngs[i // 50_000], root / f"img{i:06d}.png")
+        if shared_tags:
+            os.link(tag_files[i % 97], root / f"img{i:06d}.txt")
+        else:
+            (root / f"img{i:06d}.txt").write_text(f"tag_{i % 97}, shared_tag, item_{i}")
 
 
 def caption_args(project: Path, url: str, *sets: str) -> list[str]:
@@ -86,7 +103,7 @@ def run_caption(args: list[str]) -> tuple[float, int]:
 
 def warm_up(tmp: Path, url: str) -> None:
     """One small run so imports and the tokenizer files are ready before timing."""
-    project = tmp / "warmup"
+    project = Path(tempfile.mkdtemp(dir=tmp, prefix="warmup"))
     make_folder(project / "images", 4)
     run_caption(caption_args(project, url, "vision.backend=openai"))
 
@@ -180,25 +197,18 @@ def bench_upsample(tmp: Path, n: int, results: dict) -> None:
             args = ["--config", str(ROOT / "config.ini"), "--quiet", "--only", "upsample"]
             for item in (f"llm.base_url={server.url}", f"llm.concurrency={c}",
                          "upsample.candidates=1", f"upsample.benchmark={prompts}", "upsample.limit=0",
-                         f"paths.runs={run_dir}", f"paths.cache={tmp / 'upcache'}", "run.progress=false"):
+                         f"paths.runs={run_dir}", f"paths.cache={tmp / f'upcache{c}'}", "run.progress=false"):
                 args += ["--set", item]
             started = time.perf_counter()
             refine.main(args)
             results[f"upsample_prompts_per_s_c{c}"] = round(n / (time.perf_counter() - started), 2)
 
 
-def bench_tiny_sdxl(tmp: Path, n: int, results: dict) -> None:
-    from stages.backends.images import DiffusersBackend
+def bench_tiny_sdxl(n: int, results: dict) -> None:
+    """Tiny random SDXL on CPU at batch 1 and 4 (kept under cache/models between runs)."""
+    from bench_images import bench_tiny_images
 
-    backend = DiffusersBackend("tiny", cache_dir=tmp / "models", device="cpu", steps=2,
-                               width=64, height=64, batch_size=4)
-    backend.generate(["warm up"], [0])
-    prompts = [f"a photo of object {i}" for i in range(n)]
-    for batch in (1, 4):
-        started = time.perf_counter()
-        for i in range(0, n, batch):
-            backend.generate(prompts[i:i + batch], list(range(i, min(n, i + batch))))
-        results[f"tiny_sdxl_images_per_s_b{batch}"] = round(n / (time.perf_counter() - started), 2)
+    results.update(bench_tiny_images(ROOT / "cache" / "models", n))
 
 
 def peak_rss_mb(cmd: list[str]) -> float:
@@ -222,7 +232,7 @@ def peak_rss_mb(cmd: list[str]) -> float:
 def bench_rss(tmp: Path, sizes: list[int], results: dict) -> None:
     for n in sizes:
         project = tmp / f"rss{n}"
-        make_folder(project / "images", n)
+        make_folder(project / "images", n, shared_tags=True)
         cmd = [sys.executable, str(ROOT / "caption.py"), "--dry-run", "--config",
                str(ROOT / "config.ini"), "--quiet", "--set", f"paths.images={project / 'images'}",
                "--set", f"paths.captions={project / 'captions'}",
@@ -250,7 +260,7 @@ def main() -> int:
                                                       "_50ms", rerun=False)),
             ("concurrency", lambda: bench_concurrency(tmp, 32 if q else 128, results)),
             ("upsample", lambda: bench_upsample(tmp, 24 if q else 96, results)),
-            ("sdxl", lambda: bench_tiny_sdxl(tmp, 8 if q else 32, results)),
+            ("sdxl", lambda: bench_tiny_sdxl(8 if q else 32, results)),
             ("rss", lambda: bench_rss(tmp, [10_000, 100_000], results)),
         ]
         for name, fn in groups:
