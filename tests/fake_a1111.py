@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from fakes import LocalServer
 
 CHECKPOINT = "sd_xl_base_1.0.safetensors [31e35c80fc]"
 
@@ -30,25 +31,11 @@ def photo_png(width: int, height: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-class FakeA1111:
+class FakeA1111(LocalServer):
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.failures: list[tuple[int, str]] = []
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FakeA1111:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__()
 
     def fail(self, status: int, body: str = "boom", times: int = 1) -> None:
         """Answer the next `times` txt2img requests with `status`."""

@@ -13,6 +13,36 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class LocalServer:
+    """A stdlib HTTP server on a free loopback port, served from a daemon thread.
+
+    Subclasses set `path_prefix` and implement `_handler()` returning the handler class.
+    """
+
+    path_prefix = ""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{self.path_prefix}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+
 @dataclass
 class Fault:
     """One injected failure: kind in status | slow | malformed | drop | truncated."""
@@ -35,8 +65,10 @@ def default_reply(request: dict) -> str:
     return "caption for: " + " ".join(str(last).split())[:80]
 
 
-class FakeOpenAI:
+class FakeOpenAI(LocalServer):
     """Scripted OpenAI-compatible server. Use `.url` as base_url."""
+
+    path_prefix = "/v1"
 
     def __init__(self, reply: Callable[[dict], str] = default_reply, *,
                  models: tuple[str, ...] = ("fake-model",), reject_json_schema: bool = False,
@@ -56,22 +88,7 @@ class FakeOpenAI:
         self.chat_count = 0
         self.latency = 0.0
         self.dead = False             # after kill(): every request is dropped unanswered
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self) -> FakeOpenAI:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__()
 
     def kill(self) -> int:
         """Stop answering at once, also on open keep-alive connections; return requests seen."""
@@ -200,7 +217,7 @@ class FakeOpenAI:
         return Handler
 
 
-class FakeDanbooru:
+class FakeDanbooru(LocalServer):
     """Danbooru's /tags.json and /wiki_pages/NAME.json from a dict; logs raw request paths."""
 
     def __init__(self, wiki: dict[str, str], posts: dict[str, int] | None = None):
@@ -209,22 +226,7 @@ class FakeDanbooru:
         self.paths: list[str] = []
         self.agents: list[str] = []
         self.fail: dict[str, deque] = {}      # name -> statuses to answer first
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FakeDanbooru:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__()
 
     def _handler(self):
         from urllib.parse import parse_qs, unquote, urlsplit
