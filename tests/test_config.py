@@ -133,3 +133,14 @@ def test_cli_bad_config_is_one_line_exit_2_no_traceback(args, expected):
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_server_is_one_line_exit_2(tmp_path):
+    result = run_cli(str(ROOT / "caption.py"), "--quiet", "--set", "llm.base_url=http://127.0.0.1:9/v1",
+                     "--set", f"paths.cache={tmp_path / 'cache'}",
+                     "--set", f"paths.captions={tmp_path / 'captions'}", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith("error: cannot reach the LLM server at http://127.0.0.1:9/v1")
+    assert "llm.base_url = local" in lines[0]

@@ -63,10 +63,15 @@ def bench(project: Path) -> Path:
     return project
 
 
-def test_full_refine_run_with_a_judge_that_never_accepts(bench):
+def test_full_refine_run_with_a_judge_that_never_accepts(bench, monkeypatch):
+    monkeypatch.setenv("REFINE_TEST_KEY", "sk-refine-SECRET-42")
     script = Script(accept=False)
     with FakeOpenAI(script) as server:
-        assert run(bench, server) == 0
+        assert run(bench, server, "llm.api_key_env=REFINE_TEST_KEY") == 0
+        assert server.headers[-1]["authorization"] == "Bearer sk-refine-SECRET-42"
+        for path in bench.rglob("*"):                 # traces, reports, caches, images
+            if path.is_file():
+                assert b"sk-refine-SECRET" not in path.read_bytes(), path
         run_dir = bench / "runs" / "default"
         rows = [json.loads(line) for line in (run_dir / "upsampled.jsonl").read_text().splitlines()]
         assert len(rows) == 3 and len({r["id"] for r in rows}) == 3
@@ -103,7 +108,7 @@ def test_full_refine_run_with_a_judge_that_never_accepts(bench):
         assert (run_dir / "compare.html").exists()
         assert list((run_dir / "plots").glob("*.png"))
         calls = len(server.chat_requests)
-        assert run(bench, server) == 0
+        assert run(bench, server, "llm.api_key_env=REFINE_TEST_KEY") == 0
         assert len(server.chat_requests) == calls
 
 
