@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from .generate import png_key
-from .runfiles import image_path, prompts, upsampled
+from .runfiles import PromptsStage, image_path
 from .runner import Item, Stage, StageReport
 from .socratic import describe, make_clip_scorer
 from .store import atomic_write_json, hash_value, read_json
@@ -42,7 +42,7 @@ def short(identity: dict) -> str:
     return str(identity.get("model") or identity.get("name") or identity)
 
 
-class EvaluateStage(Stage):
+class EvaluateStage(PromptsStage, Stage):
     name = "evaluate"
     concurrency = 1
 
@@ -50,18 +50,10 @@ class EvaluateStage(Stage):
         self.metrics = self.cfg.evaluate.metrics
         self.judge = self.ctx.template(self.cfg.evaluate.judge_template, "evaluate.judge_template",
                                        {"prompt", "caption"})
-        self.rows = prompts(self.ctx.run_dir)
-        self.up = upsampled(self.ctx.run_dir)
+        self.load_rows()
 
     def out(self, item_id: str) -> Path:
         return self.ctx.run_dir / "eval" / f"{item_id}.json"
-
-    def items(self):
-        for row in self.rows:
-            yield Item(row["id"], row)
-
-    def count(self) -> int:
-        return len(self.rows)
 
     def trace(self, item_id: str) -> dict | None:
         try:

@@ -11,7 +11,7 @@ import asyncio
 import json
 
 from .errors import ItemError
-from .runfiles import image_path, prompts, upsampled
+from .runfiles import PromptsStage, image_path
 from .runner import Item, Stage, StageReport
 from .store import hash_value
 
@@ -70,13 +70,12 @@ async def render_images(ctx, jobs: list[tuple[str, int, object, dict]]) -> None:
                                    KEY_CHUNK: key})
 
 
-class GenerateStage(Stage):
+class GenerateStage(PromptsStage, Stage):
     name = "generate"
     concurrency = 1          # one pipeline; batching happens inside an item
 
     def prepare(self) -> None:
-        self.rows = prompts(self.ctx.run_dir)
-        self.up = upsampled(self.ctx.run_dir)
+        self.load_rows()
 
     def missing_inputs(self) -> str:
         if not (self.ctx.run_dir / "images").exists():
@@ -98,13 +97,6 @@ class GenerateStage(Stage):
                 key = image_key(backend, text, seed, self.cfg.generate.negative_prompt)
                 out.append((text, seed, path, {"id": item.id, "variant": variant}, key))
         return out
-
-    def items(self):
-        for row in self.rows:
-            yield Item(row["id"], row)
-
-    def count(self) -> int:
-        return len(self.rows)
 
     def key(self, item: Item) -> str:
         return hash_value([job[4] for job in self.jobs(item)])

@@ -33,3 +33,20 @@ def upsampled(run_dir: Path) -> dict[str, dict]:
 
 def image_path(run_dir: Path, prompt_id: str, variant: str, seed: int) -> Path:
     return run_dir / "images" / prompt_id / f"{variant}-s{seed}.png"
+
+
+class PromptsStage:
+    """Mixin for refine stages whose items are the run's prompts (`prompts.jsonl` rows)."""
+
+    def load_rows(self) -> None:
+        self.rows = prompts(self.ctx.run_dir)
+        self.up = upsampled(self.ctx.run_dir)
+
+    def items(self):
+        from .runner import Item
+
+        for row in self.rows:
+            yield Item(row["id"], row)
+
+    def count(self) -> int:
+        return len(self.rows)

@@ -230,19 +230,25 @@ async def _run_stage(stage: Stage, options: RunOptions, report: StageReport) -> 
             taken += 1
             while len(pending) >= stage.in_flight:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()
+                _settle(done)
             pending.add(asyncio.create_task(handle(item)))
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
+            _settle(done)
     finally:
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         bar.close()
+
+
+def _settle(done: set[asyncio.Task]) -> None:
+    """Collect every finished task's outcome (none left unretrieved); raise the first error."""
+    errors = [task.exception() for task in done]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
 
 
 def _dry_run(stage: Stage, options: RunOptions) -> StageReport:

@@ -21,7 +21,7 @@ from pathlib import Path
 from .errors import ConfigError, ItemError
 from .generate import image_key, make_image_backend, png_key, render_images
 from .interpret import tidy_caption
-from .runfiles import image_path, prompts, upsampled
+from .runfiles import PromptsStage, image_path
 from .runner import Item, Stage, StageReport
 from .store import atomic_write_json, hash_value, read_json
 
@@ -69,7 +69,7 @@ async def describe(ctx, path: Path) -> str:
     return await make_vision(ctx).describe(image, text, ())
 
 
-class SocraticStage(Stage):
+class SocraticStage(PromptsStage, Stage):
     name = "socratic"
     concurrency = 1          # rounds are sequential and the image pipeline is shared
 
@@ -81,8 +81,7 @@ class SocraticStage(Stage):
                               "socratic.select = clip otherwise")
         self.template = self.ctx.template(s.template, "socratic.template",
                                           {"prompt", "current", "caption", "history", "max_tokens"})
-        self.rows = prompts(self.ctx.run_dir)
-        self.up = upsampled(self.ctx.run_dir)
+        self.load_rows()
         self.early = 0
 
     def missing_inputs(self) -> str:
@@ -90,13 +89,6 @@ class SocraticStage(Stage):
 
     def out(self, item_id: str) -> Path:
         return self.ctx.run_dir / "socratic" / f"{item_id}.json"
-
-    def items(self):
-        for row in self.rows:
-            yield Item(row["id"], row)
-
-    def count(self) -> int:
-        return len(self.rows)
 
     def start_prompt(self, row: dict) -> str:
         if self.cfg.socratic.start == "upsampled" and row["id"] in self.up:

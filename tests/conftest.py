@@ -6,7 +6,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import hypothesis  # noqa: F401  (see below)
 import pytest
+
+# Import hypothesis at collection: its pytest plugin otherwise imports it in the terminal
+# summary, where CPython 3.11's parser can fail with "AST constructor recursion depth
+# mismatch" after deep recursion elsewhere in the run, failing a green run at the end.
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
