@@ -205,10 +205,10 @@ def bench_upsample(tmp: Path, n: int, results: dict) -> None:
 
 
 def bench_tiny_sdxl(n: int, results: dict) -> None:
-    """Tiny random SDXL on CPU at batch 1 and 4 (kept under cache/models between runs)."""
+    """Tiny random SDXL on CPU at batch 1 and 4 (kept under cache/ between runs)."""
     from bench_images import bench_tiny_images
 
-    results.update(bench_tiny_images(ROOT / "cache" / "models", n))
+    results.update(bench_tiny_images(ROOT / "cache", n))
 
 
 def peak_rss_mb(cmd: list[str]) -> float:

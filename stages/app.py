@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import os
 import sys
@@ -64,7 +65,7 @@ def run_program(program: str, args: argparse.Namespace) -> int:
               if not options.only or name in options.only]
     if options.dry_run:
         print(f"{program}: plan for config {cfg.source} (nothing will be called)")
-    reports = asyncio_run(run_stages(stages, ctx))
+    reports = asyncio.run(run_stages(stages, ctx))
     out = sys.stdout
     for line in format_summary(ctx, reports):
         print(line, file=out)
@@ -73,8 +74,3 @@ def run_program(program: str, args: argparse.Namespace) -> int:
     write_summary(summary_path(ctx), ctx, reports)
     return 1 if any(r.failed for r in reports) else 0
 
-
-def asyncio_run(coro):
-    import asyncio
-
-    return asyncio.run(coro)

@@ -8,7 +8,6 @@ configuration error or a fatal backend problem (one clear line, no traceback),
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
 import sys
 from collections.abc import Callable
@@ -60,10 +59,6 @@ def main_guard(body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished items are kept, rerun to continue", file=sys.stderr)
         return 130
-
-
-def run_async(coro) -> object:
-    return asyncio.run(coro)
 
 
 def config_path(arg: str | None) -> Path:

@@ -367,19 +367,6 @@ def _cross_checks(cfg: Config) -> None:
                           "folder, e.g. Salesforce/blip-image-captioning-base")
 
 
-def section_as_dict(obj: Any) -> dict[str, Any]:
-    """Plain JSON-friendly dict of a section (paths as strings, tuples as lists)."""
-    out = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if isinstance(value, Path):
-            value = str(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[f.name] = value
-    return out
-
-
 def default_config_path() -> Path:
     """config.ini beside the CLIs, so the tools work from any current directory."""
     return Path(__file__).resolve().parent.parent / "config.ini"

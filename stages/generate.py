@@ -28,7 +28,7 @@ def make_image_backend(ctx):
         if g.backend == "a1111":
             return A1111Backend(g.url, steps=g.steps, guidance=g.guidance, width=g.width,
                                 height=g.height)
-        return DiffusersBackend(g.model, cache_dir=ctx.cfg.paths.cache / "models", device=g.device,
+        return DiffusersBackend(g.model, cache_dir=ctx.cfg.paths.cache, device=g.device,
                                 steps=g.steps, guidance=g.guidance, width=g.width, height=g.height,
                                 scheduler=g.scheduler, refiner=g.refiner, batch_size=g.batch_size)
     return ctx.resource("images", build)

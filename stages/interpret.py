@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -201,6 +200,3 @@ class InterpretStage(Stage):
         if self.kept:
             notes.append(f"{self.kept} existing captions kept (interpret.overwrite = false)")
         report.note = "; ".join(notes)
-        if self.kept and not self.ctx.options.quiet:
-            print(f"interpret: kept {self.kept} captions not written by this tool",
-                  file=sys.stderr)

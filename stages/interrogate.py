@@ -32,6 +32,7 @@ class InterrogateStage(Stage):
     def prepare(self) -> None:
         self.template = self.ctx.template(self.cfg.interrogate.template, "interrogate.template",
                                           {"tags"})
+        self._records: dict[str, dict | None] = {}     # read by key(), reused by is_done()
 
     @property
     def llm_bound(self) -> bool:
@@ -71,7 +72,8 @@ class InterrogateStage(Stage):
 
     def key(self, item: Item) -> str:
         try:
-            digest = image_digest(item.data, self._record(item))
+            record = self._records[item.id] = self._record(item)
+            digest = image_digest(item.data, record)
         except OSError as exc:
             digest = f"unreadable: {exc}"
         return hash_value({"image": digest, "vision": self.vision().identity(),
@@ -79,7 +81,7 @@ class InterrogateStage(Stage):
                            "hint": self._hint(item)})
 
     def is_done(self, item: Item, key: str) -> bool:
-        record = self._record(item)
+        record = self._records.pop(item.id) if item.id in self._records else self._record(item)
         return bool(record) and record.get("key") == key
 
     async def process(self, item: Item, key: str) -> None:

@@ -48,7 +48,7 @@ def make_clip_scorer(ctx):
     def build():
         from .backends.scoring import ClipScorer
 
-        return ClipScorer(ctx.cfg.evaluate.clip_model, cache_dir=ctx.cfg.paths.cache / "models")
+        return ClipScorer(ctx.cfg.evaluate.clip_model, cache_dir=ctx.cfg.paths.cache)
     return ctx.resource("clip", build)
 
 
