@@ -37,10 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fakes import serve_in_subprocess  # noqa: E402
+from stages.fakeserver import serve_in_subprocess  # noqa: E402
 
 
 def make_folder(root: Path, n: int, *, shared_tags: bool = False) -> None:

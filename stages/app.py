@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
 import sys
 
 from .cli import config_path, parse_only
 from .config import load_config
-from .runner import Context, RunOptions, format_summary, parse_shard, run_stages, write_summary
-
-# Stage name -> "module:Class", imported only when the program runs (fast --help).
-STAGE_CLASSES = {
-    "tags": "stages.tags:TagsStage",
-    "interrogate": "stages.interrogate:InterrogateStage",
-    "interpret": "stages.interpret:InterpretStage",
-    "upsample": "stages.upsample:UpsampleStage",
-    "generate": "stages.generate:GenerateStage",
-    "socratic": "stages.socratic:SocraticStage",
-    "evaluate": "stages.evaluate:EvaluateStage",
-}
-PROGRAMS = {
-    "caption": ("tags", "interrogate", "interpret"),
-    "refine": ("upsample", "generate", "socratic", "evaluate"),
-}
-
-
-def stage_class(name: str) -> type:
-    module, cls = STAGE_CLASSES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+from .registry import PROGRAMS, stage_class
+from .runner import format_summary, run_stages, write_summary
+from .stage import Context, RunOptions, parse_shard
 
 
 def options_from_args(args: argparse.Namespace, program: str) -> RunOptions:
@@ -56,6 +37,17 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def make_executor(name: str):
+    """The executor `run.executor` names (Ray is imported only when asked for)."""
+    if name == "ray":
+        from .executors.ray import RayExecutor
+
+        return RayExecutor()
+    from .executors.local import LocalExecutor
+
+    return LocalExecutor()
+
+
 def run_program(program: str, args: argparse.Namespace) -> int:
     quiet_libraries()
     cfg = load_config(config_path(args.config), args.overrides)
@@ -65,7 +57,7 @@ def run_program(program: str, args: argparse.Namespace) -> int:
               if not options.only or name in options.only]
     if options.dry_run:
         print(f"{program}: plan for config {cfg.source} (nothing will be called)")
-    reports = asyncio.run(run_stages(stages, ctx))
+    reports = asyncio.run(run_stages(stages, ctx, make_executor(cfg.run.executor)))
     out = sys.stdout
     for line in format_summary(ctx, reports):
         print(line, file=out)

@@ -19,23 +19,15 @@ import asyncio
 import sys
 from pathlib import Path
 
+from .describe import describe, make_clip_scorer, make_text_embedder
 from .generate import png_key
 from .runfiles import PromptsStage, image_path
-from .runner import Item, Stage, StageReport
-from .socratic import describe, make_clip_scorer
+from .stage import Item, Stage, StageReport
 from .store import atomic_write_json, hash_value, read_json
 
 JUDGE = {"type": "object", "required": ["score", "reasons"],
          "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 10},
                         "reasons": {"type": "string"}}}
-
-
-def make_text_embedder(ctx):
-    def build():
-        from .backends.scoring import TextEmbedder
-
-        return TextEmbedder(ctx.cfg.evaluate.text_model)
-    return ctx.resource("text-embedder", build)
 
 
 def short(identity: dict) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .config import Config
-from .runner import Item
+from .stage import Item
 
 
 def image_items(images: Path) -> Iterator[Item]:

@@ -12,7 +12,7 @@ import json
 
 from .errors import ItemError
 from .runfiles import PromptsStage, image_path
-from .runner import Item, Stage, StageReport
+from .stage import Item, Stage, StageReport
 from .store import hash_value
 
 KEY_CHUNK = "tagcap_key"

@@ -13,8 +13,9 @@ import os
 import time
 from pathlib import Path
 
+from .describe import make_vision
 from .folder import artifact, count_images, image_items, read_tags
-from .runner import Item, Stage
+from .stage import Item, Stage
 from .store import atomic_write_json, hash_value, read_json, sha256_file
 
 
@@ -45,9 +46,7 @@ class InterrogateStage(Stage):
         return 2     # local models run one at a time; two items overlap decoding and inference
 
     def vision(self):
-        from .backends.vision import make_vision
-
-        return self.ctx.resource("vision", lambda: make_vision(self.ctx))
+        return make_vision(self.ctx)
 
     def out(self, item: Item) -> Path:
         return artifact(self.cfg.paths.cache / "interrogate", item.id, ".json")

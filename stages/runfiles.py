@@ -43,7 +43,7 @@ class PromptsStage:
         self.up = upsampled(self.ctx.run_dir)
 
     def items(self):
-        from .runner import Item
+        from .stage import Item
 
         for row in self.rows:
             yield Item(row["id"], row)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from .describe import describe, make_clip_scorer, make_vision
 from .errors import ConfigError, ItemError
 from .generate import image_key, make_image_backend, png_key, render_images
-from .interpret import tidy_caption
 from .runfiles import PromptsStage, image_path
-from .runner import Item, Stage, StageReport
+from .stage import Item, Stage, StageReport
 from .store import atomic_write_json, hash_value, read_json
+from .text import tidy_caption
 
 VERDICT = {
     "type": "object", "required": ["matches", "missing", "revised_prompt"],
@@ -42,31 +43,6 @@ def format_history(iterations: list[dict]) -> str:
                      f"  matches: {'yes' if v['matches'] else 'no'}; missing: "
                      f"{', '.join(v['missing']) or 'nothing'}; revision: {v['revised_prompt']}")
     return "\n".join(lines)
-
-
-def make_clip_scorer(ctx):
-    def build():
-        from .backends.scoring import ClipScorer
-
-        return ClipScorer(ctx.cfg.evaluate.clip_model, cache_dir=ctx.cfg.paths.cache)
-    return ctx.resource("clip", build)
-
-
-def make_vision(ctx):
-    from .backends.vision import make_vision as build
-
-    return ctx.resource("vision", lambda: build(ctx))
-
-
-async def describe(ctx, path: Path) -> str:
-    """What the vision backend sees in a generated image (its answer is cached by the chat
-    cache for LLM backends; local backends are fast)."""
-    from .imageio import load_image
-
-    question = ctx.template(ctx.cfg.interrogate.template, "interrogate.template", {"tags"})
-    text = question.render(tags="(none)")[0]["content"]
-    image = await asyncio.to_thread(load_image, path, ctx.cfg.interrogate.max_pixels)
-    return await make_vision(ctx).describe(image, text, ())
 
 
 class SocraticStage(PromptsStage, Stage):

@@ -10,10 +10,10 @@ import time
 
 from .errors import ItemError
 from .folder import image_items, read_tags
-from .interpret import tidy_caption
-from .runner import Item, Stage, StageReport
+from .stage import Item, Stage, StageReport
 from .store import hash_value
 from .tagstore import TagStore
+from .text import tidy_caption
 
 FLUSH_EVERY = 50
 

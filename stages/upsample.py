@@ -12,10 +12,10 @@ import asyncio
 from pathlib import Path
 
 from .errors import ItemError
-from .interpret import tidy_caption
 from .runfiles import write_jsonl
-from .runner import Item, Stage, StageReport
+from .stage import Item, Stage, StageReport
 from .store import atomic_write_json, hash_value, read_json
+from .text import tidy_caption
 
 
 def load_prompts(ctx) -> list:

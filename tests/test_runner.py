@@ -10,7 +10,9 @@ import pytest
 
 from stages.config import load_config
 from stages.errors import FatalError, ItemError
-from stages.runner import Context, Item, RunOptions, Stage, in_shard, parse_shard, run_stages
+from stages.executors.local import LocalExecutor
+from stages.runner import run_stages
+from stages.stage import Context, Item, RunOptions, Stage, in_shard, parse_shard
 from stages.store import atomic_write_text, read_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +55,7 @@ def run(tmp_path, inputs, *, sets=(), **opts):
     ctx = Context(cfg, program="caption", options=RunOptions(**opts))
     log: list[str] = []
     stage = UpperStage(ctx, inputs, tmp_path / "out", log)
-    return asyncio.run(run_stages([stage], ctx))[0], log
+    return asyncio.run(run_stages([stage], ctx, LocalExecutor()))[0], log
 
 
 def test_shards_partition_ids_with_no_gap_and_no_overlap():

@@ -15,37 +15,14 @@ from typing import Any
 
 from ..errors import FatalError
 from ..store import hash_value, sha256_file
-from .hub import hub_offline, hub_reachable
+from .hub import load_pretrained
 
 KEY = "vision.model"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def from_pretrained(loader, source: str, what: str) -> Any:
-    """`loader(source)` from a local folder, else the local hub cache, else the hub when it
-    answers; a FatalError naming vision.model and the fix otherwise."""
-    if Path(source).expanduser().is_dir():
-        try:
-            return loader(str(Path(source).expanduser()))
-        except (OSError, ValueError, KeyError) as exc:
-            raise FatalError(f"{KEY} = {source}: this folder does not hold a saved {what}: "
-                             f"{_first_line(exc)}") from None
-    try:
-        return loader(source, local_files_only=True)
-    except (OSError, ValueError):
-        pass
-    if hub_offline() or not hub_reachable():
-        raise FatalError(f"{KEY} = {source}: the {what} is not in the local cache and the model hub "
-                         "cannot be reached; download it on a connected machine (`hf download "
-                         f"{source} --local-dir DIR`) and set {KEY} to that folder")
-    try:
-        return loader(source)
-    except (OSError, ValueError) as exc:
-        raise FatalError(f"{KEY} = {source}: cannot load the {what}: {_first_line(exc)}") from None
+    return load_pretrained(loader, source, key=KEY, what=what)
 
 
 def _folder_fingerprint(folder: Path) -> str:

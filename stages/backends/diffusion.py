@@ -10,22 +10,19 @@ Hugging Face cache first and the hub is asked only when it answers a short probe
 from __future__ import annotations
 
 import gc
+import logging
 import re
 from pathlib import Path
 
 from ..errors import ConfigError, FatalError
-from .hub import hub_offline, hub_reachable, quiet_loading
+from .hub import first_line, load_pretrained, quiet_loading
 from .tiny_sdxl import TINY_VERSION, tiny_sdxl_folder
 
 SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+log = logging.getLogger(__name__)
 
 
 class DiffusersBackend:
@@ -121,48 +118,35 @@ class DiffusersBackend:
         return self._pipe
 
     def _load(self, cls, name: str, key: str, **shared):
-        source, on_hub = self._source(name, key)
-        try:
-            with quiet_loading():
-                pipe = self._from_pretrained(cls, source, True, **shared)
-        except Exception as exc:  # noqa: BLE001 - any loader error means "this model is unusable"
-            if not on_hub:
-                raise FatalError(f"{key} = {name!r} could not be loaded ({_one_line(exc)}); point it "
-                                 "to a diffusers pipeline folder or use tiny") from None
-            pipe = self._download(cls, name, key, **shared)
+        source = self._source(name, key)
+        with quiet_loading():
+            pipe = load_pretrained(lambda src, **kw: self._from_pretrained(cls, src, **kw, **shared),
+                                   source, key=key, what="diffusers pipeline", setting=name,
+                                   alternative=", or use tiny")
         pipe = pipe.to(self.device())
         if self.device() == "cpu":
             own_memory(pipe)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def _download(self, cls, name: str, key: str, **shared):
-        """A hub id missing from the local cache: fetch it, unless the hub is out of reach."""
-        if hub_offline() or not hub_reachable():
-            why = "the hub is offline (HF_HUB_OFFLINE)" if hub_offline() else "the hub cannot be reached"
-            raise FatalError(f"{key} = {name!r} is not in the local Hugging Face cache and {why}: "
-                             f"download it on a connected machine (`hf download {name}`) and copy the "
-                             f"cache over, point {key} to a local diffusers folder, or use tiny")
-        try:
-            return self._from_pretrained(cls, name, False, **shared)
-        except Exception as exc:  # noqa: BLE001
-            raise FatalError(f"{key} = {name!r}: download failed ({_one_line(exc)}); check the name, "
-                             "log in with `hf auth login` for gated models, or point it to a local "
-                             "folder") from None
-
-    def _from_pretrained(self, cls, source: str, local_only: bool, **shared):
-        kwargs = {"dtype": self.dtype(), "local_files_only": local_only, **shared}
-        if str(kwargs["dtype"]) == "torch.float16":
+    def _from_pretrained(self, cls, source: str, **kwargs):
+        """Half precision loads the fp16 weight files when the model has them; without them the
+        full-precision files are loaded and cast (said in the log). Any other failure is raised."""
+        dtype = self.dtype()
+        if str(dtype) == "torch.float16":
             try:
-                return cls.from_pretrained(source, variant="fp16", **kwargs)
-            except Exception:  # noqa: BLE001 - no fp16 files: load the full-precision ones
-                pass
-        return cls.from_pretrained(source, **kwargs)
+                return cls.from_pretrained(source, dtype=dtype, variant="fp16", **kwargs)
+            except (OSError, ValueError) as exc:
+                if "variant" not in str(exc).lower():
+                    raise
+                log.warning("%s has no fp16 weight files (%s); loading the full-precision files "
+                            "and casting them to float16", source, first_line(exc, 120))
+        return cls.from_pretrained(source, dtype=dtype, **kwargs)
 
-    def _source(self, name: str, key: str) -> tuple[str, bool]:
-        """(what to pass to from_pretrained, whether it is a hub id)."""
+    def _source(self, name: str, key: str) -> str:
+        """What to pass to from_pretrained: a pipeline folder or a hub id."""
         if name == "tiny":
-            return str(tiny_sdxl_folder(self.cache_dir)), False
+            return str(tiny_sdxl_folder(self.cache_dir))
         path = Path(name).expanduser()
         if path.is_file():
             raise FatalError(f"{key} = {name!r} is a single file; give a diffusers folder (with "
@@ -170,11 +154,11 @@ class DiffusersBackend:
         if path.is_dir():
             if not (path / "model_index.json").is_file():
                 raise FatalError(f"{key} = {name!r} is not a diffusers pipeline folder (no model_index.json)")
-            return str(path), False
+            return str(path)
         if not HUB_ID.match(name):
             raise FatalError(f"{key} = {name!r}: folder not found (and it is not a hub id like "
                              f"{SDXL_BASE}); fix the path or use tiny")
-        return name, True
+        return name
 
     # -- generating ----------------------------------------------------------------------------
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import FatalError
 
 TRUE = {"1", "true", "yes", "on"}
 
@@ -48,3 +51,46 @@ def quiet_loading():
         for lib, enabled in states:
             if enabled:
                 lib.enable_progress_bar()
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line, for error messages that must stay one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# What loaders raise for "this is not a saved model" (missing or broken files, wrong config).
+LOAD_ERRORS = (OSError, ValueError, KeyError)
+
+
+def load_pretrained(loader, source: str, *, key: str, what: str, setting: str | None = None,
+                    alternative: str = ""):
+    """`loader(source)` from a local folder, else from the local Hugging Face cache, else from
+    the hub when it answers; otherwise one FatalError line that names `key` and the fix.
+
+    `loader(src, **kw)` is any `from_pretrained`-like callable (it gets `local_files_only`).
+    `setting` is the value as the user wrote it when it differs from `source` (e.g. `tiny`);
+    `alternative` is appended to the fix (", or use tiny").
+    """
+    label = f"{key} = {setting} ({source})" if setting and setting != source else f"{key} = {source}"
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        try:
+            return loader(str(folder))
+        except LOAD_ERRORS as exc:
+            raise FatalError(f"{label}: this folder does not hold a saved {what}: "
+                             f"{first_line(exc)}") from None
+    try:
+        return loader(source, local_files_only=True)
+    except LOAD_ERRORS:
+        pass
+    if hub_offline() or not hub_reachable():
+        why = ", the hub is switched off (offline: HF_HUB_OFFLINE is set)" if hub_offline() else ""
+        raise FatalError(f"{label}: the {what} is not in the local Hugging Face cache{why} and the "
+                         f"model hub cannot be reached; download it on a connected machine (`hf download "
+                         f"{source}`) and copy the cache over, or set {key} to a local folder{alternative}")
+    try:
+        return loader(source)
+    except LOAD_ERRORS as exc:
+        raise FatalError(f"{label}: cannot load the {what} from the hub: {first_line(exc)}; check the "
+                         "name, or log in with `hf auth login` for gated models") from None

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FatalError
+from .hub import load_pretrained
 
 CLIPSCORE_WEIGHT = 2.5
 MAX_TOKENS = 77
@@ -58,47 +59,10 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.where(norms > 0, norms, 1.0)
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _hub_reachable(timeout: float = 5.0) -> bool:
-    """A quick probe, so an unreachable hub fails in seconds rather than after many retries."""
-    if _offline():
-        return False
-    import urllib.request
-
-    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") + "/api/models?limit=1"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status < 500
-    except Exception:
-        return False
-
-
 def load_from_hub(loader: Callable[..., Any], source: str, key: str, what: str,
                   value: str | None = None) -> Any:
-    """`loader(source)` from the local hub cache first, from the hub only when it answers.
-    `value` is the setting as the user wrote it, when it differs from `source`."""
-    setting = f"{key} = {value} ({source})" if value and value != source else f"{key} = {source}"
-    if Path(source).is_dir():
-        try:
-            return loader(source)
-        except (OSError, ValueError) as exc:
-            raise FatalError(f"{setting}: this folder does not hold a saved {what}: "
-                             f"{exc}".splitlines()[0]) from exc
-    try:
-        return loader(source, local_files_only=True)
-    except (OSError, ValueError):
-        pass
-    if not _hub_reachable():
-        raise FatalError(f"{setting}: the {what} is not in the local cache and the model hub "
-                         f"cannot be reached; set {key} to a local folder with the saved model"
-                         + (", or to `tiny` for a random test model" if what.startswith("CLIP") else ""))
-    try:
-        return loader(source)
-    except OSError as exc:
-        raise FatalError(f"{setting}: cannot load the {what}: {exc}".splitlines()[0]) from exc
+    alternative = ", or to `tiny` for a random test model" if what.startswith("CLIP") else ""
+    return load_pretrained(loader, source, key=key, what=what, setting=value, alternative=alternative)
 
 
 @contextmanager

@@ -18,16 +18,16 @@ import asyncio
 import pickle
 from pathlib import Path
 
-from .errors import ConfigError, FatalError, ItemError
+from ..errors import ConfigError, FatalError, ItemError
 
 
 class StageWorker:
     """A Ray actor: one stage instance with its own backends, fed batches of items."""
 
     def __init__(self, config: str, overrides: list[str], cwd: str, program: str, stage: str):
-        from .app import stage_class
-        from .config import load_config
-        from .runner import Context, RunOptions
+        from ..config import load_config
+        from ..registry import stage_class
+        from ..stage import Context, RunOptions
 
         cfg = load_config(Path(config), overrides, cwd=Path(cwd))
         self.ctx = Context(cfg, program=program, options=RunOptions(quiet=True))
@@ -67,6 +67,13 @@ class StageWorker:
             await chat.aclose()
 
 
+class RayExecutor:
+    async def run(self, stage, options, report) -> None:
+        import asyncio
+
+        await asyncio.to_thread(run_stage_on_ray, stage, report, options)
+
+
 def run_stage_on_ray(stage, report, options) -> None:
     """Process the stage's pending items on Ray; fill `report` like the local executor."""
     try:
@@ -74,7 +81,7 @@ def run_stage_on_ray(stage, report, options) -> None:
     except ImportError:
         raise ConfigError("run.executor = ray needs Ray: pip install \"ray[data]\" "
                           "(or set run.executor = local)") from None
-    from .runner import in_shard
+    from ..stage import in_shard
 
     pending = []
     for item in stage.items():

@@ -1,0 +1,84 @@
+"""The local executor: a stage's pending items with bounded asyncio concurrency.
+
+Items are taken from the stage's lazy listing as slots free up (never all at once), so
+memory stays flat on any folder size. A failure is recorded with its reason and the batch
+goes on; a `FatalError` (server unreachable, weights missing, disk full) stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from ..errors import FatalError, ItemError
+from ..stage import DISK_FULL, Item, RunOptions, Stage, StageReport, in_shard
+
+
+class LocalExecutor:
+    async def run(self, stage: Stage, options: RunOptions, report: StageReport) -> None:
+        await _run_stage(stage, options, report)
+
+
+async def _run_stage(stage: Stage, options: RunOptions, report: StageReport) -> None:
+    from tqdm import tqdm
+
+    total = stage.count()
+    if options.limit and total is not None:
+        total = min(total, options.limit)
+    bar = tqdm(total=total, desc=stage.name, unit="item", file=sys.stderr, leave=True,
+               disable=options.quiet or not stage.cfg.run.progress, dynamic_ncols=True)
+
+    async def handle(item: Item) -> None:
+        try:
+            key = stage.key(item)
+            if stage.is_done(item, key):
+                report.reused += 1
+            else:
+                await stage.process(item, key)
+                report.ok += 1
+        except FatalError:
+            raise
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise FatalError(f"cannot write output ({exc.strerror}: {exc.filename or '?'}); "
+                                 "free some space and rerun: finished items are kept") from None
+            report.failed.append((item.id, f"{type(exc).__name__}: {exc}"[:300]))
+        except ItemError as exc:
+            report.failed.append((item.id, str(exc)))
+        except Exception as exc:  # one bad item never stops a batch
+            report.failed.append((item.id, f"{type(exc).__name__}: {exc}"[:300]))
+        finally:
+            bar.update(1)
+
+    pending: set[asyncio.Task] = set()
+    taken = 0
+    try:
+        for item in stage.items():
+            if not in_shard(item.id, options.shard):
+                continue
+            if options.limit and taken >= options.limit:
+                break
+            taken += 1
+            while len(pending) >= stage.in_flight:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                _settle(done)
+            pending.add(asyncio.create_task(handle(item)))
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            _settle(done)
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        bar.close()
+
+
+def _settle(done: set[asyncio.Task]) -> None:
+    """Collect every finished task's outcome (none left unretrieved); raise the first error."""
+    errors = [task.exception() for task in done]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
+
+
