@@ -17,6 +17,10 @@ Figures (ratios are the point; absolute numbers depend on the machine):
 - tiny_sdxl_images_per_s_b1 / _b4: the tiny random SDXL on CPU at batch 1 and 4.
 - rss_mb_10k_items / rss_mb_100k_items: peak RSS of `caption.py --dry-run` over generated
   folders of small tagged images.
+- ci_coverage_n5 / _n10 / _n30, false_flag_rate_n5 / _n10 / _n30: the report's paired
+  intervals on 3,000 simulated no-effect datasets per score shape and size (the lowest
+  coverage over the shapes), and how often a no-effect report colours anything
+  (benchmarks/interval_coverage.py).
 Results also go to benchmarks/results.json.
 """
 
@@ -241,11 +245,17 @@ def bench_rss(tmp: Path, sizes: list[int], results: dict) -> None:
         shutil.rmtree(project, ignore_errors=True)
 
 
+def bench_coverage(datasets: int, results: dict) -> None:
+    from interval_coverage import simulate
+
+    results.update(simulate(datasets))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small samples (~3 minutes)")
     parser.add_argument("--skip", default="", help="comma-separated groups to skip: "
-                        "saturation,concurrency,upsample,sdxl,rss")
+                        "saturation,concurrency,upsample,sdxl,rss,coverage")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     q = args.quick
@@ -261,6 +271,7 @@ def main() -> int:
             ("upsample", lambda: bench_upsample(tmp, 24 if q else 96, results)),
             ("sdxl", lambda: bench_tiny_sdxl(8 if q else 32, results)),
             ("rss", lambda: bench_rss(tmp, [10_000, 100_000], results)),
+            ("coverage", lambda: bench_coverage(3000, results)),
         ]
         for name, fn in groups:
             if name in skip:
