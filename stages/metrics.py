@@ -13,7 +13,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from .store import atomic_write_text
@@ -102,6 +102,19 @@ def paired(rows: Iterable[MetricRow], metric: str, a: str, b: str) -> tuple[list
         va.append(sum(sum(sa[s]) / len(sa[s]) for s in seeds) / len(seeds))
         vb.append(sum(sum(sb[s]) / len(sb[s]) for s in seeds) / len(seeds))
     return ids, va, vb
+
+
+def separate_scorers(rows: Iterable[MetricRow]) -> list[MetricRow]:
+    """Rows whose metric was scored by more than one scorer get the scorer in the metric
+    name ("clipscore [CLIP a]"), so values of different scorers are never averaged."""
+    rows = list(rows)
+    scorers: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        scorers[r.metric].add(r.scorer)
+    mixed = {m for m, s in scorers.items() if len(s) > 1}
+    if not mixed:
+        return rows
+    return [replace(r, metric=f"{r.metric} [{r.scorer}]") if r.metric in mixed else r for r in rows]
 
 
 def categories(rows: Iterable[MetricRow]) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """The figures of a refine run (`runs/RUN/plots/*.png`), drawn with matplotlib's Agg backend.
 
 Each plot has a check that says whether the run has the data for it; a plot without data is
-not drawn (and a stale file of that name is removed) and the report says why.
+not drawn (and a stale file of that name is removed) and the report says why. Panels of
+metrics that are not independent of the Socratic loop say so in their title.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .analysis import metric_dependence, round_curve
 from .metrics import MetricRow, iteration_index, metric_order, paired, per_prompt, read_traces, stop_kind
-from .stats import bootstrap_mean, paired_bootstrap, summarise
+from .scorers import Scorer, loop_from_traces
+from .stats import mean_ci, paired_test, summarise
 from .store import atomic_write_bytes
+
+NOT_INDEPENDENT = "\n(not independent of the loop)"
 
 DPI = 110
 COLORS = {"iter00": "#9aa5b1", "best": "#1f6feb", "original": "#9aa5b1", "upsampled": "#d9480f"}
@@ -67,36 +72,38 @@ def _figure_legend(fig, ax) -> None:
                bbox_to_anchor=(0.5, 0.0))
 
 
-def score_by_iteration(rows: list[MetricRow], run_dir: Path, path: Path) -> Path:
-    """Mean per round with a 95% CI band, one panel per metric (their scales differ: CLIPScore
-    0-2.5, cosines 0-1, the judge 1-10), and the mean of the chosen best as a dashed line."""
+def score_by_iteration(rows: list[MetricRow], traces: list[dict], path: Path,
+                       dependent: set[str]) -> Path:
+    """Mean per round over a fixed cohort (every prompt with a round 0, carrying its last score
+    forward after its loop stopped) with a 95% t band, one panel per metric (their scales
+    differ: CLIPScore 0-2.5, cosines 0-1, the judge 1-10), and the mean of the chosen best."""
     plt = _pyplot()
     metrics = _iter_metrics(rows)
-    fig, axes = _panels(plt, len(metrics), 4.6, 3.6)
+    fig, axes = _panels(plt, len(metrics), 4.6, 3.8)
     for ax, metric in zip(axes, metrics, strict=True):
-        rounds = sorted({i for r in rows if r.metric == metric
-                         and (i := iteration_index(r.variant)) is not None})
-        stats = [bootstrap_mean(list(per_prompt(rows, metric, f"iter{i:02d}").values()), n_resamples=2000)
-                 for i in rounds]
-        mean = np.array([s.mean for s in stats])
-        low = np.array([s.ci_low if np.isfinite(s.ci_low) else s.mean for s in stats])
-        high = np.array([s.ci_high if np.isfinite(s.ci_high) else s.mean for s in stats])
-        ax.fill_between(rounds, low, high, color="#1f6feb", alpha=0.18, label="95% CI of the mean")
-        ax.plot(rounds, mean, marker="o", color="#1f6feb", label="mean over prompts")
+        curve = round_curve(rows, metric)
+        rounds = list(curve.rounds)
+        mean = np.array([s.mean for s in curve.stats])
+        low = np.array([s.ci_low if np.isfinite(s.ci_low) else s.mean for s in curve.stats])
+        high = np.array([s.ci_high if np.isfinite(s.ci_high) else s.mean for s in curve.stats])
+        ax.fill_between(rounds, low, high, color="#1f6feb", alpha=0.18, label="95% t-interval of the mean")
+        ax.plot(rounds, mean, marker="o", color="#1f6feb", label="mean over the cohort")
         best_mean, _, best_n = summarise(list(per_prompt(rows, metric, "best").values()))
         if best_n:
             ax.axhline(best_mean, color="#d9480f", linestyle="--", label="mean of chosen best")
-        ax.set_xticks(rounds, [f"{i}\nn={s.n}" for i, s in zip(rounds, stats, strict=True)])
-        ax.set_xlabel("round (n = prompts that reached it)")
+        ax.set_xticks(rounds, [f"{i}\n{k} ran" for i, k in zip(rounds, curve.running, strict=True)])
+        ax.set_xlabel(f"round: all {curve.cohort} prompts in every round;\n"
+                      "a prompt that stopped keeps its last score", fontsize=8)
         ax.set_ylabel(metric)
-        ax.set_title(metric)
+        ax.set_title(metric + (NOT_INDEPENDENT if metric in dependent else ""), fontsize=10)
         ax.grid(alpha=0.3)
     fig.suptitle(TITLES[path.name])
     _figure_legend(fig, axes[0])
     return _save(fig, path)
 
 
-def best_vs_first_by_category(rows: list[MetricRow], run_dir: Path, path: Path) -> Path:
+def best_vs_first_by_category(rows: list[MetricRow], traces: list[dict], path: Path,
+                              dependent: set[str]) -> Path:
     """Horizontal grouped bars (category names stay readable however many there are)."""
     plt = _pyplot()
     metrics = [m for m in _iter_metrics(rows) if paired(rows, m, "iter00", "best")[0]]
@@ -110,25 +117,25 @@ def best_vs_first_by_category(rows: list[MetricRow], run_dir: Path, path: Path) 
             by_cat = defaultdict(list)
             for pid, v in zip(ids, values, strict=True):
                 by_cat[cat_of[pid]].append(v)
-            stats = [bootstrap_mean(by_cat.get(c, []), n_resamples=2000) for c in cats]
+            stats = [mean_ci(by_cat.get(c, [])) for c in cats]
             mean = np.array([s.mean for s in stats])
             err = np.array([[s.mean - s.ci_low, s.ci_high - s.mean] for s in stats]).T
             ax.barh(y + offset, np.nan_to_num(mean), height=0.38, color=COLORS[name],
                     xerr=np.nan_to_num(err), capsize=3, label="first round" if name == "iter00" else "best")
         ax.set_yticks(y, [f"{c} (n={len([i for i in ids if cat_of[i] == c])})" for c in cats])
         ax.invert_yaxis()
-        ax.set_xlabel(f"mean {metric} (95% CI)")
-        ax.set_title(metric)
+        ax.set_xlabel(f"mean {metric} (95% t-interval)")
+        ax.set_title(metric + (NOT_INDEPENDENT if metric in dependent else ""), fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(TITLES[path.name])
     _figure_legend(fig, axes[0])
     return _save(fig, path)
 
 
-def early_stop_hist(rows: list[MetricRow], run_dir: Path, path: Path) -> Path:
+def early_stop_hist(rows: list[MetricRow], traces: list[dict], path: Path, dependent: set[str]) -> Path:
     """Rounds run per prompt, stacked by why the loop ended; and which round was chosen best."""
     plt = _pyplot()
-    traces = [t for t in read_traces(run_dir)[0] if t["iterations"]]
+    traces = [t for t in traces if t["iterations"]]
     rounds = sorted({len(t["iterations"]) for t in traces})
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     bottom = np.zeros(len(rounds))
@@ -158,7 +165,8 @@ def early_stop_hist(rows: list[MetricRow], run_dir: Path, path: Path) -> Path:
     return _save(fig, path)
 
 
-def upsampled_vs_original(rows: list[MetricRow], run_dir: Path, path: Path) -> Path:
+def upsampled_vs_original(rows: list[MetricRow], traces: list[dict], path: Path,
+                          dependent: set[str]) -> Path:
     """Per-prompt scatter (mean over shared seeds); points above the diagonal improved."""
     plt = _pyplot()
     metrics = [m for m in metric_order(r.metric for r in rows)
@@ -166,7 +174,7 @@ def upsampled_vs_original(rows: list[MetricRow], run_dir: Path, path: Path) -> P
     fig, axes = _panels(plt, len(metrics), 4.0, 4.0)
     for ax, metric in zip(axes, metrics, strict=True):
         _, orig, up = paired(rows, metric, "original", "upsampled")
-        res = paired_bootstrap(orig, up, n_resamples=2000)
+        res = paired_test(orig, up)
         ax.scatter(orig, up, s=18, alpha=0.7, color=COLORS["upsampled"], edgecolor="none")
         lo, hi = min(orig + up), max(orig + up)
         pad = (hi - lo) * 0.05 or 0.05
@@ -177,23 +185,25 @@ def upsampled_vs_original(rows: list[MetricRow], run_dir: Path, path: Path) -> P
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel(f"{metric}, original prompt")
         ax.set_ylabel(f"{metric}, upsampled prompt")
-        ci = "" if not np.isfinite(res.ci_low) else f" [{res.ci_low:+.3f}, {res.ci_high:+.3f}]"
+        ci = (f" [{res.ci_low:+.3f}, {res.ci_high:+.3f}]" if res.bounded
+              else " (no 95% interval below 6 prompts)")
         ax.set_title(f"{metric}: mean diff {res.mean_diff:+.3f}{ci}\n"
-                     f"n={res.n}, better {res.helped}, worse {res.hurt}", fontsize=9)
+                     f"n={res.n}, better {res.helped}, worse {res.hurt}, sign-flip p={res.p_value:.3f}",
+                     fontsize=9)
         ax.grid(alpha=0.3)
     fig.suptitle(TITLES[path.name])
     _figure_legend(fig, axes[0])
     return _save(fig, path)
 
 
-def plot_plan(run_dir: Path, rows: list[MetricRow]) -> dict[str, str]:
+def plot_plan(rows: list[MetricRow], traces: list[dict]) -> dict[str, str]:
     """Plot file name -> '' when it can be drawn, else why not."""
-    traces = [t for t in read_traces(run_dir)[0] if t["iterations"]]
-    has_iter = bool(_iter_metrics(rows))
+    traces = [t for t in traces if t["iterations"]]
+    has_iter = any(round_curve(rows, m).cohort for m in _iter_metrics(rows))
     has_pairs = any(paired(rows, m, "iter00", "best")[0] for m in _iter_metrics(rows))
     has_up = any(paired(rows, m, "original", "upsampled")[0] for m in metric_order(r.metric for r in rows))
     return {
-        "score_by_iteration.png": "" if has_iter else "no metric rows for Socratic rounds (iterNN)",
+        "score_by_iteration.png": "" if has_iter else "no metric rows for Socratic round 0 (iter00)",
         "best_vs_first_by_category.png": "" if has_pairs else "no prompt has scores for both iter00 and best",
         "early_stop_hist.png": "" if traces else "no Socratic traces with finished rounds",
         "upsampled_vs_original.png": "" if has_up else "no prompt has scores for both original and "
@@ -201,7 +211,7 @@ def plot_plan(run_dir: Path, rows: list[MetricRow]) -> dict[str, str]:
     }
 
 
-DRAW: dict[str, Callable[[list[MetricRow], Path, Path], Path]] = {
+DRAW: dict[str, Callable[[list[MetricRow], list[dict], Path, set[str]], Path]] = {
     "score_by_iteration.png": score_by_iteration,
     "best_vs_first_by_category.png": best_vs_first_by_category,
     "early_stop_hist.png": early_stop_hist,
@@ -209,15 +219,23 @@ DRAW: dict[str, Callable[[list[MetricRow], Path, Path], Path]] = {
 }
 
 
-def write_plots(run_dir: Path, rows: list[MetricRow]) -> list[Path]:
-    """Draw every plot the run has data for into `run_dir/plots/`; return the files written."""
+def write_plots(run_dir: Path, rows: list[MetricRow], *, traces: list[dict] | None = None,
+                evaluation: dict[str, Scorer] | None = None) -> list[Path]:
+    """Draw every plot the run has data for into `run_dir/plots/`; return the files written.
+    `traces`: the current Socratic traces (default: every readable one in the run folder);
+    `evaluation`: each metric's scorer, to mark metrics not independent of the loop."""
     run_dir = Path(run_dir)
+    if traces is None:
+        traces = read_traces(run_dir)[0]
+    loop = loop_from_traces(traces)
+    dependent = {m for m in metric_order(r.metric for r in rows)
+                 if metric_dependence(m, evaluation or {}, loop)}
     folder = run_dir / "plots"
     written = []
-    for name, reason in plot_plan(run_dir, rows).items():
+    for name, reason in plot_plan(rows, traces).items():
         path = folder / name
         if reason:
             path.unlink(missing_ok=True)
             continue
-        written.append(DRAW[name](rows, run_dir, path))
+        written.append(DRAW[name](rows, traces, path, dependent))
     return written

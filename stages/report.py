@@ -2,8 +2,10 @@
 
 - `compare.html`: original vs upsampled prompt and their images (every seed), by category;
   it links the images in `images/`, so it is meant to be opened inside the run folder.
-- `report.html`: which scorer selected and which evaluated, summary tables with bootstrap
-  CIs, the plots, and for each prompt its Socratic rounds with the chosen best marked.
+- `report.html`: which models ran the Socratic loop and which evaluated, whether each
+  metric is independent of the loop, summary tables with sign-flip tests and intervals
+  (stages/analysis.py decides what may be coloured), the plots, and for each prompt its
+  Socratic rounds with the chosen best marked.
 
 Every piece of model or user text goes through `esc` (prompts are untrusted input: a prompt
 may well contain markup).
@@ -22,15 +24,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
+from .analysis import Comparison, analyse, by_category, metric_dependence
 from .metrics import (
     MetricRow,
     categories,
     iteration_index,
     metric_order,
-    paired,
     per_prompt,
     read_metrics_csv,
     read_traces,
+    separate_scorers,
     stop_kind,
     variant_order,
     write_metrics_csv,
@@ -38,16 +41,14 @@ from .metrics import (
 from .plots import TITLES, plot_plan, write_plots
 from .runfiles import prompts as read_prompts
 from .runfiles import upsampled as read_upsampled
-from .stats import PairedResult, bootstrap_mean, paired_bootstrap
+from .scorers import LOOP_ROLES, ROLE_WORDS, Loop, Scorer, loop_from_traces
+from .stats import DEFAULT_RESAMPLES, PairedResult, mean_ci, min_pairs
 from .store import atomic_write_text
 
 __all__ = ["MetricRow", "read_metrics_csv", "write_metrics_csv", "write_plots", "write_compare_html",
            "write_report_html"]
 
 IMAGE_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>-?\d+)\.png$")
-MIN_N_FOR_CI = 5
-COMPARISONS = (("original", "upsampled", "upsampled − original"),
-               ("iter00", "best", "best − first round"))
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d2127;
@@ -59,6 +60,7 @@ table{border-collapse:collapse;margin:6px 0 12px}th,td{border:1px solid #d0d7de;
   font-variant-numeric:tabular-nums;white-space:nowrap}
 .warn{background:#fff4e5;border:2px solid #d9480f;padding:10px 14px;border-radius:6px;margin:10px 0}
 .ok{background:#ebfbee;border:1px solid #2f9e44;padding:8px 12px;border-radius:6px;margin:10px 0}
+tr.dep td{color:#8c959f;background:#f6f8fa}
 .up{color:#1a7f37;font-weight:600}.down{color:#cf222e;font-weight:600}.small{font-size:12px;color:#57606a}
 .prompt{border:1px solid #d0d7de;border-radius:8px;padding:10px 14px;margin:14px 0}
 .strip{display:flex;gap:10px;overflow-x:auto;padding:4px 0}
@@ -203,38 +205,54 @@ def write_compare_html(run_dir: Path) -> Path:
 
 # ---------------------------------------------------------------- report.html: summaries
 
-def _norm(name: str) -> str:
-    return " ".join(str(name).split()).casefold()
+def _scorer_rows(loop: Loop) -> list[str]:
+    if not loop.traces:
+        return ["<p>No current Socratic traces: nothing picked a best round.</p>"]
+    lines = ["<table><tr><th>part of the Socratic loop</th><th>model (as recorded in the traces)</th></tr>"]
+    for role in LOOP_ROLES:
+        scorers = getattr(loop, role)
+        names = "; ".join(s.label for s in scorers) or "not recorded"
+        lines.append(f"<tr><td>{esc(ROLE_WORDS[role])}</td><td>{esc(names)}</td></tr>")
+    lines.append("</table>")
+    if loop.unrecorded:
+        lines.append(f"<p class=small>{loop.unrecorded} of {loop.traces} traces do not record every "
+                     "model (written by an older version): every metric counts as not independent.</p>")
+    return lines
 
 
-def same_scorer_metrics(selection_scorer: str, evaluation_scorers: dict[str, str]) -> list[str]:
-    """Metrics evaluated by the very scorer that picked the best round."""
-    if not selection_scorer:
-        return []
-    return [m for m, s in evaluation_scorers.items() if _norm(s) == _norm(selection_scorer)]
-
-
-def _scorer_section(selection: str, evaluation: dict[str, str], rows: list[MetricRow]) -> list[str]:
+def _scorer_section(rows: list[MetricRow], evaluation: dict[str, Scorer], loop: Loop) -> list[str]:
     recorded: dict[str, set[str]] = defaultdict(set)
     for r in rows:
         recorded[r.metric].add(r.scorer)
-    lines = ["<h2>Scorers</h2>",
-             f"<p><b>Best round selected by:</b> {esc(selection or '(no selection)')}</p>",
-             "<table><tr><th>metric</th><th>evaluated by</th><th>scorer recorded in metrics.csv</th></tr>"]
+    lines = ["<h2>Scorers</h2>", "<h3>The Socratic loop</h3>", *_scorer_rows(loop),
+             "<h3>Evaluation</h3><table><tr><th>metric</th><th>scored by</th><th>reads captions by</th>"
+             "<th>scorer in metrics.csv</th><th>independent of the loop</th></tr>"]
+    dependent: dict[str, list[str]] = {}
     for m in metric_order(set(evaluation) | set(recorded)):
-        lines.append(f"<tr><td>{esc(m)}</td><td>{esc(evaluation.get(m, '–'))}</td>"
-                     f"<td>{esc(', '.join(sorted(recorded.get(m, []))) or '–')}</td></tr>")
+        scorer = evaluation.get(m)
+        reasons = metric_dependence(m, evaluation, loop)
+        if reasons:
+            dependent[m] = reasons
+        verdict = ("–" if not loop.traces else "no: " + "; ".join(reasons) if reasons else "yes")
+        lines.append(f"<tr><td>{esc(m)}</td><td>{esc(scorer.label if scorer else '–')}</td>"
+                     f"<td>{esc(scorer.captioner if scorer and scorer.captioner else '–')}</td>"
+                     f"<td>{esc(', '.join(sorted(recorded.get(m, []))) or '–')}</td>"
+                     f"<td>{esc(verdict)}</td></tr>")
     lines.append("</table>")
-    same = same_scorer_metrics(selection, evaluation)
-    if same:
-        lines.append(f'<div class="warn"><b>WARNING: the same scorer selected and evaluated.</b> '
-                     f"{esc(selection)} chose the best round and also scores "
-                     f"{esc(', '.join(same))}. Best-vs-first differences on "
-                     f"{'that metric' if len(same) == 1 else 'those metrics'} are biased upward "
-                     "(the best round was picked for scoring high on it); judge the Socratic loop "
-                     "by the other metrics.</div>")
-    else:
-        lines.append('<div class="ok">Selection and evaluation use different scorers.</div>')
+    if dependent:
+        independent = [m for m in metric_order(recorded) if m not in dependent]
+        advice = (f"Judge the loop by {', '.join(independent)} only." if independent else
+                  "No metric here is independent: give the evaluation models the loop does not use "
+                  "(socratic.clip_model or evaluate.clip_model, evaluate.judge_model, "
+                  "evaluate.vision_backend / evaluate.vision_model).")
+        items = "".join(f"<li><b>{esc(m)}</b>: {esc('; '.join(why))}</li>" for m, why in dependent.items())
+        lines.append('<div class="warn"><b>WARNING: metrics not independent of the Socratic loop.</b> '
+                     "The loop stopped on, or picked for, what these metrics see, so best − first and "
+                     "the round curves on them lean upward even when nothing improved; they are "
+                     f"shown greyed and never coloured.<ul>{items}</ul>{esc(advice)}</div>")
+    elif loop.traces:
+        lines.append('<div class="ok">Every metric is independent of the Socratic loop: no model '
+                     "or caption is shared with its captioner, judge or selector.</div>")
     return lines
 
 
@@ -242,102 +260,111 @@ def _variant_table(rows: list[MetricRow]) -> list[str]:
     variants = variant_order(r.variant for r in rows)
     metrics = metric_order(r.metric for r in rows)
     head = "".join(f"<th>{esc(v)}</th>" for v in variants)
-    lines = ["<h3>Mean score by variant (95% bootstrap CI over prompts)</h3>",
+    lines = ["<h3>Mean score by variant (95% t-interval over prompts; descriptive, not a test)</h3>",
              f"<table><tr><th>metric</th>{head}</tr>"]
     for m in metrics:
         cells = []
         for v in variants:
-            s = bootstrap_mean(list(per_prompt(rows, m, v).values()), n_resamples=4000)
-            ci = f"<br><span class=small>[{fmt(s.ci_low)}, {fmt(s.ci_high)}] n={s.n}</span>" if s.n else ""
+            s = mean_ci(list(per_prompt(rows, m, v).values()))
+            ci = (f"<br><span class=small>[{fmt(s.ci_low)}, {fmt(s.ci_high)}] n={s.n}</span>"
+                  if s.n > 1 else f"<br><span class=small>n={s.n}</span>" if s.n else "")
             cells.append(f'<td class="num">{fmt(s.mean)}{ci}</td>')
         lines.append(f"<tr><td>{esc(m)}</td>{''.join(cells)}</tr>")
     lines.append("</table>")
     return lines
 
 
-def _direction(res: PairedResult) -> str:
-    """'up'/'down' when the CI excludes 0 and there are enough prompts to trust it."""
-    if res.n < MIN_N_FOR_CI or not math.isfinite(res.ci_low):
-        return ""
-    return "up" if res.ci_low > 0 else "down" if res.ci_high < 0 else ""
-
-
 def _share(res: PairedResult, count: int) -> str:
     return f"{count} ({100 * res.share(count):.0f}%)"
 
 
-def _diff_cells(res: PairedResult) -> str:
-    return (f'<td class="num">{res.n}</td><td class="num {_direction(res)}">{fmt(res.mean_diff, sign=True)}'
-            f'</td><td class="num">[{fmt(res.ci_low, sign=True)}, {fmt(res.ci_high, sign=True)}]</td>'
+def _interval(res: PairedResult) -> str:
+    if res.n == 0:
+        return "–"
+    if not res.bounded:
+        return f"unbounded (n &lt; {min_pairs()})"
+    return f"[{fmt(res.ci_low, sign=True)}, {fmt(res.ci_high, sign=True)}]"
+
+
+def _p(x: float) -> str:
+    if not math.isfinite(x):
+        return "–"
+    return "&lt;0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def _diff_row(c: Comparison) -> str:
+    res = c.result
+    note = ("not independent of the loop: " + "; ".join(c.not_independent) if c.not_independent
+            else f"fewer than {min_pairs()} prompts: no test can reach 5%" if res.n < min_pairs() else "")
+    cls = ' class="dep"' if c.not_independent else ""
+    return (f"<tr{cls}><td>{esc(c.metric)}</td><td>{esc(c.label)}</td><td class=\"num\">{res.n}</td>"
+            f'<td class="num {c.flag}">{fmt(res.mean_diff, sign=True)}</td>'
+            f'<td class="num">{_interval(res)}</td>'
+            f'<td class="num">{_p(res.p_value)}</td><td class="num">{_p(c.holm_p)}</td>'
             f'<td class="num">{_share(res, res.helped)}</td><td class="num">{_share(res, res.hurt)}</td>'
-            f'<td class="num">{_share(res, res.tied)}</td>')
+            f'<td class="num">{_share(res, res.tied)}</td><td class="small">{esc(note)}</td></tr>')
 
 
-def _diff_compact(res: PairedResult) -> str:
-    """One cell of the per-category table: the difference, its CI, and helped/hurt/tied."""
-    if not res.n:
-        return '<td class="num">–</td>'
-    return (f'<td class="num"><span class="{_direction(res)}">{fmt(res.mean_diff, sign=True)}</span>'
-            f'<br><span class="small">[{fmt(res.ci_low, sign=True)}, {fmt(res.ci_high, sign=True)}]'
-            f"<br>n={res.n}: {res.helped}↑ {res.hurt}↓ {res.tied}=</span></td>")
+DIFF_HEAD = ("<th>n prompts</th><th>mean diff</th><th>95% interval</th><th>p</th><th>Holm p</th>"
+             "<th>helped</th><th>hurt</th><th>tied</th><th>note</th>")
 
 
-DIFF_HEAD = ("<th>n prompts</th><th>mean diff</th><th>95% CI</th><th>helped</th><th>hurt</th>"
-             "<th>tied</th><th>note</th>")
+def _method_note(comps: list[Comparison], n_category: int) -> str:
+    family = sum(c.eligible for c in comps)
+    res = next((c.result for c in comps if c.result.n), None)
+    how = ("all sign patterns enumerated" if res is None or res.exact
+           else f"{res.patterns - 1:,} random sign patterns")
+    return (f'<p class="small">Later minus earlier, per prompt (seeds averaged first). The test is a '
+            f"sign-flip permutation test of the mean difference ({how}): with no effect the two "
+            "variants of a prompt are exchangeable, so it holds at any n and for any score shape; the "
+            "95% interval is every shift it does not reject, and it is unbounded below "
+            f"{min_pairs()} prompts, where no result can reach 5%. This page makes {len(comps)} headline "
+            f"comparison(s); the {family} independent of the loop form one family, Holm-adjusted, and "
+            "a mean difference is coloured (green up, red down) only when its Holm p ≤ 0.05. Greyed "
+            "rows are not independent of the loop and are never coloured. The "
+            f"{n_category} per-category comparison(s) below are exploratory: not adjusted, never "
+            "coloured. helped/hurt/tied count prompts (ties within 1e-6).</p>")
 
 
-def _comparisons(rows: list[MetricRow]) -> list[tuple[str, str, str, str, tuple]]:
-    """(a, b, label, metric, paired data) for every comparison the rows support."""
-    out = []
-    for a, b, label in COMPARISONS:
-        for m in metric_order(r.metric for r in rows):
-            data = paired(rows, m, a, b)
-            if data[0]:
-                out.append((a, b, label, m, data))
-    return out
-
-
-def _paired_tables(rows: list[MetricRow], biased: list[str]) -> list[str]:
-    comps = _comparisons(rows)
+def _paired_tables(rows: list[MetricRow], comps: list[Comparison], resamples: int) -> list[str]:
     if not comps:
         return ["<h3>Paired differences</h3><p>No prompt has both variants of a comparison "
                 "(original/upsampled or iter00/best) scored on the same seed.</p>"]
-    lines = ["<h3>Paired differences (per prompt, seeds averaged)</h3>",
-             f"<table><tr><th>metric</th><th>comparison</th>{DIFF_HEAD}</tr>"]
-    for a, _, label, m, (_, va, vb) in comps:
-        flag = "⚠ same scorer selected the best" if a == "iter00" and m in biased else ""
-        lines.append(f"<tr><td>{esc(m)}</td><td>{esc(label)}</td>"
-                     f"{_diff_cells(paired_bootstrap(va, vb))}<td>{esc(flag)}</td></tr>")
-    lines += ["</table>", f'<p class="small">Later minus earlier. Green/red: the 95% CI excludes 0 '
-              f"(shown only with at least {MIN_N_FOR_CI} prompts; a bootstrap over fewer is too narrow). "
-              "helped/hurt/tied count prompts (ties within 1e-6).</p>"]
-    return lines + _category_table(rows, comps, biased)
+    cats = by_category(rows, comps, resamples=resamples)
+    n_category = sum(cell is not None and cell.n > 0 for cells in cats.values() for cell in cells)
+    lines = ["<h3>Paired differences (headline)</h3>",
+             f"<table><tr><th>metric</th><th>comparison</th>{DIFF_HEAD}</tr>",
+             *(_diff_row(c) for c in comps), "</table>", _method_note(comps, n_category)]
+    return lines + _category_table(comps, cats)
 
 
-def _category_table(rows: list[MetricRow], comps: list, biased: list[str]) -> list[str]:
-    cat_of = categories(rows)
-    cats = sorted({cat_of[i] for *_, (ids, _, _) in comps for i in ids})
-    groups = [(label, [c for c in comps if c[2] == label]) for _, _, label in COMPARISONS]
-    groups = [(label, cs) for label, cs in groups if cs]
-    top = "".join(f'<th colspan="{len(cs)}">{esc(label)}</th>' for label, cs in groups)
-    sub = "".join(f"<th>{esc(c[3])}{' ⚠' if c[0] == 'iter00' and c[3] in biased else ''}</th>"
-                  for _, cs in groups for c in cs)
-    lines = ["<h3>Paired differences by category</h3>",
+def _diff_compact(res: PairedResult | None) -> str:
+    """One cell of the per-category table: the difference, its interval, n and counts."""
+    if res is None or not res.n:
+        return '<td class="num">–</td>'
+    return (f'<td class="num">{fmt(res.mean_diff, sign=True)}<br><span class="small">{_interval(res)}'
+            f"<br>n={res.n}: {res.helped}↑ {res.hurt}↓ {res.tied}=</span></td>")
+
+
+def _category_table(comps: list[Comparison], cats: dict[str, list[PairedResult | None]]) -> list[str]:
+    groups: dict[str, list[Comparison]] = defaultdict(list)
+    for c in comps:
+        groups[c.label].append(c)
+    top = "".join(f'<th colspan="{len(cs)}">{esc(label)}</th>' for label, cs in groups.items())
+    sub = "".join(f"<th>{esc(c.metric)}{' (not independent)' if c.not_independent else ''}</th>"
+                  for cs in groups.values() for c in cs)
+    lines = ["<h3>Paired differences by category (exploratory: unadjusted, never coloured)</h3>",
              f'<table><tr><th rowspan="2">category</th>{top}</tr><tr>{sub}</tr>']
-    for cat in cats:
-        cells = []
-        for _, cs in groups:
-            for *_, (ids, va, vb) in cs:
-                pick = [k for k, i in enumerate(ids) if cat_of[i] == cat]
-                res = paired_bootstrap([va[k] for k in pick], [vb[k] for k in pick], n_resamples=4000)
-                cells.append(_diff_compact(res))
-        lines.append(f"<tr><td>{esc(cat or '(none)')}</td>{''.join(cells)}</tr>")
+    order = [comps.index(c) for cs in groups.values() for c in cs]
+    for cat, cells in cats.items():
+        lines.append(f"<tr><td>{esc(cat or '(none)')}</td>"
+                     + "".join(_diff_compact(cells[k]) for k in order) + "</tr>")
     return lines + ["</table>"]
 
 
-def _plots_section(run_dir: Path, rows: list[MetricRow]) -> list[str]:
+def _plots_section(run_dir: Path, rows: list[MetricRow], traces: list[dict]) -> list[str]:
     lines = ['<h2>Plots</h2><div class="plots">']
-    for name, reason in plot_plan(run_dir, rows).items():
+    for name, reason in plot_plan(rows, traces).items():
         path = run_dir / "plots" / name
         if reason:
             lines.append(f"<p><b>{esc(TITLES[name])}</b>: not drawn: {esc(reason)}.</p>")
@@ -411,7 +438,10 @@ def _prompt_block(run_dir: Path, pid: str, text: str, category: str, trace: dict
     if not trace or not trace.get("iterations"):
         return head + summary + '<p class="small">no Socratic rounds</p></div>'
     its, best = trace["iterations"], trace.get("best")
-    why = (trace.get("selection") or {}).get("why", "")
+    selection = trace.get("selection") or {}
+    why = selection.get("why", "")
+    by = (selection.get("scorer") or {}).get("label") if isinstance(selection.get("scorer"), dict) else ""
+    why = f"{why} (picked by {by})" if why and by else why
     stop = (f'<p class="small">{len(its)} round(s); stopped: {esc(stop_kind(trace))}'
             + (f" ({esc(trace['stop_reason'])})" if trace.get("stop_reason") else "")
             + (f"; best = round {esc(best)}" + (f", {esc(why)}" if why else "") if best is not None
@@ -426,8 +456,8 @@ def _mean(rows: list[MetricRow]) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
-def _prompt_sections(run_dir: Path, rows: list[MetricRow], px: int) -> list[str]:
-    traces, bad = read_traces(run_dir)
+def _prompt_sections(run_dir: Path, rows: list[MetricRow], px: int, traces: list[dict],
+                     bad: list[str]) -> list[str]:
     by_id = {str(t.get("id")): t for t in traces}
     meta = {r["id"]: r for r in read_prompts(run_dir)}
     cat_of = categories(rows)
@@ -448,27 +478,36 @@ def _prompt_sections(run_dir: Path, rows: list[MetricRow], px: int) -> list[str]
     return lines
 
 
-def write_report_html(run_dir: Path, rows: list[MetricRow], *, selection_scorer: str,
-                      evaluation_scorers: dict[str, str], thumb_px: int = 256) -> Path:
-    """`report.html`: scorers, summary tables, plots and every prompt's Socratic rounds."""
+def write_report_html(run_dir: Path, rows: list[MetricRow], *, evaluation: dict[str, Scorer],
+                      traces: list[dict] | None = None, notes: Iterable[str] = (), thumb_px: int = 256,
+                      resamples: int = DEFAULT_RESAMPLES) -> Path:
+    """`report.html`: scorers, summary tables, plots and every prompt's Socratic rounds.
+
+    `evaluation` names the scorer of each metric; `traces` are the current Socratic traces
+    (default: every readable trace in the run folder); `notes` are shown at the top (e.g.
+    which files were left out as stale)."""
     run_dir = Path(run_dir)
-    rows = list(rows)
-    biased = same_scorer_metrics(selection_scorer, evaluation_scorers)
+    rows = separate_scorers(rows)
+    bad: list[str] = []
+    if traces is None:
+        traces, bad = read_traces(run_dir)
+    loop = loop_from_traces(traces)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     n_prompts = len({r.id for r in rows})
     compare = ' Side by side prompts and images: <a href="compare.html">compare.html</a>.' \
         if (run_dir / "compare.html").exists() else ""
     body = [f"<h1>Refine run: {esc(run_dir.name)}</h1>",
             f'<p class="meta">{n_prompts} scored prompts, {len(rows)} metric rows; written {when}.'
-            f"{compare}</p>"]
-    body += _scorer_section(selection_scorer, evaluation_scorers, rows)
+            f"{compare}</p>", *(f'<p class="meta">{esc(n)}</p>' for n in notes)]
+    body += _scorer_section(rows, evaluation, loop)
     body.append("<h2>Summary</h2>")
     if rows:
-        body += _variant_table(rows) + _paired_tables(rows, biased)
+        comps = analyse(rows, evaluation, loop, resamples=resamples)
+        body += _variant_table(rows) + _paired_tables(rows, comps, resamples)
     else:
         body.append("<p>No metric rows: run the evaluate stage.</p>")
-    body += _plots_section(run_dir, rows)
-    body += _prompt_sections(run_dir, rows, thumb_px)
+    body += _plots_section(run_dir, rows, traces)
+    body += _prompt_sections(run_dir, rows, thumb_px, traces, bad)
     path = run_dir / "report.html"
     atomic_write_text(path, page(f"report {run_dir.name}", body))
     return path

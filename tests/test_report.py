@@ -3,6 +3,7 @@ synthetic run folder (real small PNGs, Socratic traces, metric rows)."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -14,16 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.metrics import paired, variant_order
+from stages.analysis import analyse, round_curve
+from stages.metrics import paired, separate_scorers, variant_order
 from stages.report import (
     MetricRow,
     read_metrics_csv,
-    same_scorer_metrics,
     write_compare_html,
     write_metrics_csv,
     write_plots,
     write_report_html,
 )
+from stages.scorers import Scorer, clip_scorer, loop_from_traces
 
 XSS = "<script>alert(1)</script> a cat <img src=x onerror=alert(2)>"
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "camera", "coins")
@@ -31,6 +33,13 @@ PROMPTS = [("p0", "Colors", XSS), ("p1", "Colors", "a red cup of coffee on a blu
            ("p2", "Counting", "three rockets on a launch pad"), ("p3", "Counting", "two astronauts"),
            ("p4", "Text", 'a sign that says "OPEN" & <b>bold</b>'), ("p5", "Text", "a coin with a 5 on it")]
 SEEDS = (0, 1)
+CLIP = clip_scorer("tiny")
+TEXT = Scorer("text:all-MiniLM-L6-v2", "text embeddings all-MiniLM-L6-v2",
+              captioner="classifier:efficientnet-lite0")
+EVALUATION = {"clipscore": CLIP, "caption_score": TEXT}
+LOOP = {"captioner": {"model": "classifier:efficientnet-lite0", "label": "classifier efficientnet-lite0",
+                      "role": "captioner"},
+        "judge": {"model": "llm:judge-model", "label": "LLM judge-model", "role": "judge"}}
 
 
 def photo(name: str, px: int = 96, shift: int = 0) -> Image.Image:
@@ -87,7 +96,8 @@ def make_run(root: Path, *, rounds: int = 3, socratic: bool = True, upsample: bo
         (run / "socratic" / f"{pid}.json").write_text(json.dumps({
             "id": pid, "prompt": text, "category": cat, "seed": 0, "iterations": its, "best": best,
             "stopped_early": its[-1]["verdict"]["matches"],
-            "selection": {"by": "clip", "why": "highest CLIP similarity <to> the prompt"}}))
+            "loop": LOOP, "selection": {"by": "clip", "why": "highest CLIP similarity <to> the prompt",
+                                        "scorer": {**CLIP.as_dict(), "role": "selector"}}}))
         for r in [r for r in rows if r.id == pid and r.variant == f"iter{best:02d}"]:
             rows.append(MetricRow(pid, cat, "best", r.seed, r.metric, r.value, r.scorer))
     write_metrics_csv(rows, run / "metrics.csv")
@@ -130,10 +140,9 @@ def check_relative_links(run: Path, page: Path) -> int:
 def built(tmp_path_factory) -> tuple[Path, list[MetricRow], list[Path]]:
     run = make_run(tmp_path_factory.mktemp("report"))
     rows = read_metrics_csv(run / "metrics.csv")
-    plots = write_plots(run, rows)
+    plots = write_plots(run, rows, evaluation=EVALUATION)
     write_compare_html(run)
-    write_report_html(run, rows, selection_scorer="CLIP tiny",
-                      evaluation_scorers={"clipscore": "CLIP tiny", "caption_score": "all-MiniLM-L6-v2"})
+    write_report_html(run, rows, evaluation=EVALUATION)
     return run, rows, plots
 
 
@@ -189,14 +198,34 @@ def test_markup_in_prompts_and_model_text_is_escaped(built):
     assert "&lt;em&gt;detail&lt;/em&gt;" in report and "&lt;b&gt;chelsea&lt;/b&gt;" in report
 
 
-def test_same_scorer_warning_only_when_one_scorer_selects_and_evaluates(built, tmp_path):
-    run, rows, _ = built
-    assert "WARNING" in (run / "report.html").read_text(encoding="utf-8")
-    assert same_scorer_metrics("CLIP  tiny", {"clipscore": "clip tiny", "x": "y"}) == ["clipscore"]
-    page = write_report_html(run, rows, selection_scorer="vision-language judge gpt",
-                             evaluation_scorers={"clipscore": "CLIP tiny", "caption_score": "mini"})
+def warning(page: Path) -> str:
     text = page.read_text(encoding="utf-8")
-    assert "WARNING" not in text and "different scorers" in text
+    if '<div class="warn">' not in text:
+        return ""
+    part = text[text.index('<div class="warn">'):]
+    return html.unescape(part[:part.index("</div>")])
+
+
+def test_a_metric_sharing_the_selector_is_flagged_greyed_and_never_coloured(built):
+    run, rows, _ = built
+    text = warning(run / "report.html")
+    assert "clipscore" in text and "same model as the scorer that picked the best round" in text
+    assert "caption_score" in text and "reads captions by the loop's captioner" in text
+    assert "No metric here is independent" in text
+    page = (run / "report.html").read_text(encoding="utf-8")
+    for line in page.split("<tr"):
+        if "best − first round" in line and "<td>" in line:
+            assert line.startswith(' class="dep"') and "not independent" in line
+            assert "num up" not in line and "num down" not in line
+
+
+def test_independent_evaluation_models_lift_the_warning(built):
+    run, rows, _ = built
+    other = {"clipscore": clip_scorer("ViT-B-32"),
+             "caption_score": Scorer("text:all-MiniLM-L6-v2", "text", captioner="blip:other-blip")}
+    page = write_report_html(run, rows, evaluation=other)
+    assert warning(page) == "" and "Every metric is independent" in page.read_text(encoding="utf-8")
+    assert "independent of the loop" in page.read_text(encoding="utf-8")
 
 
 def test_plots_are_valid_pngs_of_readable_size(built):
@@ -216,14 +245,13 @@ def test_missing_data_skips_plots_and_says_so(tmp_path):
     rows = read_metrics_csv(run / "metrics.csv")
     plots = write_plots(run, rows)
     assert [p.name for p in plots] == ["upsampled_vs_original.png"]
-    page = write_report_html(run, rows, selection_scorer="", evaluation_scorers={"clipscore": "CLIP"})
+    page = write_report_html(run, rows, evaluation={"clipscore": CLIP})
     text = page.read_text(encoding="utf-8")
     assert text.count("not drawn") == 3 and "no Socratic rounds" in text
     empty = tmp_path / "empty"
     empty.mkdir()
     assert write_plots(empty, []) == []
-    assert "No metric rows" in write_report_html(empty, [], selection_scorer="x",
-                                                 evaluation_scorers={}).read_text(encoding="utf-8")
+    assert "No metric rows" in write_report_html(empty, [], evaluation={}).read_text(encoding="utf-8")
     assert write_compare_html(empty).is_file()
 
 
@@ -233,6 +261,56 @@ def test_broken_trace_and_missing_image_do_not_crash(tmp_path):
     (run / "images" / "p1" / "iter00-s0.png").unlink()
     rows = read_metrics_csv(run / "metrics.csv")
     write_plots(run, rows)
-    text = write_report_html(run, rows, selection_scorer="a", evaluation_scorers={}).read_text("utf-8")
+    text = write_report_html(run, rows, evaluation={}).read_text("utf-8")
     assert "Unreadable Socratic traces: zz.json" in text and "image missing: images/p1/iter00-s0.png" in text
     check_relative_links(run, run / "report.html")
+
+
+def test_round_curve_keeps_every_prompt_in_every_round():
+    """Three prompts: one stops after round 0 with a low score, one after round 1, one runs
+    three rounds. Survivors alone would show 1.0 -> 2.5 -> 3.0; the cohort curve carries each
+    stopped prompt's last score forward."""
+    rounds = {"a": [0.0], "b": [1.0, 2.0], "c": [2.0, 3.0, 3.0]}
+    rows = [MetricRow(pid, "c", f"iter{i:02d}", 0, "m", v, "s") for pid, vs in rounds.items()
+            for i, v in enumerate(vs)]
+    curve = round_curve(rows, "m")
+    assert curve.rounds == (0, 1, 2) and curve.cohort == 3 and curve.running == (3, 2, 1)
+    assert [s.mean for s in curve.stats] == pytest.approx([1.0, 5 / 3, 5 / 3])
+    assert all(s.n == 3 for s in curve.stats)
+    late = [*rows, MetricRow("d", "c", "iter01", 0, "m", 9.0, "s")]     # no round 0: not in the cohort
+    assert round_curve(late, "m").cohort == 3
+    assert round_curve(rows, "other").cohort == 0
+
+
+def test_rows_of_two_scorers_for_one_metric_are_never_averaged(tmp_path):
+    rows = [MetricRow(pid, "c", v, 0, "clipscore", x, scorer) for pid in ("a", "b")
+            for v, x, scorer in (("original", 0.2, "CLIP A"), ("upsampled", 0.9, "CLIP B"))]
+    split = separate_scorers(rows)
+    assert {r.metric for r in split} == {"clipscore [CLIP A]", "clipscore [CLIP B]"}
+    assert not paired(split, "clipscore [CLIP A]", "original", "upsampled")[0]
+    assert separate_scorers(rows[:1]) == rows[:1]
+    page = write_report_html(tmp_path, rows, evaluation={}).read_text(encoding="utf-8")
+    assert "clipscore [CLIP A]" in page and "upsampled − original" not in page
+
+
+def shifted_rows(n: int, shift: float, metric: str = "clipscore") -> list[MetricRow]:
+    rng = np.random.default_rng(n)
+    rows = []
+    for k in range(n):
+        base = float(rng.normal(0.5, 0.1))
+        rows += [MetricRow(f"p{k}", "c", "original", 0, metric, base, "CLIP tiny"),
+                 MetricRow(f"p{k}", "c", "upsampled", 0, metric, base + shift + float(rng.normal(0, 0.01)),
+                           "CLIP tiny")]
+    return rows
+
+
+@pytest.mark.parametrize("n, coloured", [(5, False), (12, True)])
+def test_a_clear_effect_is_coloured_only_when_the_test_can_reach_it(tmp_path, n, coloured):
+    rows = shifted_rows(n, 0.2)
+    comps = analyse(rows, {"clipscore": CLIP}, loop_from_traces([]))
+    assert [c.flag for c in comps] == (["up"] if coloured else [""])
+    text = write_report_html(tmp_path, rows, evaluation={"clipscore": CLIP}).read_text(encoding="utf-8")
+    assert ('class="num up"' in text) == coloured
+    if not coloured:
+        assert "unbounded (n &lt; 6)" in text and "no test can reach 5%" in text
+    assert "1 headline comparison(s)" in text

@@ -1,0 +1,109 @@
+"""refine.py's report claims only what its data supports (issue 12), end to end through the CLI:
+the selection-bias warning on every selector path, only current rows and traces, and round 0
+reusing the original image."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+from fakes import FakeOpenAI
+from test_refine_e2e import Script, run, write_drawbench
+
+
+class VisionScript(Script):
+    """The scripted LLM, also answering image requests: captions, and 1-10 ratings when asked
+    for a score (the `select = judge` path)."""
+
+    def __call__(self, request: dict) -> str:
+        content = request["messages"][-1]["content"]
+        if isinstance(content, list):
+            text = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+            if request.get("response_format") or "JSON" in text:
+                return json.dumps({"score": 3 + len(text) % 5})
+            return "a photo of a red cube and a blue sphere"
+        return super().__call__(request)
+
+
+@pytest.fixture
+def bench(project: Path) -> Path:
+    write_drawbench(project / "db.csv")
+    return project
+
+
+def run_dir(bench: Path) -> Path:
+    return bench / "runs" / "default"
+
+
+def metric_rows(bench: Path) -> list[dict]:
+    with open(run_dir(bench) / "metrics.csv", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("model", ["", "fake-model"])
+def test_select_judge_on_the_loop_llm_warns(bench, model):
+    """`select = judge` with the vision model defaulting to the loop's LLM: the selector, the
+    loop's judge and the llm_judge metric are one model, whatever the labels say, and with an
+    empty llm.model too."""
+    with FakeOpenAI(VisionScript(accept=False)) as server:
+        assert run(bench, server, "vision.backend=openai", "socratic.select=judge",
+                   f"llm.model={model}") == 0
+    page = (run_dir(bench) / "report.html").read_text(encoding="utf-8")
+    assert '<div class="warn">' in page
+    warning = page[page.index('<div class="warn">'):]
+    warning = warning[:warning.index("</div>")]
+    assert "llm_judge" in warning and "not independent" in warning
+    trace = json.loads(next((run_dir(bench) / "socratic").glob("*.json")).read_text())
+    assert trace["selection"]["by"] == "judge"
+    assert trace["selection"]["scorer"]["role"] == "selector"
+
+
+def test_metrics_csv_holds_exactly_the_current_metrics(bench):
+    """Switching to clipscore only while one prompt fails must not keep that prompt's old
+    caption_score and llm_judge rows."""
+    with FakeOpenAI(Script(accept=False)) as server:
+        assert run(bench, server) == 0
+        assert {r["metric"] for r in metric_rows(bench)} >= {"clipscore", "caption_score", "llm_judge"}
+        victim = sorted(p.name for p in (run_dir(bench) / "images").iterdir())[0]
+        (run_dir(bench) / "images" / victim / "original-s11.png").write_bytes(b"not a png")
+        assert run(bench, server, "evaluate.metrics=clipscore", "generate.skip=true",
+                   "socratic.skip=true") == 1
+    rows = metric_rows(bench)
+    assert {r["metric"] for r in rows} == {"clipscore"}
+    assert victim not in {r["id"] for r in rows}
+    assert len({r["scorer"] for r in rows}) == 1
+
+
+def test_a_trace_from_another_selection_is_not_reported_as_current(bench):
+    """After a change of socratic.select with the loop skipped, the old traces no longer match:
+    evaluate ignores them instead of describing them with the new setting."""
+    with FakeOpenAI(VisionScript(accept=False)) as server:
+        assert run(bench, server, "vision.backend=openai") == 0
+        assert any(r["variant"] == "best" for r in metric_rows(bench))
+        assert run(bench, server, "vision.backend=openai", "socratic.select=judge",
+                   "socratic.skip=true") == 0
+    page = (run_dir(bench) / "report.html").read_text(encoding="utf-8")
+    assert "vision-language judge" not in page.lower()
+    assert not [r for r in metric_rows(bench) if r["variant"].startswith("iter") or r["variant"] == "best"]
+    summary = json.loads((run_dir(bench) / "summary.json").read_text())
+    note = next(s["note"] for s in summary["stages"] if s["name"] == "evaluate")
+    assert "stale" in note
+
+
+def test_round_zero_is_the_original_image(bench):
+    with FakeOpenAI(Script(accept=False)) as server:
+        assert run(bench, server, "evaluate.skip=true") == 0
+    for trace_path in (run_dir(bench) / "socratic").glob("*.json"):
+        trace = json.loads(trace_path.read_text())
+        images = run_dir(bench) / "images" / trace["id"]
+        original, first = images / "original-s11.png", images / "iter00-s11.png"
+        assert first.read_bytes() == original.read_bytes()
+        reuse = trace["iterations"][0]["reused"]
+        assert reuse["from"] == f"images/{trace['id']}/original-s11.png"
+        assert reuse["how"] in ("hard link", "copy")
+        if reuse["how"] == "hard link":
+            assert os.path.samefile(first, original)
+        assert "reused" not in trace["iterations"][1]
