@@ -3,6 +3,7 @@ PNG metadata, and the web UI backend against a local fake of its API."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import zlib
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_a1111 import CHECKPOINT, FakeA1111, photo_png
+from fake_a1111 import CHECKPOINT, CHECKPOINTS, FakeA1111, photo_png
 
 from stages.backends.images import A1111Backend, DiffusersBackend, read_png_metadata, save_png
 from stages.errors import ConfigError, FatalError, ItemError
@@ -267,10 +268,15 @@ def test_png_keeps_a_given_parameters_chunk_and_rejects_bad_keys(tmp_path, singl
 
 # -- the web UI API --------------------------------------------------------------------------------
 
+def web_ui(server, **kw) -> A1111Backend:
+    return A1111Backend(server.url, **{"checkpoint": CHECKPOINT, "width": 64, "height": 64, "backoff": 0.01,
+                                       **kw})
+
+
 def test_a1111_sends_one_request_per_image_and_decodes_pngs():
     with FakeA1111() as server:
-        backend = A1111Backend(server.url + "/", steps=20, guidance=6.5, width=96, height=64,
-                               sampler="DPM++ 2M", backoff=0.01)
+        backend = A1111Backend(server.url + "/", checkpoint=CHECKPOINT, steps=20, guidance=6.5, width=96,
+                               height=64, sampler="DPM++ 2M", scheduler="Karras", backoff=0.01)
         images = backend.generate(["a cat", "a dog"], [3, 4], negative_prompt="text")
         assert [image.size for image in images] == [(96, 64), (96, 64)]
         from PIL import Image
@@ -280,49 +286,138 @@ def test_a1111_sends_one_request_per_image_and_decodes_pngs():
         assert [r["prompt"] for r in server.requests] == ["a cat", "a dog"]
         first = server.requests[0]
         assert {k: first[k] for k in ("negative_prompt", "seed", "steps", "cfg_scale", "width", "height",
-                                      "sampler_name", "batch_size")} == {
+                                      "sampler_name", "scheduler", "batch_size")} == {
             "negative_prompt": "text", "seed": 3, "steps": 20, "cfg_scale": 6.5, "width": 96,
-            "height": 64, "sampler_name": "DPM++ 2M", "batch_size": 1}
-        identity = backend.identity()
-        assert identity["checkpoint"] == CHECKPOINT and identity["sampler"] == "DPM++ 2M"
+            "height": 64, "sampler_name": "DPM++ 2M", "scheduler": "Karras", "batch_size": 1}
+        assert first["override_settings"] == {"sd_model_checkpoint": CHECKPOINT}
+        assert first["override_settings_restore_afterwards"] is False
+        assert "refiner_checkpoint" not in first
         backend.close()
 
 
-def test_a1111_retries_a_5xx_then_succeeds():
+def test_a1111_identity_names_the_configured_model_without_asking_the_web_ui():
+    with FakeA1111() as server:
+        backend = web_ui(server, sampler="Euler a")
+        identity = backend.identity()
+        assert identity["checkpoint"] == CHECKPOINT and identity["sampler"] == "Euler a"
+        assert web_ui(server, checkpoint=CHECKPOINTS[1][0]).identity() != identity
+        assert web_ui(server, scheduler="Karras").identity() != web_ui(server).identity()
+        assert web_ui(server, refiner="refiner.safetensors").identity() != web_ui(server).identity()
+        assert server.requests == [] and server.auth_headers == []
+
+
+@pytest.mark.parametrize("model", ["tiny", "", "  "])
+def test_a1111_needs_a_checkpoint_name(model):
+    with pytest.raises(ConfigError, match="generate.model .* must name a web UI checkpoint"):
+        A1111Backend("http://127.0.0.1:7860", checkpoint=model)
+
+
+@pytest.mark.parametrize("name", [CHECKPOINTS[1][0], "SDXL/juggernaut_v9.safetensors", "juggernaut_v9",
+                                  "c9e3e68f89"])
+def test_a1111_switches_the_checkpoint_and_checks_info(name):
+    with FakeA1111() as server:
+        image = web_ui(server, checkpoint=name).generate(["a cat"], [5])[0]
+        assert server.loaded == 1
+        from PIL import Image
+
+        expected = Image.open(__import__("io").BytesIO(photo_png(64, 64, 5, model=1))).convert("RGB")
+        assert np.array_equal(pixels(image), pixels(expected))
+
+
+def test_a1111_fails_the_item_when_the_web_ui_used_another_model():
+    """A misspelled checkpoint: the web UI keeps its loaded model and says so in `info`."""
+    with FakeA1111() as server:
+        with pytest.raises(ItemError, match="made the image with 'sd_xl_base_1.0 31e35c80fc'.*juggernaut_v8"):
+            web_ui(server, checkpoint="juggernaut_v8.safetensors").generate(["a cat"], [5])
+        with pytest.raises(ItemError, match="not with generate.model"):
+            web_ui(server, checkpoint="sd_xl_base_1.0.safetensors [0000000000]").generate(["a"], [5])
+
+
+def test_a1111_checks_the_seed_and_refuses_a_random_one():
+    with FakeA1111() as server:
+        server.ignore_seed = True
+        with pytest.raises(ItemError, match="used seed 6, not the requested 5"):
+            web_ui(server).generate(["a"], [5])
+        server.ignore_seed, server.drop_info = False, True
+        with pytest.raises(ItemError, match="no readable `info`"):
+            web_ui(server).generate(["a"], [5])
+        sent = len(server.requests)
+        with pytest.raises(ConfigError, match="seed -1 asks the web UI for a random seed"):
+            web_ui(server).generate(["a", "b"], [1, -1])
+        assert len(server.requests) == sent
+
+
+def test_a1111_retries_a_gateway_error_then_succeeds():
     with FakeA1111() as server:
         server.fail(503, times=2)
-        backend = A1111Backend(server.url, width=64, height=64, retries=2, backoff=0.01)
-        assert len(backend.generate(["a"], [1])) == 1
+        assert len(web_ui(server, retries=2).generate(["a"], [1])) == 1
         assert len(server.requests) == 3
 
 
-def test_a1111_http_errors_fail_the_item_with_status_and_excerpt():
+def test_a1111_does_not_retry_an_error_that_would_repeat():
     with FakeA1111() as server:
-        server.fail(500, "CUDA out of memory. Tried to allocate 20.00 MiB\n" + "x" * 500, times=3)
-        backend = A1111Backend(server.url, width=64, height=64, retries=2, backoff=0.01)
+        server.fail(500, '{"error": "OutOfMemoryError", "errors": "CUDA out of memory. Tried to '
+                         'allocate 20.00 MiB"}' + "x" * 900, times=3)
         with pytest.raises(ItemError) as info:
-            backend.generate(["a"], [1])
+            web_ui(server, retries=2).generate(["a"], [1])
         message = str(info.value)
-        assert "HTTP 500" in message and "CUDA out of memory" in message and len(message) < 300
-        assert len(server.requests) == 3
-        server.fail(422, '{"detail": "bad sampler"}')
-        with pytest.raises(ItemError, match="HTTP 422.*bad sampler"):
-            backend.generate(["a"], [1])
-        assert len(server.requests) == 4, "4xx is not retried"
+        assert "HTTP 500" in message and "CUDA out of memory" in message and len(message) < 600
+        assert len(server.requests) == 1
+
+
+def test_a1111_reports_404_and_422_bodies_as_they_are():
+    with FakeA1111() as server:
+        with pytest.raises(FatalError) as info:
+            web_ui(server, sampler="DPM++ 9M").generate(["a"], [1])
+        assert "HTTP 404" in str(info.value) and "Sampler not found" in str(info.value)
+        assert "--api" not in str(info.value)
+        detail = ('{"detail": [{"loc": ["body", "scheduler"], "msg": "value is not a valid enumeration",'
+                  ' "type": "type_error.enum"}]}')
+        server.fail(422, detail)
+        with pytest.raises(ItemError) as info:
+            web_ui(server).generate(["a"], [1])
+        assert str(info.value) == "/sdapi/v1/txt2img: HTTP 422: " + detail
+        assert len(server.requests) == 2, "4xx is not retried"
 
 
 def test_a1111_without_api_flag_or_unreachable_is_fatal():
     with FakeA1111() as server:
         server.fail(404, '{"detail": "Not Found"}')
         with pytest.raises(FatalError, match="--api"):
-            A1111Backend(server.url, backoff=0.01).generate(["a"], [1])
+            web_ui(server).generate(["a"], [1])
     url = f"http://127.0.0.1:{closed_port()}"
     started = time.monotonic()
     with pytest.raises(FatalError) as info:
-        A1111Backend(url, retries=1, backoff=0.01).generate(["a"], [1])
+        A1111Backend(url, checkpoint=CHECKPOINT, retries=1, backoff=0.01).generate(["a"], [1])
     assert url in str(info.value) and "--api" in str(info.value) and time.monotonic() - started < 5
+
+
+def test_a1111_basic_auth_from_the_environment(monkeypatch):
+    with FakeA1111(auth="me:s3cret-pw") as server:
+        with pytest.raises(FatalError, match="generate.api_auth_env"):
+            web_ui(server).generate(["a"], [1])
+        monkeypatch.setenv("WEBUI_LOGIN", "me:s3cret-pw")
+        backend = web_ui(server, auth_env="WEBUI_LOGIN")
+        assert len(backend.generate(["a"], [1])) == 1
+        assert "s3cret" not in json.dumps(backend.identity())
+    monkeypatch.setenv("WEBUI_LOGIN", "no-colon")
+    with pytest.raises(ConfigError, match="not USER:PASSWORD"):
+        A1111Backend("http://127.0.0.1:7860", checkpoint=CHECKPOINT, auth_env="WEBUI_LOGIN")
+    with pytest.raises(ConfigError, match="not set"):
+        A1111Backend("http://127.0.0.1:7860", checkpoint=CHECKPOINT, auth_env="NO_SUCH_VARIABLE_HERE")
+
+
+def test_a1111_timeout_is_the_configured_one():
+    import socket as sock
+
+    with sock.socket() as listener:        # accepts the connection, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(ItemError, match="within generate.timeout = 0.3 s"):
+            A1111Backend(url, checkpoint=CHECKPOINT, timeout=0.3, retries=0).generate(["a"], [1])
 
 
 def test_a1111_url_must_be_http():
     with pytest.raises(ConfigError, match="generate.url"):
-        A1111Backend("127.0.0.1:7860")
+        A1111Backend("127.0.0.1:7860", checkpoint=CHECKPOINT)

@@ -1,70 +1,105 @@
 """Text-to-image through the Stable Diffusion web UI API (AUTOMATIC1111, Forge, SD.Next).
 
 One `POST /sdapi/v1/txt2img` per (prompt, seed): the web UI can batch only one prompt with
-consecutive seeds, and every image here has a seed of its own. A server that cannot be
-reached stops the run (every item would fail the same way); an error answer fails one item.
+consecutive seeds, and every image here has a seed of its own.
+
+The model is named in the config, never taken from whatever the web UI has loaded: every
+request asks for `checkpoint` (`override_settings.sd_model_checkpoint`, kept loaded
+afterwards), and every answer's `info` must name that checkpoint and the requested seed, or
+the item fails. The web UI silently falls back to another model when the name is unknown,
+so this check is what keeps a misspelled checkpoint from filling a run with images made by
+the wrong model under the right key.
+
+Errors: a server that cannot be reached, a missing API route, a refused login or an unknown
+sampler stop the run (every item would fail the same way); any other error answer fails one
+item with the web UI's own message. Only 502/503/504 (a proxy or a restarting server) are
+retried; a 500 (an exception in the web UI, such as running out of GPU memory) would fail
+the same way again.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+import os
+import re
 import time
+from pathlib import PurePosixPath
 
 from ..errors import ConfigError, FatalError, ItemError
 
 START_HINT = "start the web UI with the --api flag (e.g. `./webui.sh --api`) or set generate.url"
+RETRY_STATUS = {502, 503, 504}
+MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf")
+TITLE = re.compile(r"^(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]$")
+HASH_ONLY = re.compile(r"^[0-9a-fA-F]{8,64}$")
 
 
 class A1111Backend:
-    """`checkpoint`, when set, asks the web UI to switch to that model for these requests."""
+    """`checkpoint` is the web UI's checkpoint title (as /sdapi/v1/sd-models lists it, e.g.
+    `sd_xl_base_1.0.safetensors [31e35c80fc]`), its file name, or its hash."""
 
-    def __init__(self, url: str = "http://127.0.0.1:7860", *, steps: int = 30, guidance: float = 5.0,
-                 width: int = 1024, height: int = 1024, sampler: str = "", checkpoint: str = "",
-                 timeout: float = 600, retries: int = 2, backoff: float = 1.0):
+    def __init__(self, url: str = "http://127.0.0.1:7860", *, checkpoint: str, steps: int = 30,
+                 guidance: float = 5.0, width: int = 1024, height: int = 1024, sampler: str = "",
+                 scheduler: str = "", refiner: str = "", refiner_switch_at: float = 0.8,
+                 timeout: float = 600, retries: int = 2, backoff: float = 1.0, auth_env: str = ""):
         self.url = url.strip().rstrip("/")
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError(f"generate.url = {url!r}: give an http:// or https:// address of the web UI")
+        self.checkpoint = checkpoint.strip()
+        if not self.checkpoint or self.checkpoint == "tiny":
+            raise ConfigError(f"generate.model = {checkpoint!r}: with generate.backend = a1111 it must "
+                              "name a web UI checkpoint, e.g. 'sd_xl_base_1.0.safetensors [31e35c80fc]' "
+                              "(the titles are listed at GENERATE_URL/sdapi/v1/sd-models)")
         self.steps, self.guidance = int(steps), float(guidance)
         self.width, self.height = int(width), int(height)
-        self.sampler, self.checkpoint = sampler.strip(), checkpoint.strip()
+        self.sampler, self.scheduler, self.refiner = sampler.strip(), scheduler.strip(), refiner.strip()
+        self.refiner_switch_at = float(refiner_switch_at)
         self.timeout, self.retries, self.backoff = float(timeout), max(0, int(retries)), float(backoff)
+        self._auth = _login(auth_env)
         self._session = None
-        self._loaded_checkpoint: str | None = None
 
     def session(self):
         if self._session is None:
             import requests
 
             self._session = requests.Session()
+            if self._auth:
+                self._session.auth = self._auth
         return self._session
 
     def identity(self) -> dict:
-        """Settings plus the checkpoint the web UI has loaded (asked once)."""
-        return {"backend": "a1111", "checkpoint": self.checkpoint or self.loaded_checkpoint(),
-                "sampler": self.sampler or "default", "steps": self.steps, "guidance": self.guidance,
-                "width": self.width, "height": self.height}
-
-    def loaded_checkpoint(self) -> str:
-        if self._loaded_checkpoint is None:
-            answer = self._request("GET", "/sdapi/v1/options", None)
-            self._loaded_checkpoint = str((answer or {}).get("sd_model_checkpoint") or "unknown")
-        return self._loaded_checkpoint
+        """Every setting that changes pixels, from the config alone (no request: a dry run
+        and the cache keys never depend on what the web UI happens to have loaded)."""
+        return {"backend": "a1111", "checkpoint": self.checkpoint, "sampler": self.sampler or "default",
+                "scheduler": self.scheduler or "default", "steps": self.steps, "guidance": self.guidance,
+                "width": self.width, "height": self.height, "refiner": self.refiner or None,
+                "refiner_switch_at": self.refiner_switch_at if self.refiner else None}
 
     def payload(self, prompt: str, seed: int, negative_prompt: str) -> dict:
         body = {"prompt": prompt, "negative_prompt": negative_prompt, "seed": int(seed),
                 "steps": self.steps, "cfg_scale": self.guidance, "width": self.width,
                 "height": self.height, "batch_size": 1, "n_iter": 1,
-                "send_images": True, "save_images": False}
+                "send_images": True, "save_images": False,
+                "override_settings": {"sd_model_checkpoint": self.checkpoint},
+                "override_settings_restore_afterwards": False}
         if self.sampler:
             body["sampler_name"] = self.sampler
-        if self.checkpoint:
-            body["override_settings"] = {"sd_model_checkpoint": self.checkpoint}
+        if self.scheduler:
+            body["scheduler"] = self.scheduler
+        if self.refiner:
+            body["refiner_checkpoint"] = self.refiner
+            body["refiner_switch_at"] = self.refiner_switch_at
         return body
 
     def generate(self, prompts: list[str], seeds: list[int], negative_prompt: str = "") -> list:
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        bad = [s for s in seeds if int(s) < 0]
+        if bad:
+            raise ConfigError(f"generate.seeds: seed {bad[0]} asks the web UI for a random seed; the "
+                              "image could not be made again. Give seeds >= 0")
         return [self._one(p, s, negative_prompt) for p, s in zip(prompts, seeds, strict=True)]
 
     def _one(self, prompt: str, seed: int, negative: str):
@@ -72,13 +107,31 @@ class A1111Backend:
         images = answer.get("images") if isinstance(answer, dict) else None
         if not images or not isinstance(images[0], str):
             raise ItemError("txt2img answer has no images")
+        self.check_info(answer.get("info"), int(seed))
         return decode_image(images[0])
 
-    def _request(self, method: str, route: str, body: dict | None) -> dict | None:
-        """JSON answer of one call, retrying refused connections and 5xx a few times.
+    def check_info(self, raw, seed: int) -> None:
+        """Fail the item unless `info` says the image came from our checkpoint and seed."""
+        try:
+            info = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            info = None
+        if not isinstance(info, dict):
+            raise ItemError("txt2img answer has no readable `info`: cannot check which model and "
+                            "seed made the image")
+        used = " ".join(str(info.get(k) or "") for k in ("sd_model_name", "sd_model_hash")).strip()
+        if not checkpoint_matches(self.checkpoint, info):
+            raise ItemError(f"the web UI made the image with {used or 'an unnamed model'!r}, not with "
+                            f"generate.model = {self.checkpoint!r} (a name it does not know falls back "
+                            "to another model; see /sdapi/v1/sd-models)")
+        seeds = info.get("all_seeds") or ([info["seed"]] if "seed" in info else [])
+        if not seeds:
+            raise ItemError("txt2img `info` lists no seed: cannot check the image is reproducible")
+        if int(seeds[0]) != seed:
+            raise ItemError(f"the web UI used seed {seeds[0]}, not the requested {seed}")
 
-        Returns None for an HTTP error on a GET (an optional endpoint); raises otherwise.
-        """
+    def _request(self, method: str, route: str, body: dict | None) -> dict | None:
+        """JSON answer of one call; refused connections and 502/503/504 are retried."""
         import requests
 
         url = self.url + route
@@ -91,21 +144,26 @@ class A1111Backend:
                     raise FatalError(f"generate.url = {self.url}: cannot connect ({type(exc).__name__}); "
                                      + START_HINT) from None
             except requests.Timeout:
-                raise ItemError(f"{route} gave no answer within {self.timeout:g} s") from None
+                raise ItemError(f"{route} gave no answer within generate.timeout = {self.timeout:g} s"
+                                ) from None
             else:
-                if reply.status_code < 500 or last:
-                    return self._answer(reply, method, route)
+                if reply.status_code not in RETRY_STATUS or last:
+                    return self._answer(reply, route)
             time.sleep(self.backoff * 2 ** attempt)
         raise AssertionError("unreachable")
 
-    def _answer(self, reply, method: str, route: str) -> dict | None:
-        if reply.status_code == 404 and route.endswith("txt2img"):
+    def _answer(self, reply, route: str) -> dict | None:
+        status, text = reply.status_code, " ".join(reply.text.split())
+        if status == 404 and _detail(reply) == "Not Found":
             raise FatalError(f"generate.url = {self.url}: {route} not found (HTTP 404); " + START_HINT)
-        if reply.status_code >= 400:
-            if method == "GET":
-                return None
-            excerpt = " ".join(reply.text.split())[:200]
-            raise ItemError(f"{route}: HTTP {reply.status_code}: {excerpt}")
+        if status == 404:
+            raise FatalError(f"generate.url = {self.url}: {route}: HTTP 404: {text[:500]} (check "
+                             "generate.sampler, generate.scheduler and generate.refiner)")
+        if status == 401:
+            raise FatalError(f"generate.url = {self.url}: the web UI asks for a login (--api-auth); put "
+                             "USER:PASSWORD in an environment variable and name it in generate.api_auth_env")
+        if status >= 400:
+            raise ItemError(f"{route}: HTTP {status}: {text[:500]}")
         try:
             return reply.json()
         except ValueError:
@@ -115,6 +173,59 @@ class A1111Backend:
         if self._session is not None:
             self._session.close()
             self._session = None
+
+
+def _detail(reply) -> str:
+    try:
+        data = reply.json()
+    except ValueError:
+        return ""
+    return str(data.get("detail", "")) if isinstance(data, dict) else ""
+
+
+def _login(env: str) -> tuple[str, str] | None:
+    """(user, password) from the environment variable named `env` ("" = no login)."""
+    if not env:
+        return None
+    value = os.environ.get(env, "")
+    user, sep, password = value.partition(":")
+    if not sep or not user:
+        raise ConfigError(f"generate.api_auth_env = {env}: the variable is "
+                          f"{'not set' if not value else 'not USER:PASSWORD'}; put the web UI's "
+                          "--api-auth login in it")
+    return user, password
+
+
+def _strip_extension(name: str) -> str:
+    for ext in MODEL_EXTENSIONS:
+        if name.lower().endswith(ext):
+            return name[:-len(ext)]
+    return name
+
+
+def checkpoint_matches(requested: str, info: dict) -> bool:
+    """Whether `info` (sd_model_name, sd_model_hash) names the requested checkpoint. The
+    request may be a title `path/name.safetensors [hash]`, a file name or path, or a hash;
+    the web UI reports the file name without folder and extension, and a short hash."""
+    name = str(info.get("sd_model_name") or "")
+    short = str(info.get("sd_model_hash") or "").lower()
+    if not name and not short:
+        return False
+    requested = requested.strip()
+    match = TITLE.match(requested)
+    path, wanted_hash = (match["name"], match["hash"].lower()) if match else (requested, "")
+    if HASH_ONLY.match(requested) and not match:
+        path, wanted_hash = "", requested.lower()
+    if wanted_hash and short and not (short.startswith(wanted_hash) or wanted_hash.startswith(short)):
+        return False
+    if wanted_hash and not short and not path:
+        return False
+    if path:
+        stem = _strip_extension(path.replace("\\", "/"))
+        names = {stem, PurePosixPath(stem).name, stem.replace("/", "_")}
+        if name not in names:
+            return False
+    return True
 
 
 def decode_image(data: str):
