@@ -142,10 +142,14 @@ class GenerateConfig:
     guidance: float = _key(5.0, min=0.0, max=50.0)
     width: int = _key(64, min=8, max=8192)
     height: int = _key(64, min=8, max=8192)
-    seeds: tuple[int, ...] = _key((0,))
+    seeds: tuple[int, ...] = _key((0,), min=0)
     batch_size: int = _key(4, min=1, max=256)
     negative_prompt: str = _key("")
     url: str = _key("http://127.0.0.1:7860")
+    # a1111 only (issue 12):
+    sampler: str = _key("")
+    timeout: float = _key(600.0, min=1.0)
+    api_auth_env: str = _key("")
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,7 @@ class SocraticConfig:
     select: str = _key("clip", choices=("clip", "judge"))
     template: Path = _key(Path("templates/socratic.txt"), path=True)
     max_clip_tokens: int = _key(77, min=8, max=1024)
+    clip_model: str = _key("")           # select = clip: empty means evaluate.clip_model
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,11 @@ class EvaluateConfig:
     clip_model: str = _key("tiny")
     text_model: str = _key("all-MiniLM-L6-v2")
     judge_template: Path = _key(Path("templates/judge.txt"), path=True)
-    bootstrap: int = _key(10000, min=100, max=1_000_000)
+    # An evaluation independent of the Socratic loop (issue 12); empty means the loop's own.
+    judge_model: str = _key("")
+    vision_backend: str = _key("", choices=("", "classifier", "openai", "blip"))
+    vision_model: str = _key("")
+    permutations: int = _key(10000, min=1000, max=1_000_000)
 
 
 METRICS = ("clipscore", "image_similarity", "caption_score", "llm_judge")
@@ -365,6 +374,13 @@ def _cross_checks(cfg: Config) -> None:
     if cfg.vision.backend == "blip" and not cfg.vision.model:
         raise ConfigError(where + "vision.model: the blip backend needs a hub id or local "
                           "folder, e.g. Salesforce/blip-image-captioning-base")
+    if cfg.evaluate.vision_backend == "blip" and not (cfg.evaluate.vision_model or cfg.vision.model):
+        raise ConfigError(where + "evaluate.vision_model: the blip backend needs a hub id or local "
+                          "folder, e.g. Salesforce/blip-image-captioning-large")
+    if cfg.generate.backend == "a1111" and cfg.generate.model.strip() in ("", "tiny"):
+        raise ConfigError(where + f"generate.model = {cfg.generate.model!r}: with generate.backend = "
+                          "a1111 it must name a web UI checkpoint, e.g. 'sd_xl_base_1.0.safetensors "
+                          "[31e35c80fc]' (the titles are listed at GENERATE_URL/sdapi/v1/sd-models)")
 
 
 def default_config_path() -> Path:

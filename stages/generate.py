@@ -26,8 +26,10 @@ def make_image_backend(ctx):
         from .backends.images import A1111Backend, DiffusersBackend
 
         if g.backend == "a1111":
-            return A1111Backend(g.url, steps=g.steps, guidance=g.guidance, width=g.width,
-                                height=g.height)
+            return A1111Backend(g.url, checkpoint=g.model, steps=g.steps, guidance=g.guidance,
+                                width=g.width, height=g.height, sampler=g.sampler,
+                                scheduler=g.scheduler, refiner=g.refiner, timeout=g.timeout,
+                                auth_env=g.api_auth_env)
         return DiffusersBackend(g.model, cache_dir=ctx.cfg.paths.cache, device=g.device,
                                 steps=g.steps, guidance=g.guidance, width=g.width, height=g.height,
                                 scheduler=g.scheduler, refiner=g.refiner, batch_size=g.batch_size)
@@ -76,6 +78,7 @@ class GenerateStage(PromptsStage, Stage):
 
     def prepare(self) -> None:
         self.load_rows()
+        make_image_backend(self.ctx)      # settings errors now, before any item
 
     def missing_inputs(self) -> str:
         if not (self.ctx.run_dir / "images").exists():

@@ -8,23 +8,31 @@ of earlier rounds in context. The revision is checked against the CLIP token lim
 loop stops when the judge says the image matches (`early_stop`) or at `iterations`.
 
 The best image is chosen by a scorer that is not the judge: CLIP image-text similarity to
-the original prompt (`select = clip`), or a vision-language model comparing the images
-(`select = judge`, needs `vision.backend = openai`). The trace, `socratic/ID.json`, is
-written after every round, so a killed run resumes at the next round.
+the original prompt (`select = clip`, `socratic.clip_model`), or a vision-language model
+rating the images (`select = judge`, needs `vision.backend = openai`). The trace,
+`socratic/ID.json`, is written after every round, so a killed run resumes at the next round.
+It records which models captioned, judged and selected (`loop`, `selection.scorer`), so the
+report can tell which metrics are independent of the loop. A round whose image has the key
+of the prompt's original (or upsampled) image, as round 0 has, links to that image instead
+of rendering it again, and says so (`reused`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from .describe import describe, make_clip_scorer, make_vision
 from .errors import ConfigError, ItemError
 from .generate import image_key, make_image_backend, png_key, render_images
 from .runfiles import PromptsStage, image_path
+from .scorers import captioner_scorer, chat_scorer, clip_scorer
 from .stage import Item, Stage, StageReport
-from .store import atomic_write_json, hash_value, read_json
+from .store import atomic_link_or_copy, atomic_write_json, hash_value, read_json
 from .text import tidy_caption
+
+TRACE_FORMAT = 2      # 2: records the loop's models and reused images (issue 12)
 
 VERDICT = {
     "type": "object", "required": ["matches", "missing", "revised_prompt"],
@@ -80,7 +88,14 @@ class SocraticStage(PromptsStage, Stage):
             "vision": [v.backend, v.model, v.top_k], "max_clip_tokens": s.max_clip_tokens,
             "images": [self.cfg.generate.backend, self.cfg.generate.model, self.cfg.generate.steps,
                        self.cfg.generate.width, self.cfg.generate.height],
-            "clip": self.cfg.evaluate.clip_model})
+            **self.issue12_key_parts()})
+
+    def selection_clip(self) -> str:
+        return self.cfg.socratic.clip_model or self.cfg.evaluate.clip_model
+
+    def issue12_key_parts(self) -> dict:
+        """Key parts added for issue 12; to move into the stage's declared dependencies."""
+        return {"clip": self.selection_clip(), "format": TRACE_FORMAT}
 
     def _trace(self, item: Item, key: str) -> dict | None:
         try:
@@ -103,6 +118,7 @@ class SocraticStage(PromptsStage, Stage):
             "id": row["id"], "prompt": row["prompt"], "category": row.get("category", ""),
             "start": s.start, "seed": seed, "iterations": [], "best": None,
             "stopped_early": False, "key": key}
+        trace["loop"] = self.loop_record()
         its = trace["iterations"]
         current = its[-1]["verdict"]["revised_prompt"] if its else self.start_prompt(row)
         if its and its[-1]["verdict"]["matches"] and s.early_stop:
@@ -128,8 +144,9 @@ class SocraticStage(PromptsStage, Stage):
 
         s = self.cfg.socratic
         path = image_path(self.ctx.run_dir, row["id"], f"iter{index:02d}", seed)
-        backend = make_image_backend(self.ctx)
-        if png_key(path) != image_key(backend, prompt, seed, self.cfg.generate.negative_prompt):
+        key = image_key(make_image_backend(self.ctx), prompt, seed, self.cfg.generate.negative_prompt)
+        reused = self._reuse(row["id"], seed, key, path)
+        if reused is None and png_key(path) != key:
             await render_images(self.ctx, [(prompt, seed, path, {"id": row["id"],
                                                                   "variant": f"iter{index:02d}"})])
         caption = await describe(self.ctx, path)
@@ -148,9 +165,34 @@ class SocraticStage(PromptsStage, Stage):
         if truncated:
             verdict["revised_prompt"] = truncate_to_tokens(tokenizer, verdict["revised_prompt"],
                                                            s.max_clip_tokens)
-        return {"prompt": prompt, "image": path.relative_to(self.ctx.run_dir).as_posix(),
-                "caption": caption, "verdict": verdict, "scores": {},
-                "revision_clip_tokens": tokens, "revision_truncated": truncated}
+        out = {"prompt": prompt, "image": path.relative_to(self.ctx.run_dir).as_posix(),
+               "caption": caption, "verdict": verdict, "scores": {},
+               "revision_clip_tokens": tokens, "revision_truncated": truncated}
+        if reused:
+            out["reused"] = reused
+        return out
+
+    def _reuse(self, prompt_id: str, seed: int, key: str, path: Path) -> dict | None:
+        """Make `path` the prompt's original (or upsampled) image when that has `key`, so
+        "original" and "round 0" are one image, not two renders that differ by batching."""
+        for variant in ("original", "upsampled"):
+            source = image_path(self.ctx.run_dir, prompt_id, variant, seed)
+            if png_key(source) != key:
+                continue
+            if path.exists() and os.path.samefile(source, path):
+                how = "hard link"
+            elif path.exists() and path.read_bytes() == source.read_bytes():
+                how = "copy"
+            else:
+                how = atomic_link_or_copy(source, path)
+            return {"from": source.relative_to(self.ctx.run_dir).as_posix(), "how": how}
+        return None
+
+    def loop_record(self) -> dict:
+        """The models that caption and judge every round, as the report needs them."""
+        vision = make_vision(self.ctx)
+        return {"captioner": captioner_scorer(vision.identity()).as_dict(),
+                "judge": chat_scorer(self.ctx.chat().model_id, "judge").as_dict()}
 
     async def _select(self, trace: dict) -> None:
         from PIL import Image
@@ -160,20 +202,24 @@ class SocraticStage(PromptsStage, Stage):
             raise ItemError("no round finished")
         paths = [self.ctx.run_dir / it["image"] for it in its]
         if self.cfg.socratic.select == "clip":
-            scorer = make_clip_scorer(self.ctx)
+            scorer = make_clip_scorer(self.ctx, self.selection_clip())
             images = [Image.open(p).convert("RGB") for p in paths]
             scores = await asyncio.to_thread(scorer.clipscore, images, [trace["prompt"]] * len(images))
             for it, score in zip(its, scores, strict=True):
                 it["scores"]["select_clip"] = float(score)
             name = "select_clip"
-            trace["selection"] = {"by": "clip", "scorer": scorer.identity(),
+            identity = scorer.identity()
+            who = clip_scorer(identity["model"], identity.get("pretrained", "openai"), role="selector")
+            trace["selection"] = {"by": "clip", "scorer": {**who.as_dict(), "identity": identity},
                                   "why": "highest CLIP image-text similarity to the original prompt"}
         else:
             scores = await self._judge_images(trace["prompt"], paths)
             for it, score in zip(its, scores, strict=True):
                 it["scores"]["select_judge"] = float(score)
             name = "select_judge"
-            trace["selection"] = {"by": "judge", "scorer": self.ctx.chat().identity(),
+            chat = make_vision(self.ctx).chat
+            who = chat_scorer(chat.model_id, "selector", what="vision-language judge")
+            trace["selection"] = {"by": "judge", "scorer": {**who.as_dict(), "identity": chat.identity()},
                                   "why": "highest score from the vision-language judge"}
         trace["best"] = max(range(len(its)), key=lambda i: (its[i]["scores"][name], -i))
 

@@ -52,6 +52,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_link_or_copy(source: str | os.PathLike, path: str | os.PathLike) -> str:
+    """Make `path` the same file as `source`: a hard link where the file system allows it,
+    else a copy; atomically either way. Returns "hard link" or "copy"."""
+    source, path = Path(source), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+        os.replace(tmp, path)
+        return "hard link"
+    except OSError:
+        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, source.read_bytes())
+    return "copy"
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace variation: the form that gets hashed."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

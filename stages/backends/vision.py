@@ -41,9 +41,10 @@ class OpenAIVision:
         pass
 
 
-def make_vision(ctx) -> Any:
-    """The configured vision backend for this run (built once per run by the caller)."""
-    v = ctx.cfg.vision
+def make_vision(ctx, v=None) -> Any:
+    """The vision backend `v` describes (default: the [vision] section), built once per run
+    by the caller."""
+    v = v or ctx.cfg.vision
     if v.backend == "classifier":
         from .classifier import ClassifierVision
 
@@ -57,7 +58,7 @@ def make_vision(ctx) -> Any:
     else:
         from .chat import ChatBackend
 
-        chat = ctx.resource("vision-chat", lambda: ChatBackend(
+        chat = ctx.resource(f"vision-chat:{v.model}", lambda: ChatBackend(
             ctx.cfg.llm, ctx.calls, ctx.stats, cache_dir=ctx.cfg.paths.cache,
             base_urls=v.base_url or ctx.cfg.llm.base_url, model=v.model or ctx.cfg.llm.model))
     return OpenAIVision(chat, max_side=v.max_side)
