@@ -7,11 +7,12 @@ Metrics (each optional, `evaluate.metrics`):
 - caption_score: sentence-embedding cosine between a caption of the image and the prompt.
 - llm_judge: an LLM's 1-10 rating of how well the caption fits the prompt (text-only: the
   judge sees the caption, not the pixels), with its reasons.
-Captions come from the evaluation captioner (`evaluate.vision_backend` / `vision_model`,
+Captions come from the evaluation's captioner (`evaluate.vision_backend` / `vision_model`,
 default the loop's [vision]); when it is the loop's own, the Socratic rounds' captions are
-reused, and the report marks the caption metrics as not independent of the loop.
+reused, and the report marks the caption metrics as not independent of the loop. The judge
+is `evaluate.judge_model` on the [llm] server(s), default the loop's own LLM.
 Variants: original, upsampled (per seed), iterNN and best from the Socratic trace, and only
-from a trace made with the current settings.
+from a trace whose key matches what the socratic stage would compute now.
 
 Per-prompt results go to `runs/RUN/eval/ID.json` with their key; `metrics.csv`, `plots/`
 and `report.html` are rebuilt at the end from exactly the files whose key matches the
@@ -24,76 +25,94 @@ import asyncio
 import sys
 from pathlib import Path
 
-from .describe import (
-    describe,
-    evaluation_vision_config,
-    make_clip_scorer,
-    make_text_embedder,
-    make_vision,
-)
+from .config import Config
+from .describe import describe
+from .errors import ConfigError, FatalError
 from .generate import png_key
 from .metrics import MetricRow
+from .resources import evaluation_vision, independent_captions, independent_judge
 from .runfiles import PromptsStage, image_path
 from .scorers import Scorer, captioner_scorer, chat_scorer, clip_scorer, loop_from_traces, text_model_id
-from .stage import Item, Stage, StageReport
-from .store import atomic_write_json, hash_value, read_json
+from .stage import Declaration, Item, Stage, StageReport
+from .store import atomic_write_json, read_json, sha256_file
 
 JUDGE = {"type": "object", "required": ["score", "reasons"],
          "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 10},
                         "reasons": {"type": "string"}}}
+CAPTION_METRICS = {"caption_score", "llm_judge"}
 
 
 class EvaluateStage(PromptsStage, Stage):
     name = "evaluate"
+    version = 2              # 2: scorer identities, the evaluation's own captioner and judge (issue 12)
     concurrency = 1
+
+    @classmethod
+    def declare(cls, cfg: Config) -> Declaration:
+        from .socratic import SocraticStage
+
+        metrics = set(cfg.evaluate.metrics)
+        captions = bool(metrics & CAPTION_METRICS)
+        asks = captions and evaluation_vision(cfg).backend != "classifier"
+        backends = ((("clip",) if metrics & {"clipscore", "image_similarity"} else ())
+                    + (("text",) if "caption_score" in metrics else ())
+                    + ((cls.judge_backend(cfg),) if "llm_judge" in metrics else ())
+                    + ((cls.vision_backend(cfg),) if captions else ()))
+        loop = SocraticStage.declare(cfg)
+        return Declaration(
+            config=("evaluate.metrics", "generate.seeds")
+            + (("evaluate.judge_template",) if "llm_judge" in metrics else ())
+            + (("interrogate.template",) if asks else ()),
+            # The Socratic settings reach an evaluation only through the trace's key (inputs).
+            reads=tuple(k for k in loop.config + loop.completion if not k.startswith("generate.")),
+            backends=backends,
+            operational=("evaluate.permutations", "interrogate.max_pixels"))
+
+    @staticmethod
+    def judge_backend(cfg: Config) -> str:
+        return "judge" if independent_judge(cfg) else "chat"
+
+    @staticmethod
+    def vision_backend(cfg: Config) -> str:
+        return "eval_vision" if independent_captions(cfg) else "vision"
 
     def prepare(self) -> None:
         self.metrics = self.cfg.evaluate.metrics
-        self.judge = self.ctx.template(self.cfg.evaluate.judge_template, "evaluate.judge_template",
-                                       {"prompt", "caption"})
+        self.judge = (self.load_template("evaluate.judge_template", {"prompt", "caption"})
+                      if "llm_judge" in self.metrics else None)
         self.load_rows()
         self.traces = TraceReader(self.ctx)
+
+    async def start(self) -> None:
+        await super().start()
+        await self.traces.start()
 
     def out(self, item_id: str) -> Path:
         return self.ctx.run_dir / "eval" / f"{item_id}.json"
 
-    # -- the evaluation's own models ------------------------------------------------------
-    def judge_chat(self):
-        """The llm_judge model: evaluate.judge_model on the [llm] server(s), else the loop's."""
-        model = self.cfg.evaluate.judge_model
-        if not model or model == self.cfg.llm.model:
-            return self.ctx.chat()
-
-        def build():
-            from .backends.chat import ChatBackend
-
-            return ChatBackend(self.cfg.llm, self.ctx.calls, self.ctx.stats,
-                               cache_dir=self.cfg.paths.cache, model=model)
-        return self.ctx.resource(f"judge-chat:{model}", build)
-
-    def captioner(self) -> dict:
-        return make_vision(self.ctx, evaluation=True).identity()
-
+    # -- who scores ---------------------------------------------------------------------------
     def own_captions(self) -> bool:
-        """True when the evaluation captioner is the loop's, whose round captions are reused."""
-        return evaluation_vision_config(self.cfg) == self.cfg.vision
+        """True when the evaluation captions with the loop's captioner, whose round captions
+        are then reused."""
+        return self.vision_backend(self.ctx.cfg) == "vision"
 
     def scorers(self) -> dict[str, Scorer]:
         """Each metric's scorer: the label that goes into metrics.csv and the model identities
         the report checks against the loop's."""
-        e = self.cfg.evaluate
         out: dict[str, Scorer] = {}
-        for metric in e.metrics:
+        for metric in self.metrics:
             if metric in ("clipscore", "image_similarity"):
-                out[metric] = clip_scorer(e.clip_model)
+                identity = self.backend("clip").identity()
+                out[metric] = clip_scorer(identity["model"], identity.get("pretrained", "openai"))
                 continue
-            captions = captioner_scorer(self.captioner())
+            captions = captioner_scorer(self.backend(self.vision_backend(self.ctx.cfg)).identity())
             if metric == "caption_score":
-                model, label = text_model_id(e.text_model), f"text embeddings {e.text_model}"
+                model = self.backend("text").identity()["model"]
+                ident, label = text_model_id(model), f"text embeddings {model}"
             else:
-                judge = chat_scorer(self.judge_chat().model_id, what="LLM judge")
-                model, label = judge.model, judge.label
-            out[metric] = Scorer(model, f"{label} on captions by {captions.label}", captioner=captions.model)
+                judge = chat_scorer(self.backend(self.judge_backend(self.ctx.cfg)).model_id, what="LLM judge")
+                ident, label = judge.model, judge.label
+            out[metric] = Scorer(ident, f"{label} on captions by {captions.label}", captioner=captions.model)
         return out
 
     # -- items ------------------------------------------------------------------------------
@@ -114,7 +133,7 @@ class EvaluateStage(PromptsStage, Stage):
                             it["caption"] if keep else ""))
             best = trace["iterations"][trace["best"]]
             out.append(("best", trace["seed"], self.ctx.run_dir / best["image"],
-                         best["caption"] if keep else ""))
+                        best["caption"] if keep else ""))
         return out
 
     def reference(self, row: dict) -> Path | None:
@@ -124,22 +143,15 @@ class EvaluateStage(PromptsStage, Stage):
         path = Path(ref)
         return path if path.is_absolute() else self.cfg.source.resolve().parent / path
 
-    def key(self, item: Item) -> str:
-        e = self.cfg.evaluate
-        return hash_value({
-            "prompt": item.data["prompt"], "metrics": list(e.metrics),
-            "images": [(v, s, png_key(p), c) for v, s, p, c in self.images(item)],
-            "clip": e.clip_model, "text": e.text_model, "judge": self.judge.hash,
-            **self.issue12_key_parts(),
-            "reference": str(self.reference(item.data))})
-
-    def issue12_key_parts(self) -> dict:
-        """Key parts added for issue 12; to move into the stage's declared dependencies."""
-        e = self.cfg.evaluate
-        captions = "caption_score" in e.metrics or "llm_judge" in e.metrics
-        return {"llm": self.judge_chat().identity() if "llm_judge" in e.metrics else None,
-                "vision": self.captioner() if captions else None,
-                "scorers": {m: s.label for m, s in self.scorers().items()}}
+    def inputs(self, item: Item) -> dict:
+        """The prompt, every image by its own key (with the loop's caption where one is used),
+        the current trace's key, and the reference image by the hash of its bytes."""
+        ref = self.reference(item.data)
+        trace = self.traces.current(item)
+        return {"prompt": item.data["prompt"],
+                "images": [(v, s, png_key(p), c) for v, s, p, c in self.images(item)],
+                "trace": trace.get("key") if trace else None,
+                "reference": sha256_file(ref) if ref is not None and ref.exists() else None}
 
     def is_done(self, item: Item, key: str) -> bool:
         return self.current_rows(item, key) is not None
@@ -162,8 +174,9 @@ class EvaluateStage(PromptsStage, Stage):
             return
         scorers = self.scorers()
         pil = [Image.open(p).convert("RGB") for _, _, p, _ in images]
-        needs_captions = "caption_score" in self.metrics or "llm_judge" in self.metrics
-        captions = [c or (await describe(self.ctx, p, evaluation=True) if needs_captions else "")
+        vision = self.vision_backend(self.ctx.cfg)
+        needs_captions = bool(CAPTION_METRICS & set(self.metrics))
+        captions = [c or (await describe(self, p, vision) if needs_captions else "")
                     for _, _, p, c in images]
         base = [{"id": row["id"], "category": row.get("category", ""), "variant": v, "seed": s}
                 for v, s, _, _ in images]
@@ -175,17 +188,17 @@ class EvaluateStage(PromptsStage, Stage):
 
         rows: list[dict] = []
         if "clipscore" in self.metrics:
-            scorer = make_clip_scorer(self.ctx)
+            scorer = self.backend("clip")
             rows += rows_of("clipscore", await asyncio.to_thread(
                 scorer.clipscore, pil, [row["prompt"]] * len(pil)))
         ref = self.reference(row)
         if "image_similarity" in self.metrics and ref is not None and ref.exists():
-            scorer = make_clip_scorer(self.ctx)
+            scorer = self.backend("clip")
             reference = Image.open(ref).convert("RGB")
             rows += rows_of("image_similarity", await asyncio.to_thread(
                 scorer.image_similarity, pil, [reference] * len(pil)))
         if "caption_score" in self.metrics:
-            embedder = make_text_embedder(self.ctx)
+            embedder = self.backend("text")
             rows += rows_of("caption_score", await asyncio.to_thread(
                 embedder.similarity, captions, [row["prompt"]] * len(captions)))
         if "llm_judge" in self.metrics:
@@ -195,7 +208,7 @@ class EvaluateStage(PromptsStage, Stage):
         atomic_write_json(self.out(item.id), {"key": key, "rows": rows, "captions": captions})
 
     async def _judge(self, prompt: str, captions: list[str]) -> list:
-        chat = self.judge_chat()
+        chat = self.backend(self.judge_backend(self.ctx.cfg))
         return await asyncio.gather(*(chat.chat(
             self.judge.render(prompt=prompt, caption=c), template_hash=self.judge.hash,
             schema=JUDGE, schema_name="rating") for c in captions))
@@ -203,7 +216,9 @@ class EvaluateStage(PromptsStage, Stage):
     # -- reports ----------------------------------------------------------------------------
     def finish(self, report: StageReport) -> None:
         from .analysis import metric_dependence
-        from .report import write_metrics_csv, write_plots, write_report_html
+        from .metrics import write_metrics_csv
+        from .plots import write_plots
+        from .report import write_report_html
 
         rows, stale = [], 0
         for prompt in self.rows:
@@ -237,21 +252,34 @@ class EvaluateStage(PromptsStage, Stage):
 
 class TraceReader:
     """Socratic traces, each used only when its key matches what the socratic stage would
-    compute now: a trace from other settings describes another experiment."""
+    compute now: a trace from other settings describes another experiment. The socratic
+    stage is built here with its own declared view, so its settings reach the evaluation only
+    through the trace's key."""
 
     def __init__(self, ctx):
-        from .errors import ConfigError
         from .socratic import SocraticStage
 
         self.ctx = ctx
+        self.why_none = ""
+        self.ready = False
         self.socratic: SocraticStage | None = SocraticStage(ctx)
         try:
             self.socratic.prepare()
-        except ConfigError:           # settings the loop cannot run with: no trace is current
-            self.socratic = None
+        except ConfigError as exc:     # settings the loop cannot run with: no trace is current
+            self.socratic, self.why_none = None, str(exc)
         self.stale: set[str] = set()
         self.current_ids: set[str] = set()
         self._cache: dict[str, dict | None] = {}
+
+    async def start(self) -> None:
+        """Resolve the loop's backend identities (its key names them) without loading models."""
+        if self.socratic is None or not (self.ctx.run_dir / "socratic").is_dir():
+            return
+        try:
+            await self.socratic.start()
+            self.ready = True
+        except (ConfigError, FatalError) as exc:
+            self.socratic, self.why_none = None, str(exc)
 
     def current(self, item: Item) -> dict | None:
         if item.id in self._cache:
@@ -262,7 +290,7 @@ class TraceReader:
             trace = None
         if trace is not None and (trace.get("best") is None or not trace.get("iterations")):
             trace = None
-        elif trace is not None and (self.socratic is None or trace.get("key") != self.socratic.key(item)):
+        elif trace is not None and not (self.ready and self.socratic.is_done(item, self.socratic.key(item))):
             self.stale.add(item.id)
             trace = None
         if trace is not None:
@@ -276,5 +304,6 @@ class TraceReader:
     def stale_note(self) -> str:
         if not self.stale:
             return ""
-        return (f"{len(self.stale)} stale Socratic trace(s) left out (made with other settings; "
-                "run the socratic stage to redo them)")
+        why = (f" ({self.why_none})" if self.why_none
+               else " (made with other settings, or unfinished; run the socratic stage to redo them)")
+        return f"{len(self.stale)} stale Socratic trace(s) left out{why}"
