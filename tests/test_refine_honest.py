@@ -107,3 +107,40 @@ def test_round_zero_is_the_original_image(bench):
         if reuse["how"] == "hard link":
             assert os.path.samefile(first, original)
         assert "reused" not in trace["iterations"][1]
+
+
+def test_an_independent_evaluation_reads_fresh_captions_and_its_own_judge(bench):
+    """evaluate.vision_backend and evaluate.judge_model: the loop captions with the VLM and
+    selects with it, the evaluation captions with the classifier and judges with another
+    model, so no metric shares a model or captions with the loop and nothing warns."""
+    loop_caption = "a photo of a red cube and a blue sphere"
+    with FakeOpenAI(VisionScript(accept=False), models=("fake-model", "judge-model")) as server:
+        assert run(bench, server, "llm.model=fake-model", "vision.backend=openai",
+                   "socratic.select=judge", "evaluate.vision_backend=classifier",
+                   "evaluate.judge_model=judge-model") == 0
+        grading = [r for r in server.chat_requests
+                   if "grade text-to-image" in r["messages"][0]["content"]]
+    assert grading and {r["model"] for r in grading} == {"judge-model"}
+    assert not any(loop_caption in json.dumps(r["messages"]) for r in grading)
+    page = (run_dir(bench) / "report.html").read_text(encoding="utf-8")
+    assert '<div class="warn">' not in page
+    summary = json.loads((run_dir(bench) / "summary.json").read_text())
+    note = next(s["note"] for s in summary["stages"] if s["name"] == "evaluate")
+    assert "not independent" not in note
+    loop_captions = {it["caption"] for p in (run_dir(bench) / "socratic").glob("*.json")
+                     for it in json.loads(p.read_text())["iterations"]}
+    assert loop_captions == {loop_caption}
+    for path in (run_dir(bench) / "eval").glob("*.json"):
+        assert loop_caption not in json.loads(path.read_text())["captions"]
+
+
+def test_the_same_run_with_the_loops_own_judge_warns(bench):
+    """The control of the test above: only evaluate.judge_model left empty, and llm_judge is
+    the loop's judge again (caption_score stays independent: classifier captions)."""
+    with FakeOpenAI(VisionScript(accept=False), models=("fake-model",)) as server:
+        assert run(bench, server, "vision.backend=openai", "socratic.select=judge",
+                   "evaluate.vision_backend=classifier") == 0
+    summary = json.loads((run_dir(bench) / "summary.json").read_text())
+    note = next(s["note"] for s in summary["stages"] if s["name"] == "evaluate")
+    warning = note[note.index("warning:"):]
+    assert "llm_judge" in warning and "caption_score" not in warning and "clipscore" not in warning
