@@ -424,7 +424,11 @@ def _cross_checks(cfg: Config) -> None:
     if cfg.vision.backend == "blip" and not cfg.vision.model:
         raise ConfigError(where + "vision.model: the blip backend needs a hub id or local "
                           "folder, e.g. Salesforce/blip-image-captioning-base")
-    if cfg.evaluate.vision_backend == "blip" and not (cfg.evaluate.vision_model or cfg.vision.model):
+    if cfg.llm.backend == "vllm" and not cfg.llm.model:
+        raise ConfigError(where + "llm.model: llm.backend = vllm loads the model in process, "
+                          "so it needs a hub id or local folder, e.g. Qwen/Qwen2.5-7B-Instruct")
+    inherited = cfg.vision.model if cfg.vision.backend == "blip" else ""
+    if cfg.evaluate.vision_backend == "blip" and not (cfg.evaluate.vision_model or inherited):
         raise ConfigError(where + "evaluate.vision_model: the blip backend needs a hub id or local "
                           "folder, e.g. Salesforce/blip-image-captioning-large")
     if cfg.generate.backend == "a1111" and cfg.generate.model.strip() in ("", "tiny"):
