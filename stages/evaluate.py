@@ -49,8 +49,6 @@ class EvaluateStage(PromptsStage, Stage):
 
     @classmethod
     def declare(cls, cfg: Config) -> Declaration:
-        from .socratic import SocraticStage
-
         metrics = set(cfg.evaluate.metrics)
         captions = bool(metrics & CAPTION_METRICS)
         asks = captions and evaluation_vision(cfg).backend != "classifier"
@@ -58,13 +56,15 @@ class EvaluateStage(PromptsStage, Stage):
                     + (("text",) if "caption_score" in metrics else ())
                     + ((cls.judge_backend(cfg),) if "llm_judge" in metrics else ())
                     + ((cls.vision_backend(cfg),) if captions else ()))
-        loop = SocraticStage.declare(cfg)
+        # The Socratic settings reach an evaluation only through the key of the trace it reads
+        # (inputs), which TraceReader checks with the socratic stage's own declared view. The
+        # evaluation's own model choices are settings: "empty" and "the loop's model named
+        # again" pick the same backend, and a rerun is cheaper than a doubt.
         return Declaration(
             config=("evaluate.metrics", "generate.seeds")
-            + (("evaluate.judge_template",) if "llm_judge" in metrics else ())
+            + (("evaluate.judge_template", "evaluate.judge_model") if "llm_judge" in metrics else ())
+            + (("evaluate.vision_backend", "evaluate.vision_model") if captions else ())
             + (("interrogate.template",) if asks else ()),
-            # The Socratic settings reach an evaluation only through the trace's key (inputs).
-            reads=tuple(k for k in loop.config + loop.completion if not k.startswith("generate.")),
             backends=backends,
             operational=("evaluate.permutations", "interrogate.max_pixels"))
 

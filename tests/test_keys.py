@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import shutil
 import typing
 from pathlib import Path
@@ -153,6 +154,9 @@ SPECIAL = {
     "evaluate.metrics": lambda w, sc: "clipscore",
     "evaluate.clip_model": lambda w, sc: "other/clip",
     "evaluate.text_model": lambda w, sc: "other/text",
+    "evaluate.judge_model": lambda w, sc: "gamma",
+    "evaluate.vision_model": lambda w, sc: "gamma" if "openai" in sc else "models/blip-b",
+    "generate.api_auth_env": lambda w, sc: auth_variable(),
     "interpret.beside_extension": lambda w, sc: ".cap",
     "socratic.select": lambda w, sc: None if sc == "socratic/clip" else "clip",
     "run.name": lambda w, sc: (shutil.copytree(folder_copy(w, w["root"] / "runs" / "default", "other-run"),
@@ -170,6 +174,14 @@ NOT_APPLICABLE = {
     ("tags/embedded-llm", "llm.backend"): "llm.backend = vllm needs llm.model",
     ("socratic/judge", "vision.backend"): "select = judge needs vision.backend = openai",
 }
+NOT_APPLICABLE.update({(sc, "generate.backend"): "a1111 needs generate.model to name a web UI "
+                       "checkpoint, not 'tiny'" for sc in SCENARIOS if sc != "generate/a1111"})
+
+
+def auth_variable() -> str:
+    """The name of an environment variable that holds a USER:PASSWORD login (A1111 --api-auth)."""
+    os.environ["TAGCAP_TEST_A1111_AUTH"] = "tester:secret"
+    return "TAGCAP_TEST_A1111_AUTH"
 
 
 def field_of(name: str) -> tuple[typing.Any, dict]:
