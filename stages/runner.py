@@ -37,9 +37,10 @@ def _dry_run(stage: Stage, options: RunOptions) -> StageReport:
     return report
 
 
-def _say_when_empty(stage: Stage, report: StageReport) -> None:
+def _say_when_empty(stage: Stage, report: StageReport, instead: str = "") -> None:
+    """A stage with no items says so (or, in a plan, that it waits for earlier stages)."""
     if not (report.ok or report.reused or report.failed or report.limited):
-        report.note = "; ".join(filter(None, (stage.nothing_found(), report.note)))
+        report.note = "; ".join(filter(None, (instead or stage.nothing_found(), report.note)))
 
 
 async def run_stages(stages: list[Stage], ctx: Context, executor: Executor) -> list[StageReport]:
@@ -63,7 +64,9 @@ async def run_stages(stages: list[Stage], ctx: Context, executor: Executor) -> l
                 reports[-1] = report = _dry_run(stage, options)
                 report.note = "; ".join(stage.plan())
                 report.limited = "; ".join(filter(None, (stage.limited(), report.limited)))
-                _say_when_empty(stage, report)
+                waiting = any(r.state == "planned" and r.ok for r in reports[:-1])
+                _say_when_empty(stage, report, "its items come from the earlier stages of this plan"
+                                if waiting else "")
                 continue
             stage.begin()
             started = time.monotonic()
