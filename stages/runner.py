@@ -11,29 +11,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .executors import Executor, triage
-from .stage import MAX_LISTED_FAILURES, Context, RunOptions, Stage, StageReport, in_shard
+from .executors import Executor, pending
+from .stage import MAX_LISTED_FAILURES, Context, RunOptions, Stage, StageReport
 from .store import atomic_write_json
 
 
 def _dry_run(stage: Stage, options: RunOptions) -> StageReport:
     """Count what a run would do, item by item, without calling or writing anything."""
     report = StageReport(stage.name, state="planned")
-    todo = 0
-    for item in stage.items():
-        if not in_shard(item.id, options.shard):
-            continue
-        if options.limit and todo + report.reused + len(report.failed) >= options.limit:
-            report.limited = f"--limit {options.limit}"
-            break
-        state, key_or_reason = triage(stage, item)
-        if state == "failed":
-            report.failed.append((item.id, key_or_reason))
-        elif state == "done":
-            report.reused += 1
-        else:
-            todo += 1
-    report.ok = todo
+    report.ok = sum(1 for _ in pending(stage, options, report))
     return report
 
 
