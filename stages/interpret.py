@@ -80,6 +80,9 @@ class InterpretStage(Stage):
         self.over_limit = 0
         self.kept = 0
 
+    def nothing_found(self) -> str:
+        return f"no images found in {self.cfg.paths.images}"
+
     def items(self):
         return image_items(self.cfg.paths.images)
 

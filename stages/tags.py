@@ -55,6 +55,9 @@ class TagsStage(Stage):
                             requests_per_second=c.requests_per_second,
                             min_post_count=c.min_post_count, backoff=self.cfg.llm.backoff)
 
+    def nothing_found(self) -> str:
+        return f"no tags found: no images with NAME.txt tag files in {self.cfg.paths.images}"
+
     def items(self):
         """Failed items for tag files that cannot be read, then every tag once, sorted."""
         seen: set[str] = set()
@@ -109,6 +112,6 @@ class TagsStage(Stage):
         counts: dict[str, int] = {}
         for entry in self.known.values():
             counts[entry.get("status", "?")] = counts.get(entry.get("status", "?"), 0) + 1
-        notes = ["store: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+        notes = ["store: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))] if counts else []
         notes += [f"the unreadable tag store was moved to {p.name}" for p in self.store.moved_aside]
         report.note = "; ".join(notes)

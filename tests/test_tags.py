@@ -122,3 +122,16 @@ def test_unreachable_danbooru_is_one_clear_line(project, capsys):
 ])
 def test_dtext_cleanup(body, expected):
     assert clean_dtext(body) == expected
+
+
+def test_credentials_in_the_danbooru_url_reach_no_file_and_no_output(project, capsys):
+    setup_folder(project, "cat")
+    with FakeOpenAI(summary_reply) as llm, FakeDanbooru({"cat": "A small pet. It purrs."}) as booru:
+        url = booru.url.replace("http://", "http://someone:hunter2-secret@")
+        assert run_tags(project, llm, "tags.source=danbooru", f"tags.url={url}") == 0
+        assert store(project)["cat"]["summary"] == "Summary of cat."
+    said = capsys.readouterr()
+    assert "hunter2" not in said.out + said.err
+    for path in project.rglob("*"):
+        if path.is_file() and path.name != "config.ini":
+            assert b"hunter2" not in path.read_bytes(), path
