@@ -156,3 +156,15 @@ def test_unreachable_server_is_one_line_exit_2(tmp_path):
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert lines[0].startswith("error: cannot reach the LLM server at http://127.0.0.1:9/v1")
     assert "llm.base_url = local" in lines[0]
+
+
+def test_an_evaluation_blip_captioner_needs_its_own_model(tmp_path):
+    """evaluate.vision_backend = blip inherits vision.model only from a blip [vision]: a
+    classifier's or a VLM's model name is no BLIP checkpoint, so it must be named."""
+    path = write(tmp_path, "[vision]\nbackend = openai\nmodel = some-vlm\n")
+    with pytest.raises(ConfigError, match="evaluate.vision_model"):
+        load_config(path, ["evaluate.vision_backend=blip"])
+    cfg = load_config(path, ["evaluate.vision_backend=blip", "evaluate.vision_model=models/blip"])
+    assert cfg.evaluate.vision_model == "models/blip"
+    blip = write(tmp_path, "[vision]\nbackend = blip\nmodel = models/blip\n")
+    assert load_config(blip, ["evaluate.vision_backend=blip"]).evaluate.vision_backend == "blip"
