@@ -18,7 +18,7 @@ from pathlib import Path
 from . import faults
 from .config import Config
 from .errors import ConfigError, ItemError
-from .folder import artifact, check_images_folder, count_images, image_items, read_tags
+from .folder import artifact, check_images_folder, count_images, image_digest, image_items, read_tags
 from .stage import Declaration, Item, Stage, StageReport
 from .store import atomic_write_json, atomic_write_text, read_json, sha256_bytes, sha256_text
 from .tagstore import TagStore, summaries_for
@@ -27,11 +27,14 @@ from .text import tidy_caption, with_trigger
 PLACEHOLDERS = {"tags", "summaries", "vision", "trigger", "max_tokens"}
 
 
-def read_vision(cache: Path, item_id: str) -> str:
+def interrogation(cache: Path, item_id: str) -> dict | None:
+    """The interrogate stage's record for an image, or None when there is none (or it is
+    unreadable: then the image is treated as never interrogated)."""
     try:
-        return read_json(artifact(cache / "interrogate", item_id, ".json")).get("answer", "")
-    except (FileNotFoundError, ValueError, AttributeError):
-        return ""
+        record = read_json(artifact(cache / "interrogate", item_id, ".json"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def decoded_before(cache: Path, item: Item) -> bool:
@@ -75,7 +78,7 @@ class InterpretStage(Stage):
         self.template = self.load_template("interpret.template", PLACEHOLDERS)
         self.shorten = self.load_template("interpret.shorten_template", {"caption", "max_tokens", "tokens"})
         tag_store = TagStore(self.cfg.paths.cache / "tags.json")
-        self.store = tag_store.load()
+        self.store = tag_store.load(read_only=self.ctx.options.dry_run)
         self.moved_aside = tag_store.moved_aside
         self.over_limit = 0
         self.kept = 0
@@ -93,8 +96,14 @@ class InterpretStage(Stage):
         """Tags (after hygiene), their summaries and the vision answer: the texts the caption
         is made from, as they are on disk now."""
         tags = read_tags(item.data, self.cfg)
-        return {"tags": tags, "summaries": summaries_for(tags, self.store),
-                "vision": read_vision(self.cfg.paths.cache, item.id)}
+        record = interrogation(self.cfg.paths.cache, item.id)
+        digest = image_digest(item.data, record)
+        if record is not None and record.get("image_sha256") != digest:
+            where = artifact(self.cfg.paths.cache / "interrogate", item.id, ".json")
+            raise ItemError(f"the vision answer in {where} describes an earlier version of this "
+                            "image; run the interrogate stage again (see its failures)")
+        return {"image_sha256": digest, "tags": tags, "summaries": summaries_for(tags, self.store),
+                "vision": (record or {}).get("answer", "")}
 
     def is_done(self, item: Item, key: str) -> bool:
         txt = artifact(self.cfg.paths.captions, item.id, ".txt")
@@ -107,15 +116,24 @@ class InterpretStage(Stage):
         meta = meta if isinstance(meta, dict) else {}
         written = sha256_bytes(txt.read_bytes())
         if written == meta.get("caption_sha256"):
-            c = self.cfg.interpret
-            beside_missing = c.write_beside_images and not item.data.with_suffix(c.beside_extension).exists()
-            return meta.get("key") == key and not beside_missing
+            return meta.get("key") == key and self._beside_current(item, written)
         if written == meta.get("replaces_sha256"):
             return False              # our previous caption, its replacement was interrupted
         if self.cfg.interpret.overwrite:
             return False
         self.kept += 1                # not written by this tool, or edited by hand: keep it
         return True
+
+    def _beside_current(self, item: Item, caption_sha: str) -> bool:
+        """The copy beside the image (when asked for) holds this very caption: a kill between
+        the two writes, or an edit of the copy, is redone rather than trusted."""
+        c = self.cfg.interpret
+        if not c.write_beside_images:
+            return True
+        try:
+            return sha256_bytes(item.data.with_suffix(c.beside_extension).read_bytes()) == caption_sha
+        except OSError:
+            return False
 
     async def process(self, item: Item, key: str) -> None:
         from .imageio import load_image
@@ -160,6 +178,7 @@ class InterpretStage(Stage):
         faults.point("interpret.between_writes")
         atomic_write_text(txt, caption + "\n")
         if c.write_beside_images:
+            faults.point("interpret.before_beside")
             atomic_write_text(item.data.with_suffix(c.beside_extension), caption + "\n")
 
     async def _fit(self, caption: str) -> tuple[str, int, bool]:

@@ -39,7 +39,7 @@ class TagsStage(Stage):
         check_images_folder(self.cfg.paths.images)
         self.template = self.load_template("tags.template", {"tag", "wiki"})
         self.store = TagStore(self.cfg.paths.cache / "tags.json")
-        self.known = self.store.load()
+        self.known = self.store.load(read_only=self.ctx.options.dry_run)
         self.pending: dict[str, dict] = {}
 
     def wiki(self):
@@ -54,6 +54,12 @@ class TagsStage(Stage):
         return DanbooruWiki(c.url, user_agent=c.user_agent, timeout=c.timeout, retries=c.retries,
                             requests_per_second=c.requests_per_second,
                             min_post_count=c.min_post_count, backoff=self.cfg.llm.backoff)
+
+    def plan(self) -> list[str]:
+        if self.store.unreadable:
+            return [f"{self.store.path} cannot be read ({self.store.unreadable}); a run moves it "
+                    "aside and rebuilds it"]
+        return []
 
     def nothing_found(self) -> str:
         return f"no tags found: no images with NAME.txt tag files in {self.cfg.paths.images}"

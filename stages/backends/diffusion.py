@@ -50,6 +50,7 @@ class DiffusersBackend:
         self._check()
         self._pipe = None
         self._refiner = None
+        self._fingerprints: dict[str, str] = {}
 
     def _check(self) -> None:
         if not self.model:
@@ -95,7 +96,20 @@ class DiffusersBackend:
                 "refiner": self.refiner, "refiner_split": self.refiner_split if self.refiner else None,
                 "scheduler": self.scheduler or "default", "steps": self.steps, "guidance": self.guidance,
                 "width": self.width, "height": self.height, "device": self.device(),
-                "dtype": str(self.dtype()).replace("torch.", "")}
+                "dtype": str(self.dtype()).replace("torch.", ""),
+                "weights": {name: self._fingerprint(name) for name in (self.model, self.refiner)
+                            if name and name != "tiny"}}
+
+    def _fingerprint(self, name: str) -> str:
+        """A local pipeline folder by its content (fine-tuned in place = another model); a hub
+        id or single file by name. Memoised, so the folder is hashed once per change."""
+        from .hub import folder_fingerprint
+
+        folder = Path(name).expanduser()
+        if not self._fingerprints.get(name):
+            self._fingerprints[name] = (folder_fingerprint(folder, self.cache_dir / "digests.json")
+                                        if folder.is_dir() else name)
+        return self._fingerprints[name]
 
     # -- loading ------------------------------------------------------------------------------
 

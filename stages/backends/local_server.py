@@ -48,23 +48,11 @@ def find_gguf(model: str) -> Path:
 
 
 def gguf_digest(path: Path, cache_dir: Path) -> str:
-    """sha256 of a GGUF file, remembered by path, size and mtime in `cache/gguf-digests.json`
+    """sha256 of a GGUF file, remembered by path, size and mtime in `cache/digests.json`
     (hashing a multi-GB model on every run would cost seconds)."""
-    from ..store import atomic_write_json, read_json, sha256_file
+    from ..store import content_digest
 
-    st = path.stat()
-    memo = Path(cache_dir) / "gguf-digests.json"
-    stamp = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    try:
-        known = read_json(memo)
-    except (FileNotFoundError, ValueError):
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
-    if stamp not in known:
-        known[stamp] = sha256_file(path)
-        atomic_write_json(memo, known)
-    return known[stamp]
+    return content_digest(path, Path(cache_dir) / "digests.json")
 
 
 def free_port() -> int:

@@ -252,7 +252,8 @@ class ClipScorer:
         seed, a local folder's content fingerprint, or the hub / open_clip name."""
         folder = Path(self.model_name).expanduser()
         weights = (f"tiny-clip seed {TINY_SEED}" if self.model_name == "tiny"
-                   else folder_fingerprint(folder) if folder.is_dir() else self.model_name)
+                   else folder_fingerprint(folder, self.cache_dir / "digests.json") if folder.is_dir()
+                   else self.model_name)
         return {"kind": "clip", "model": self.model_name, "pretrained": self.pretrained,
                 "weights": weights}
 
