@@ -497,3 +497,11 @@ def test_upsampled_index_leaves_out_results_made_with_other_settings(project, ca
             (project / "runs" / "default" / "upsampled.jsonl").read_text().splitlines()]
     assert len(rows) == 1
     assert "1 upsampled prompts made with other settings left out" in capsys.readouterr().out
+
+
+def test_a_dry_run_with_the_embedded_model_writes_nothing(folder):
+    args = ["--config", str(folder / "config.ini"), "--quiet", "--dry-run",
+            "--set", "llm.base_url=local", "--set", f"tags.wiki_file={folder / 'wiki.json'}"]
+    before = tree(folder)
+    assert caption.main(args) == 0
+    assert tree(folder) == before and not (folder / "cache").exists()

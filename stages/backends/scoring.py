@@ -219,8 +219,9 @@ class ClipScorer:
     """CLIP image and text embeddings, CLIPScore and image-image similarity."""
 
     def __init__(self, model: str = "ViT-B-32", *, pretrained: str = "openai", cache_dir: Path,
-                 device: str = "cpu", config_key: str = "evaluate.clip_model"):
-        self.model_name, self.pretrained = model, pretrained
+                 device: str = "cpu", config_key: str = "evaluate.clip_model",
+                 digests: Path | None = None):
+        self.model_name, self.pretrained, self.digests = model, pretrained, digests
         self.cache_dir, self.device, self.config_key = Path(cache_dir), device, config_key
         self._loaded: _TransformersClip | _OpenClip | None = None
         self._lock = threading.Lock()
@@ -252,7 +253,7 @@ class ClipScorer:
         seed, a local folder's content fingerprint, or the hub / open_clip name."""
         folder = Path(self.model_name).expanduser()
         weights = (f"tiny-clip seed {TINY_SEED}" if self.model_name == "tiny"
-                   else folder_fingerprint(folder, self.cache_dir / "digests.json") if folder.is_dir()
+                   else folder_fingerprint(folder, self.digests) if folder.is_dir()
                    else self.model_name)
         return {"kind": "clip", "model": self.model_name, "pretrained": self.pretrained,
                 "weights": weights}

@@ -45,7 +45,7 @@ class VllmChat(ChatBackend):
         if folder.is_dir():                   # a local folder: by its content, not its path
             from .hub import folder_fingerprint
 
-            digest = await asyncio.to_thread(folder_fingerprint, folder, self.cache_dir / "digests.json")
+            digest = await asyncio.to_thread(folder_fingerprint, folder, self.digests)
             self._model_id += ":" + digest[:16]
 
     def identity(self, **overrides) -> dict:
