@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
@@ -48,8 +49,21 @@ def make_executor(name: str):
     return LocalExecutor()
 
 
+def show_warnings() -> None:
+    """The toolkit's own warnings (a store moved aside, a fallback taken) go to stderr as
+    one line each, also with --quiet: they say something about the outputs."""
+    log = logging.getLogger("stages")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.WARNING)
+        log.propagate = False
+
+
 def run_program(program: str, args: argparse.Namespace) -> int:
     quiet_libraries()
+    show_warnings()
     cfg = load_config(config_path(args.config), args.overrides)
     options = options_from_args(args, program)
     ctx = Context(cfg, program=program, options=options, overrides=tuple(args.overrides))
@@ -61,8 +75,9 @@ def run_program(program: str, args: argparse.Namespace) -> int:
     out = sys.stdout
     for line in format_summary(ctx, reports):
         print(line, file=out)
+    failed = any(r.failed for r in reports)
     if options.dry_run:
-        return 0
+        return 1 if failed else 0
     write_summary(summary_path(ctx), ctx, reports)
-    return 1 if any(r.failed for r in reports) else 0
+    return 1 if failed else 0
 

@@ -7,6 +7,14 @@ errors: a typo must never silently fall back to a default.
 
 Relative paths in the file resolve against the file's folder; relative paths given with
 `--set` resolve against the current directory, where the user typed them.
+
+Comments: a whole line starting with `;` or `#`, or `;`/`#` after a space and followed by a
+space (`key = value   ; why`). A value that needs those characters is written in double
+quotes (`stop = "###"`); an unquoted ` #x` or ` ;x` is refused rather than cut silently.
+
+Stages and backends do not read a `Config` directly: they get a `ConfigView` that answers
+only the keys they declare (see stages/stage.py), so a setting cannot change an output
+without being part of that output's key.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +32,10 @@ from .errors import ConfigError
 
 
 def _key(default: Any, *, choices: tuple = (), min: float | None = None,
-         max: float | None = None, path: bool = False) -> Any:
-    meta = {"choices": choices, "min": min, "max": max, "path": path}
+         max: float | None = None, path: bool = False, pattern: str = "",
+         describe: str = "") -> Any:
+    meta = {"choices": choices, "min": min, "max": max, "path": path, "pattern": pattern,
+            "describe": describe}
     if isinstance(default, (list, tuple)):
         return field(default=tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -40,7 +51,8 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    name: str = _key("default")
+    name: str = _key("default", pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}",
+                     describe="a plain folder name (letters, digits, '.', '_', '-'; no slashes)")
     executor: str = _key("local", choices=("local", "ray"))
     progress: bool = _key(True)
 
@@ -138,6 +150,7 @@ class GenerateConfig:
     refiner: str = _key("")
     scheduler: str = _key("")
     device: str = _key("auto", choices=("auto", "cpu", "cuda", "mps"))
+    dtype: str = _key("auto", choices=("auto", "float16", "bfloat16", "float32"))
     steps: int = _key(4, min=1, max=1000)
     guidance: float = _key(5.0, min=0.0, max=50.0)
     width: int = _key(64, min=8, max=8192)
@@ -198,6 +211,8 @@ SECTIONS: dict[str, type] = {
 
 
 def _describe_type(tp: Any, meta: dict) -> str:
+    if meta.get("describe"):
+        return meta["describe"]
     if meta.get("choices"):
         return "one of: " + ", ".join(meta["choices"])
     if tp is bool:
@@ -249,6 +264,8 @@ def _convert(tp: Any, raw: str) -> Any:
 def _check_range(value: Any, meta: dict) -> str | None:
     values = value if isinstance(value, tuple) else (value,)
     for v in values:
+        if meta.get("pattern") and not re.fullmatch(meta["pattern"], str(v)):
+            return f"{v!r} is not accepted"
         if meta.get("choices") and v not in meta["choices"]:
             return f"{v!r} is not accepted"
         if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -272,9 +289,42 @@ def parse_overrides(items: list[str]) -> dict[tuple[str, str], str]:
     return out
 
 
+_MARKER = re.compile(r"(?:^|(?<=\s))[;#]")
+
+
+def strip_comment(raw: str, where: str) -> str:
+    """A value as written in the file without its inline comment; quoted values literal.
+
+    `raw` may span several lines (lists); each line is read on its own.
+    """
+    return "\n".join(_strip_line(line.strip(), where) for line in raw.split("\n"))
+
+
+def _strip_line(text: str, where: str) -> str:
+    if text.startswith('"'):
+        end = text.find('"', 1)
+        if end < 0:
+            raise ConfigError(f"{where} = {text!r}: the opening quote is never closed")
+        rest = text[end + 1:].strip()
+        if rest and not _MARKER.match(rest):
+            raise ConfigError(f"{where} = {text!r}: text after the closing quote; put a comment "
+                              "after '; ' or move the text inside the quotes")
+        return text[1:end]
+    match = _MARKER.search(text)
+    if match is None:
+        return text
+    after = text[match.end():match.end() + 1]
+    if after and not after.isspace():
+        marker = match.group(0)
+        raise ConfigError(f"{where} = {text!r}: '{marker}' here would start a comment and cut the "
+                          f"value; quote the value (\"{text}\") or write '{marker} ' with a space "
+                          "if the rest is a comment")
+    return text[:match.start()].rstrip()
+
+
 def _read_file(path: Path) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(
-        interpolation=None, inline_comment_prefixes=(";", "#"), strict=True,
+        interpolation=None, inline_comment_prefixes=None, strict=True,
         empty_lines_in_values=False)
     try:
         with open(path, encoding="utf-8") as fh:
@@ -301,7 +351,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None,
             raise ConfigError(f"{path}: [{section}]: unknown section; accepted sections: "
                               + ", ".join(SECTIONS))
         for key, value in parser.items(section):
-            raw[(section, key)] = (value, "file")
+            raw[(section, key)] = (strip_comment(value, f"{path}: {section}.{key}"), "file")
     for (section, key), value in parse_overrides(overrides or []).items():
         raw[(section, key)] = (value, "set")
     sections: dict[str, Any] = {}
@@ -371,3 +421,59 @@ def default_config_path() -> Path:
     """config.ini beside the CLIs, so the tools work from any current directory."""
     return Path(__file__).resolve().parent.parent / "config.ini"
 
+
+
+# -- declared access ------------------------------------------------------------------------
+
+def all_keys() -> list[str]:
+    """Every `section.key` the configuration has, in file order."""
+    return [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def setting(cfg: Config, name: str) -> Any:
+    """The value of `section.key`."""
+    section, _, key = name.partition(".")
+    return getattr(getattr(cfg, section), key)
+
+
+class UndeclaredSetting(AssertionError):
+    """Code read a setting it does not declare: a programming error, never a user's."""
+
+
+def _allowed(name: str, allowed: frozenset[str]) -> bool:
+    return name in allowed or name.split(".", 1)[0] + ".*" in allowed
+
+
+class SectionView:
+    """One section of a ConfigView: attribute access to the declared keys only."""
+
+    def __init__(self, section: Any, name: str, allowed: frozenset[str], who: str):
+        self._section, self._name, self._allowed, self._who = section, name, allowed, who
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        name = f"{self._name}.{key}"
+        if not _allowed(name, self._allowed):
+            raise UndeclaredSetting(f"{self._who} reads {name} without declaring it; add it to the "
+                                    "keys its output depends on (or to its operational keys)")
+        return getattr(self._section, key)
+
+
+class ConfigView:
+    """A Config that answers only `allowed` keys (`section.key`, or `section.*`)."""
+
+    def __init__(self, cfg: Config, allowed: frozenset[str] | set[str], who: str):
+        self._cfg, self._allowed, self._who = cfg, frozenset(allowed), who
+
+    @property
+    def source(self) -> Path:
+        return self._cfg.source
+
+    def __getattr__(self, section: str) -> SectionView:
+        if section.startswith("_") or section not in SECTIONS:
+            raise AttributeError(section)
+        return SectionView(getattr(self._cfg, section), section, self._allowed, self._who)
+
+    def section(self, name: str) -> SectionView:
+        return getattr(self, name)

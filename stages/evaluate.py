@@ -19,11 +19,12 @@ import asyncio
 import sys
 from pathlib import Path
 
-from .describe import describe, make_clip_scorer, make_text_embedder
+from .config import Config
+from .describe import describe
 from .generate import png_key
 from .runfiles import PromptsStage, image_path
-from .stage import Item, Stage, StageReport
-from .store import atomic_write_json, hash_value, read_json
+from .stage import Declaration, Item, Stage, StageReport
+from .store import atomic_write_json, read_json, sha256_file
 
 JUDGE = {"type": "object", "required": ["score", "reasons"],
          "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 10},
@@ -38,10 +39,27 @@ class EvaluateStage(PromptsStage, Stage):
     name = "evaluate"
     concurrency = 1
 
+    @classmethod
+    def declare(cls, cfg: Config) -> Declaration:
+        metrics = set(cfg.evaluate.metrics)
+        captions = bool(metrics & {"caption_score", "llm_judge"})
+        asks = captions and cfg.vision.backend != "classifier"
+        backends = ((("clip",) if metrics & {"clipscore", "image_similarity"} else ())
+                    + (("text",) if "caption_score" in metrics else ())
+                    + (("chat",) if "llm_judge" in metrics else ())
+                    + (("vision",) if captions else ()))
+        return Declaration(
+            config=("evaluate.metrics", "generate.seeds")
+            + (("evaluate.judge_template",) if "llm_judge" in metrics else ())
+            + (("interrogate.template",) if asks else ()),
+            backends=backends,
+            operational=("evaluate.bootstrap", "interrogate.max_pixels", "socratic.select",
+                         "evaluate.clip_model", "evaluate.text_model", "vision.model", "llm.model"))
+
     def prepare(self) -> None:
         self.metrics = self.cfg.evaluate.metrics
-        self.judge = self.ctx.template(self.cfg.evaluate.judge_template, "evaluate.judge_template",
-                                       {"prompt", "caption"})
+        self.judge = (self.load_template("evaluate.judge_template", {"prompt", "caption"})
+                      if "llm_judge" in self.metrics else None)
         self.load_rows()
 
     def out(self, item_id: str) -> Path:
@@ -78,15 +96,13 @@ class EvaluateStage(PromptsStage, Stage):
         path = Path(ref)
         return path if path.is_absolute() else self.cfg.source.resolve().parent / path
 
-    def key(self, item: Item) -> str:
-        e = self.cfg.evaluate
-        return hash_value({
-            "prompt": item.data["prompt"], "metrics": list(e.metrics),
-            "images": [(v, s, png_key(p), c) for v, s, p, c in self.images(item)],
-            "clip": e.clip_model, "text": e.text_model, "judge": self.judge.hash,
-            "llm": self.ctx.chat().identity() if "llm_judge" in e.metrics else None,
-            "vision": [self.cfg.vision.backend, self.cfg.vision.model],
-            "reference": str(self.reference(item.data))})
+    def inputs(self, item: Item) -> dict:
+        """The prompt, every image by its own key (with the loop's caption where one is used),
+        and the reference image by the hash of its bytes."""
+        ref = self.reference(item.data)
+        return {"prompt": item.data["prompt"],
+                "images": [(v, s, png_key(p), c) for v, s, p, c in self.images(item)],
+                "reference": sha256_file(ref) if ref is not None and ref.exists() else None}
 
     def is_done(self, item: Item, key: str) -> bool:
         try:
@@ -103,24 +119,25 @@ class EvaluateStage(PromptsStage, Stage):
             atomic_write_json(self.out(item.id), {"key": key, "rows": [], "note": "no images"})
             return
         pil = [Image.open(p).convert("RGB") for _, _, p, _ in images]
-        captions = [c or await describe(self.ctx, p) for _, _, p, c in images]
+        wants_captions = bool({"caption_score", "llm_judge"} & set(self.metrics))
+        captions = [c or await describe(self, p) if wants_captions else c for _, _, p, c in images]
         base = [{"id": row["id"], "category": row.get("category", ""), "variant": v, "seed": s}
                 for v, s, _, _ in images]
         rows: list[dict] = []
         if "clipscore" in self.metrics:
-            scorer = make_clip_scorer(self.ctx)
+            scorer = self.backend("clip")
             values = await asyncio.to_thread(scorer.clipscore, pil, [row["prompt"]] * len(pil))
             rows += [{**b, "metric": "clipscore", "value": float(x), "scorer": short(scorer.identity())}
                      for b, x in zip(base, values, strict=True)]
         ref = self.reference(row)
         if "image_similarity" in self.metrics and ref is not None and ref.exists():
-            scorer = make_clip_scorer(self.ctx)
+            scorer = self.backend("clip")
             reference = Image.open(ref).convert("RGB")
             values = await asyncio.to_thread(scorer.image_similarity, pil, [reference] * len(pil))
             rows += [{**b, "metric": "image_similarity", "value": float(x),
                       "scorer": short(scorer.identity())} for b, x in zip(base, values, strict=True)]
         if "caption_score" in self.metrics:
-            embedder = make_text_embedder(self.ctx)
+            embedder = self.backend("text")
             values = await asyncio.to_thread(embedder.similarity, captions,
                                              [row["prompt"]] * len(captions))
             rows += [{**b, "metric": "caption_score", "value": float(x),
@@ -130,7 +147,7 @@ class EvaluateStage(PromptsStage, Stage):
         atomic_write_json(self.out(item.id), {"key": key, "rows": rows, "captions": captions})
 
     async def _judge(self, prompt: str, base: list[dict], captions: list[str]) -> list[dict]:
-        chat = self.ctx.chat()
+        chat = self.backend("chat")
         answers = await asyncio.gather(*(chat.chat(
             self.judge.render(prompt=prompt, caption=c), template_hash=self.judge.hash,
             schema=JUDGE, schema_name="rating") for c in captions))
@@ -142,7 +159,7 @@ class EvaluateStage(PromptsStage, Stage):
         e = self.cfg.evaluate
         names = {"clipscore": f"CLIP {e.clip_model}", "image_similarity": f"CLIP {e.clip_model}",
                  "caption_score": f"text embeddings {e.text_model}",
-                 "llm_judge": f"LLM judge {self.ctx.chat().model_id}"}
+                 "llm_judge": f"LLM judge {self.cfg.llm.model}"}
         s = self.cfg.socratic
         selection = (f"CLIP {e.clip_model}" if s.select == "clip"
                      else f"vision-language judge {self.cfg.vision.model or self.cfg.llm.model}")

@@ -2,7 +2,8 @@
 
 An item's id is the image path relative to `paths.images` without its extension, in
 POSIX form (`cats/chelsea`). Ids come from names already on disk under that folder; tag
-text never becomes a path.
+text never becomes a path. A sub-folder that cannot be listed becomes one failed item with
+its reason, and a tag file that cannot be read fails its image, never the listing.
 """
 
 from __future__ import annotations
@@ -10,41 +11,70 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from .config import Config
+from .errors import ConfigError, ItemError
 from .stage import Item
 
 
-def image_items(images: Path) -> Iterator[Item]:
-    from .imageio import iter_images
-
+def check_images_folder(images: Path, key: str = "paths.images") -> None:
+    """A missing or wrong input folder is a configuration error, not an empty success."""
+    if not images.exists():
+        raise ConfigError(f"{key} = {images}: folder not found; point {key} at the folder of "
+                          "images with NAME.txt tag files beside them")
     if not images.is_dir():
-        return
-    for path in iter_images(images):
-        rel = path.relative_to(images).with_suffix("")
-        yield Item(rel.as_posix(), path)
+        raise ConfigError(f"{key} = {images}: not a folder; point {key} at a folder of images")
+
+
+def image_items(images: Path) -> Iterator[Item]:
+    from .imageio import walk_images
+
+    for path, problem in walk_images(images):
+        rel = path.relative_to(images)
+        if problem:
+            yield Item(rel.as_posix() + "/", error=problem)
+        else:
+            yield Item(rel.with_suffix("").as_posix(), path)
 
 
 def count_images(images: Path) -> int | None:
     """Count without holding names: a cheap pass that keeps the progress bar honest."""
-    from .imageio import iter_images
+    from .imageio import walk_images
 
-    if not images.is_dir():
-        return 0
-    return sum(1 for _ in iter_images(images))
+    return sum(1 for _ in walk_images(images))
 
 
 def tag_file(image: Path) -> Path:
     return image.with_suffix(".txt")
 
 
-def read_tags(image: Path, cfg: Config) -> list[str]:
-    """Cleaned tags from the image's NAME.txt, or [] when there is none."""
-    from .tagging import DEFAULT_META_TAGS, clean_tags, parse_tag_text
+def read_tag_text(image: Path) -> str | None:
+    """The text of the image's NAME.txt (UTF-8, a BOM allowed), or None when there is none.
 
+    Anything else is the image's failure with the reason: a folder or an unreadable file
+    where the tag file should be, or bytes that are not UTF-8 (never replaced silently).
+    """
     path = tag_file(image)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
     except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise ItemError(f"{path.name} is a folder, not a tag file") from None
+    except OSError as exc:
+        raise ItemError(f"cannot read the tag file {path.name}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ItemError(f"the tag file {path.name} is not UTF-8 (byte 0x{data[exc.start]:02x} at "
+                        f"offset {exc.start}); save it as UTF-8") from None
+
+
+def read_tags(image: Path, cfg) -> list[str]:
+    """Cleaned tags from the image's NAME.txt ([] when there is none); reads tags.blacklist
+    and tags.drop_meta, which callers declare."""
+    from .tagging import DEFAULT_META_TAGS, clean_tags, parse_tag_text
+
+    text = read_tag_text(image)
+    if text is None:
         return []
     drop = DEFAULT_META_TAGS if cfg.tags.drop_meta else ()
     return clean_tags(parse_tag_text(text), blacklist=cfg.tags.blacklist, drop=drop)

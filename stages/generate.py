@@ -10,28 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+from .config import Config
 from .errors import ItemError
 from .runfiles import PromptsStage, image_path
-from .stage import Item, Stage, StageReport
+from .stage import Declaration, Item, Stage, StageReport
 from .store import hash_value
 
 KEY_CHUNK = "tagcap_key"
-
-
-def make_image_backend(ctx):
-    """The configured text-to-image backend, built once per run."""
-    g = ctx.cfg.generate
-
-    def build():
-        from .backends.images import A1111Backend, DiffusersBackend
-
-        if g.backend == "a1111":
-            return A1111Backend(g.url, steps=g.steps, guidance=g.guidance, width=g.width,
-                                height=g.height)
-        return DiffusersBackend(g.model, cache_dir=ctx.cfg.paths.cache, device=g.device,
-                                steps=g.steps, guidance=g.guidance, width=g.width, height=g.height,
-                                scheduler=g.scheduler, refiner=g.refiner, batch_size=g.batch_size)
-    return ctx.resource("images", build)
 
 
 def image_key(backend, text: str, seed: int, negative: str) -> str:
@@ -50,12 +35,13 @@ def png_key(path) -> str | None:
         return None
 
 
-async def render_images(ctx, jobs: list[tuple[str, int, object, dict]]) -> None:
-    """Generate and save `(text, seed, path, metadata)` jobs in batches of generate.batch_size."""
+async def render_images(stage, jobs: list[tuple[str, int, object, dict]]) -> None:
+    """Generate and save `(text, seed, path, metadata)` jobs in batches of generate.batch_size
+    with the stage's image backend (the stage declares generate.negative_prompt)."""
     from .backends.images import save_png
 
-    g = ctx.cfg.generate
-    backend = make_image_backend(ctx)
+    g = stage.cfg.generate
+    backend = stage.backend("images")
     for start in range(0, len(jobs), g.batch_size):
         batch = jobs[start:start + g.batch_size]
         images = await asyncio.to_thread(backend.generate, [j[0] for j in batch],
@@ -74,6 +60,11 @@ class GenerateStage(PromptsStage, Stage):
     name = "generate"
     concurrency = 1          # one pipeline; batching happens inside an item
 
+    @classmethod
+    def declare(cls, cfg: Config) -> Declaration:
+        return Declaration(config=("generate.negative_prompt", "generate.seeds"), backends=("images",),
+                           operational=("generate.batch_size",))
+
     def prepare(self) -> None:
         self.load_rows()
 
@@ -89,7 +80,7 @@ class GenerateStage(PromptsStage, Stage):
         return out
 
     def jobs(self, item: Item) -> list[tuple[str, int, object, dict, str]]:
-        backend = make_image_backend(self.ctx)
+        backend = self.backend("images")
         out = []
         for variant, text in self.variants(item.data):
             for seed in self.cfg.generate.seeds:
@@ -98,15 +89,15 @@ class GenerateStage(PromptsStage, Stage):
                 out.append((text, seed, path, {"id": item.id, "variant": variant}, key))
         return out
 
-    def key(self, item: Item) -> str:
-        return hash_value([job[4] for job in self.jobs(item)])
+    def inputs(self, item: Item) -> dict:
+        return {"variants": self.variants(item.data)}
 
     def is_done(self, item: Item, key: str) -> bool:
         return all(png_key(job[2]) == job[4] for job in self.jobs(item))
 
     async def process(self, item: Item, key: str) -> None:
         todo = [job[:4] for job in self.jobs(item) if png_key(job[2]) != job[4]]
-        await render_images(self.ctx, todo)
+        await render_images(self, todo)
 
     def finish(self, report: StageReport) -> None:
         if not self.rows:

@@ -27,42 +27,58 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _sorted_entries(folder: Path) -> list[tuple[str, bool]]:
-    """(name, is_folder) for one folder, sorted; hidden names (our temp files too) left out."""
+def _sorted_entries(folder: Path) -> tuple[list[tuple[str, bool]], str]:
+    """(name, is_folder) for one folder, sorted, and why it could not be listed ('' when it
+    could). Hidden names (our temp files too) are left out."""
+    entries = []
     try:
         with os.scandir(folder) as scan:
-            entries = []
             for entry in scan:
                 if entry.name.startswith("."):
                     continue
                 try:
                     is_dir = entry.is_dir(follow_symlinks=False)
                 except OSError:
-                    continue
+                    is_dir = False
                 entries.append((entry.name, is_dir))
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return []
-    return sorted(entries)
+    except OSError as exc:
+        return [], f"cannot list folder: {exc.strerror or exc}"
+    return sorted(entries), ""
 
 
-def iter_images(folder: Path) -> Iterator[Path]:
-    """Image files under `folder`, recursively, in sorted-name order within each folder.
+def walk_images(folder: Path) -> Iterator[tuple[Path, str]]:
+    """(image path, '') for every image file under `folder`, recursively, in sorted-name order
+    within each folder, and (folder path, reason) for a sub-folder that cannot be listed.
 
     Depth first, so `a.jpg, b/x.jpg, c.jpg` come in that order. Only the names of the folders
     on the current path are held, never the whole tree; symlinked folders are not entered
     (no cycles).
     """
-    stack = [(Path(folder), iter(_sorted_entries(Path(folder))))]
+    names, problem = _sorted_entries(Path(folder))
+    if problem and Path(folder).exists():
+        yield Path(folder), problem
+    stack = [(Path(folder), iter(names))]
     while stack:
         parent, names = stack[-1]
         for name, is_dir in names:
             if is_dir:
-                stack.append((parent / name, iter(_sorted_entries(parent / name))))
+                entries, problem = _sorted_entries(parent / name)
+                if problem:
+                    yield parent / name, problem
+                    continue
+                stack.append((parent / name, iter(entries)))
                 break
             if is_image_name(name):
-                yield parent / name
+                yield parent / name, ""
         else:
             stack.pop()
+
+
+def iter_images(folder: Path) -> Iterator[Path]:
+    """The image files of `walk_images` (folders that cannot be listed are passed over)."""
+    for path, problem in walk_images(folder):
+        if not problem:
+            yield path
 
 
 def _mp(pixels: int) -> str:

@@ -13,10 +13,11 @@ import os
 import time
 from pathlib import Path
 
-from .describe import make_vision
-from .folder import artifact, count_images, image_items, read_tags
-from .stage import Item, Stage
-from .store import atomic_write_json, hash_value, read_json, sha256_file
+from .config import Config
+from .errors import ItemError
+from .folder import artifact, check_images_folder, count_images, image_items, read_tags
+from .stage import Declaration, Item, Stage
+from .store import atomic_write_json, read_json, sha256_file
 
 
 def image_digest(path: Path, record: dict | None) -> str:
@@ -30,32 +31,43 @@ def image_digest(path: Path, record: dict | None) -> str:
 class InterrogateStage(Stage):
     name = "interrogate"
 
+    @classmethod
+    def declare(cls, cfg: Config) -> Declaration:
+        asks = cfg.vision.backend != "classifier"      # the classifier reads no question
+        hint = asks and cfg.interrogate.tags_hint
+        return Declaration(
+            config=("interrogate.template", "interrogate.tags_hint") if asks else (),
+            reads=("tags.blacklist", "tags.drop_meta") if hint else (),
+            backends=("vision",), operational=("interrogate.max_pixels",))
+
     def prepare(self) -> None:
-        self.template = self.ctx.template(self.cfg.interrogate.template, "interrogate.template",
-                                          {"tags"})
-        self._records: dict[str, dict | None] = {}     # read by key(), reused by is_done()
+        check_images_folder(self.cfg.paths.images)
+        self.template = (self.load_template("interrogate.template", {"tags"}) if self._asks()
+                         else None)
+        self._records: dict[str, dict | None] = {}     # read by inputs(), reused by is_done()
 
     @property
     def llm_bound(self) -> bool:
-        return self.cfg.vision.backend == "openai"
+        return self.ctx.cfg.vision.backend == "openai"
 
     @property
     def concurrency(self) -> int:
-        if self.cfg.vision.backend == "openai":
+        if self.ctx.cfg.vision.backend == "openai":
             return self.cfg.llm.concurrency
         return 2     # local models run one at a time; two items overlap decoding and inference
 
     def vision(self):
-        return make_vision(self.ctx)
+        return self.backend("vision")
 
     def out(self, item: Item) -> Path:
         return artifact(self.cfg.paths.cache / "interrogate", item.id, ".json")
 
     def _record(self, item: Item) -> dict | None:
         try:
-            return read_json(self.out(item))
+            record = read_json(self.out(item))
         except (FileNotFoundError, ValueError):
             return None
+        return record if isinstance(record, dict) else None
 
     def items(self):
         return image_items(self.cfg.paths.images)
@@ -64,20 +76,18 @@ class InterrogateStage(Stage):
         return count_images(self.cfg.paths.images)
 
     def _asks(self) -> bool:
-        return self.cfg.vision.backend != "classifier"
+        return self.ctx.cfg.vision.backend != "classifier"
 
     def _hint(self, item: Item) -> list[str]:
         return read_tags(item.data, self.cfg) if self._asks() and self.cfg.interrogate.tags_hint else []
 
-    def key(self, item: Item) -> str:
+    def inputs(self, item: Item) -> dict:
+        record = self._records[item.id] = self._record(item)
         try:
-            record = self._records[item.id] = self._record(item)
             digest = image_digest(item.data, record)
         except OSError as exc:
-            digest = f"unreadable: {exc}"
-        return hash_value({"image": digest, "vision": self.vision().identity(),
-                           "template": self.template.hash if self._asks() else None,
-                           "hint": self._hint(item)})
+            raise ItemError(f"cannot read the image: {exc.strerror or exc}") from None
+        return {"image": digest, "hint": self._hint(item)}
 
     def is_done(self, item: Item, key: str) -> bool:
         record = self._records.pop(item.id) if item.id in self._records else self._record(item)
@@ -90,7 +100,8 @@ class InterrogateStage(Stage):
         digest = await asyncio.to_thread(sha256_file, item.data)
         image = await asyncio.to_thread(load_image, item.data, self.cfg.interrogate.max_pixels)
         hint = self._hint(item)
-        question = self.template.render(tags=", ".join(hint) or "(none)")[0]["content"]
+        question = (self.template.render(tags=", ".join(hint) or "(none)")[0]["content"]
+                    if self.template else "")
         answer = await self.vision().describe(image, question, hint)
         atomic_write_json(self.out(item), {
             "id": item.id, "image": str(item.data), "image_sha256": digest,

@@ -11,20 +11,25 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .executors import Executor
+from .executors import Executor, triage
 from .stage import MAX_LISTED_FAILURES, Context, RunOptions, Stage, StageReport, in_shard
 from .store import atomic_write_json
 
 
 def _dry_run(stage: Stage, options: RunOptions) -> StageReport:
+    """Count what a run would do, item by item, without calling or writing anything."""
     report = StageReport(stage.name, state="planned")
     todo = 0
     for item in stage.items():
         if not in_shard(item.id, options.shard):
             continue
-        if options.limit and todo + report.reused >= options.limit:
+        if options.limit and todo + report.reused + len(report.failed) >= options.limit:
+            report.limited = f"--limit {options.limit}"
             break
-        if stage.is_done(item, stage.key(item)):
+        state, key_or_reason = triage(stage, item)
+        if state == "failed":
+            report.failed.append((item.id, key_or_reason))
+        elif state == "done":
             report.reused += 1
         else:
             todo += 1
@@ -48,15 +53,19 @@ async def run_stages(stages: list[Stage], ctx: Context, executor: Executor) -> l
                 report.note = stage.missing_inputs()
                 continue
             stage.prepare()
+            await stage.start()
             if options.dry_run:
-                reports[-1] = _dry_run(stage, options)
-                reports[-1].note = "; ".join(stage.plan())
+                reports[-1] = report = _dry_run(stage, options)
+                report.note = "; ".join(stage.plan())
+                report.limited = "; ".join(filter(None, (stage.limited(), report.limited)))
                 continue
+            stage.begin()
             started = time.monotonic()
             try:
                 await executor.run(stage, options, report)
             finally:
                 report.seconds = time.monotonic() - started
+                report.limited = "; ".join(filter(None, (stage.limited(), report.limited)))
                 stage.finish(report)
     finally:
         await ctx.aclose()
@@ -70,7 +79,8 @@ def write_summary(path: Path, ctx: Context, reports: list[StageReport]) -> None:
         "calls": ctx.stats.as_dict(),
         "stages": [{"name": r.name, "state": r.state, "ok": r.ok, "reused": r.reused,
                     "failed": [{"id": i, "reason": why} for i, why in r.failed],
-                    "seconds": round(r.seconds, 3), "note": r.note} for r in reports],
+                    "seconds": round(r.seconds, 3), "note": r.note, "limited": r.limited}
+                   for r in reports],
     })
 
 
@@ -83,11 +93,16 @@ def format_summary(ctx: Context, reports: list[StageReport]) -> Iterator[str]:
                 line += f" ({r.note})"
             yield line
         elif dry:
-            yield f"{r.name}: would process {r.ok}, reuse {r.reused}" + (
-                f" [{r.note}]" if r.note else "")
+            yield (f"{r.name}: would process {r.ok}, reuse {r.reused}"
+                   + (f", fail {len(r.failed)}" if r.failed else "")
+                   + (f" (cut by {r.limited})" if r.limited else "")
+                   + (f" [{r.note}]" if r.note else ""))
+            for item_id, reason in r.failed[:MAX_LISTED_FAILURES]:
+                yield f"  WOULD FAIL {item_id}: {reason}"
         else:
             yield (f"{r.name}: {r.ok} ok, {r.reused} reused, {len(r.failed)} failed"
-                   f" ({r.seconds:.1f} s)" + (f"; {r.note}" if r.note else ""))
+                   f" ({r.seconds:.1f} s)" + (f"; cut by {r.limited}" if r.limited else "")
+                   + (f"; {r.note}" if r.note else ""))
             for item_id, reason in r.failed[:MAX_LISTED_FAILURES]:
                 yield f"  FAILED {item_id}: {reason}"
             if len(r.failed) > MAX_LISTED_FAILURES:

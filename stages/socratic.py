@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from .describe import describe, make_clip_scorer, make_vision
+from .config import Config
+from .describe import describe
 from .errors import ConfigError, ItemError
-from .generate import image_key, make_image_backend, png_key, render_images
+from .generate import image_key, png_key, render_images
 from .runfiles import PromptsStage, image_path
-from .stage import Item, Stage, StageReport
-from .store import atomic_write_json, hash_value, read_json
+from .stage import Declaration, Item, Stage, StageReport
+from .store import atomic_write_json, read_json
 from .text import tidy_caption
 
 VERDICT = {
@@ -49,14 +50,27 @@ class SocraticStage(PromptsStage, Stage):
     name = "socratic"
     concurrency = 1          # rounds are sequential and the image pipeline is shared
 
+    @classmethod
+    def declare(cls, cfg: Config) -> Declaration:
+        s = cfg.socratic
+        asks = cfg.vision.backend != "classifier"
+        scorer = ("clip",) if s.select == "clip" else ()
+        return Declaration(
+            config=("socratic.template", "socratic.max_clip_tokens", "socratic.start", "socratic.select",
+                    "generate.negative_prompt", "generate.seeds")
+            + (("interrogate.template",) if asks else ()),
+            backends=("images", "vision", "chat") + scorer,
+            completion=("socratic.iterations", "socratic.early_stop"),
+            operational=("interrogate.max_pixels", "generate.batch_size"))
+
     def prepare(self) -> None:
         s = self.cfg.socratic
         if s.select == "judge" and self.cfg.vision.backend != "openai":
             raise ConfigError(f"{self.cfg.source}: socratic.select = judge compares images, so it "
                               "needs vision.backend = openai (a model that sees images); use "
                               "socratic.select = clip otherwise")
-        self.template = self.ctx.template(s.template, "socratic.template",
-                                          {"prompt", "current", "caption", "history", "max_tokens"})
+        self.template = self.load_template("socratic.template",
+                                           {"prompt", "current", "caption", "history", "max_tokens"})
         self.load_rows()
         self.early = 0
 
@@ -71,16 +85,8 @@ class SocraticStage(PromptsStage, Stage):
             return self.up[row["id"]]["upsampled"]
         return row["prompt"]
 
-    def key(self, item: Item) -> str:
-        s, v = self.cfg.socratic, self.cfg.vision
-        return hash_value({
-            "prompt": item.data["prompt"], "start": self.start_prompt(item.data),
-            "seed": self.cfg.generate.seeds[0], "template": self.template.hash,
-            "llm": self.ctx.chat().identity(), "early_stop": s.early_stop, "select": s.select,
-            "vision": [v.backend, v.model, v.top_k], "max_clip_tokens": s.max_clip_tokens,
-            "images": [self.cfg.generate.backend, self.cfg.generate.model, self.cfg.generate.steps,
-                       self.cfg.generate.width, self.cfg.generate.height],
-            "clip": self.cfg.evaluate.clip_model})
+    def inputs(self, item: Item) -> dict:
+        return {"prompt": item.data["prompt"], "start": self.start_prompt(item.data)}
 
     def _trace(self, item: Item, key: str) -> dict | None:
         try:
@@ -89,11 +95,22 @@ class SocraticStage(PromptsStage, Stage):
             return None
         return trace if trace.get("key") == key else None
 
+    def finished_at(self, its: list[dict]) -> int | None:
+        """How many rounds the loop makes with the current settings given these verdicts, or
+        None while it would go on. Settings that only decide when it ends (iterations,
+        early_stop) thus extend or cut a trace instead of redoing it."""
+        s = self.cfg.socratic
+        for i, it in enumerate(its):
+            verdict = it["verdict"]
+            no_new = not verdict["revised_prompt"].strip() or verdict["revised_prompt"] == it["prompt"]
+            if (s.early_stop and verdict["matches"]) or no_new or i + 1 >= s.iterations:
+                return i + 1
+        return None
+
     def is_done(self, item: Item, key: str) -> bool:
         trace = self._trace(item, key)
-        return bool(trace) and trace.get("best") is not None and (
-            trace["stopped_early"] or bool(trace.get("stop_reason"))
-            or len(trace["iterations"]) >= self.cfg.socratic.iterations)
+        return (bool(trace) and trace.get("best") is not None
+                and self.finished_at(trace["iterations"]) == len(trace["iterations"]))
 
     async def process(self, item: Item, key: str) -> None:
         s = self.cfg.socratic
@@ -104,20 +121,18 @@ class SocraticStage(PromptsStage, Stage):
             "start": s.start, "seed": seed, "iterations": [], "best": None,
             "stopped_early": False, "key": key}
         its = trace["iterations"]
-        current = its[-1]["verdict"]["revised_prompt"] if its else self.start_prompt(row)
-        if its and its[-1]["verdict"]["matches"] and s.early_stop:
-            trace["stopped_early"] = True
-        while not trace["stopped_early"] and not trace.get("stop_reason") and len(its) < s.iterations:
+        end = self.finished_at(its)
+        if end is not None and end < len(its):          # fewer rounds asked for now
+            del its[end:]
+        while self.finished_at(its) is None:
+            current = its[-1]["verdict"]["revised_prompt"] if its else self.start_prompt(row)
             its.append(await self._round(row, len(its), current, its, seed))
             trace["best"] = None
             atomic_write_json(self.out(row["id"]), trace)
-            verdict = its[-1]["verdict"]
-            if verdict["matches"] and s.early_stop:
-                trace["stopped_early"] = True
-            elif not verdict["revised_prompt"].strip() or verdict["revised_prompt"] == current:
-                trace["stop_reason"] = "the judge gave no new prompt"
-                break
-            current = verdict["revised_prompt"]
+        last = its[-1]["verdict"]
+        trace["stopped_early"] = bool(s.early_stop and last["matches"])
+        no_new = not last["revised_prompt"].strip() or last["revised_prompt"] == its[-1]["prompt"]
+        trace["stop_reason"] = "the judge gave no new prompt" if no_new and not trace["stopped_early"] else ""
         self.early += trace["stopped_early"]
         await self._select(trace)
         atomic_write_json(self.out(row["id"]), trace)
@@ -128,16 +143,16 @@ class SocraticStage(PromptsStage, Stage):
 
         s = self.cfg.socratic
         path = image_path(self.ctx.run_dir, row["id"], f"iter{index:02d}", seed)
-        backend = make_image_backend(self.ctx)
+        backend = self.backend("images")
         if png_key(path) != image_key(backend, prompt, seed, self.cfg.generate.negative_prompt):
-            await render_images(self.ctx, [(prompt, seed, path, {"id": row["id"],
-                                                                  "variant": f"iter{index:02d}"})])
-        caption = await describe(self.ctx, path)
+            await render_images(self, [(prompt, seed, path, {"id": row["id"],
+                                                             "variant": f"iter{index:02d}"})])
+        caption = await describe(self, path)
         messages = self.template.render(prompt=row["prompt"], current=prompt, caption=caption,
                                         history=format_history(history),
                                         max_tokens=str(s.max_clip_tokens))
-        answer = await self.ctx.chat().chat(messages, template_hash=self.template.hash,
-                                            schema=VERDICT, schema_name="verdict")
+        answer = await self.backend("chat").chat(messages, template_hash=self.template.hash,
+                                                 schema=VERDICT, schema_name="verdict")
         verdict = {"matches": bool(answer.data["matches"]),
                    "missing": [str(m) for m in answer.data["missing"]],
                    "revised_prompt": tidy_caption(str(answer.data["revised_prompt"]))}
@@ -160,7 +175,7 @@ class SocraticStage(PromptsStage, Stage):
             raise ItemError("no round finished")
         paths = [self.ctx.run_dir / it["image"] for it in its]
         if self.cfg.socratic.select == "clip":
-            scorer = make_clip_scorer(self.ctx)
+            scorer = self.backend("clip")
             images = [Image.open(p).convert("RGB") for p in paths]
             scores = await asyncio.to_thread(scorer.clipscore, images, [trace["prompt"]] * len(images))
             for it, score in zip(its, scores, strict=True):
@@ -173,14 +188,14 @@ class SocraticStage(PromptsStage, Stage):
             for it, score in zip(its, scores, strict=True):
                 it["scores"]["select_judge"] = float(score)
             name = "select_judge"
-            trace["selection"] = {"by": "judge", "scorer": self.ctx.chat().identity(),
+            trace["selection"] = {"by": "judge", "scorer": self.backend("vision").identity(),
                                   "why": "highest score from the vision-language judge"}
         trace["best"] = max(range(len(its)), key=lambda i: (its[i]["scores"][name], -i))
 
     async def _judge_images(self, prompt: str, paths: list[Path]) -> list[float]:
         from .imageio import load_image
 
-        vision = make_vision(self.ctx)
+        vision = self.backend("vision")
         schema = {"type": "object", "required": ["score"],
                   "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 10}}}
         out = []

@@ -1,17 +1,19 @@
 """Tags stage: every tag in the folder's tag files gets its wiki text and a one-sentence summary.
 
-Results go to the tag store, `cache/tags.json`. A tag is redone when the source, model,
-template or the wiki options change (its key); definitive answers only are stored.
+Results go to the tag store, `cache/tags.json`. A tag's key covers the summary template,
+the model, the wiki source and, for a local wiki file, the tag's text in it: editing one
+tag's text (or adding text for a tag that had none) redoes that tag only. Danbooru text is
+fetched once and kept; only definitive answers are stored.
 """
 
 from __future__ import annotations
 
 import time
 
+from .config import Config
 from .errors import ItemError
-from .folder import image_items, read_tags
-from .stage import Item, Stage, StageReport
-from .store import hash_value
+from .folder import check_images_folder, image_items, read_tags, tag_file
+from .stage import Declaration, Item, Stage, StageReport
 from .tagstore import TagStore
 from .text import tidy_caption
 
@@ -21,9 +23,21 @@ FLUSH_EVERY = 50
 class TagsStage(Stage):
     name = "tags"
     llm_bound = True
+    chat_params = {"max_tokens": 80}
+
+    @classmethod
+    def declare(cls, cfg: Config) -> Declaration:
+        source = (("tags.wiki_file",) if cfg.tags.source == "file"
+                  else ("tags.url", "tags.min_post_count"))
+        return Declaration(
+            config=("tags.template", "tags.include_tags_without_wiki", "tags.source"),
+            reads=source, backends=("chat",),
+            operational=("tags.blacklist", "tags.drop_meta", "tags.user_agent",
+                         "tags.requests_per_second", "tags.timeout", "tags.retries", "llm.backoff"))
 
     def prepare(self) -> None:
-        self.template = self.ctx.template(self.cfg.tags.template, "tags.template", {"tag", "wiki"})
+        check_images_folder(self.cfg.paths.images)
+        self.template = self.load_template("tags.template", {"tag", "wiki"})
         self.store = TagStore(self.cfg.paths.cache / "tags.json")
         self.known = self.store.load()
         self.pending: dict[str, dict] = {}
@@ -42,18 +56,23 @@ class TagsStage(Stage):
                             min_post_count=c.min_post_count, backoff=self.cfg.llm.backoff)
 
     def items(self):
+        """Failed items for tag files that cannot be read, then every tag once, sorted."""
         seen: set[str] = set()
         for image in image_items(self.cfg.paths.images):
-            for tag in read_tags(image.data, self.cfg):
-                seen.add(tag)
+            if image.error:
+                yield image
+                continue
+            try:
+                seen.update(read_tags(image.data, self.cfg))
+            except ItemError as exc:
+                name = tag_file(image.data).relative_to(self.cfg.paths.images).as_posix()
+                yield Item(name, error=str(exc))
         for tag in sorted(seen):
             yield Item(tag)
 
-    def key(self, item: Item) -> str:
-        c = self.cfg.tags
-        return hash_value({"wiki": self.wiki().identity(), "template": self.template.hash,
-                           "llm": self.ctx.chat().identity(),
-                           "include_without_wiki": c.include_tags_without_wiki})
+    def inputs(self, item: Item) -> dict:
+        wiki = self.wiki()
+        return {"tag": item.id, "source": wiki.identity(), "wiki": wiki.text(item.id)}
 
     def is_done(self, item: Item, key: str) -> bool:
         entry = self.pending.get(item.id) or self.known.get(item.id)
@@ -66,16 +85,16 @@ class TagsStage(Stage):
         wiki = answer.text
         if answer.status == "found" or (answer.status == "no_wiki"
                                         and self.cfg.tags.include_tags_without_wiki):
-            chat = self.ctx.chat()
+            chat = self.backend("chat")
             messages = self.template.render(tag=tag, wiki=wiki or "(no wiki text; use the tag name)")
-            result = await chat.chat(messages, template_hash=self.template.hash, max_tokens=80)
+            result = await chat.chat(messages, template_hash=self.template.hash, **self.chat_overrides())
             summary = tidy_caption(result.text)
             if not summary:
                 raise ItemError(f"the model returned an empty summary for tag {tag!r}")
         self.pending[tag] = {
             "status": answer.status, "wiki": wiki or None, "summary": summary,
             "post_count": answer.post_count, **self.wiki().identity(),
-            "model": self.ctx.chat().model_id, "template": self.template.hash, "key": key,
+            "model": self.backend("chat").model_id, "template": self.template.hash, "key": key,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if len(self.pending) >= FLUSH_EVERY:
             self.flush()
@@ -90,4 +109,6 @@ class TagsStage(Stage):
         counts: dict[str, int] = {}
         for entry in self.known.values():
             counts[entry.get("status", "?")] = counts.get(entry.get("status", "?"), 0) + 1
-        report.note = "store: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        notes = ["store: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+        notes += [f"the unreadable tag store was moved to {p.name}" for p in self.store.moved_aside]
+        report.note = "; ".join(notes)

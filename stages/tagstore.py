@@ -1,38 +1,72 @@
 """The tag store, `cache/tags.json`: one entry per tag with its wiki text and summary.
 
-Entries record the source, model and template hash that produced them, so a changed
-template or model re-summarises. Writers take a lock file, re-read what is on disk, merge
-their entries and replace the file atomically: several shards can share one store, and a
-reader never sees a half-written file.
+Entries record the source, model, template and key that produced them, so a changed input
+re-summarises. Writers take a lock file, re-read what is on disk, merge their entries and
+replace the file atomically: several shards can share one store, and a reader never sees a
+half-written file. A store that cannot be read is never overwritten: it is moved aside to
+`tags.json.corrupt-TIMESTAMP`, said in a warning, and the run goes on with what it rebuilds
+(summaries already made come back from the call cache without model calls).
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import FatalError
 from .store import atomic_write_json
 
 VERSION = 1
+log = logging.getLogger(__name__)
 
 
 class TagStore:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.moved_aside: list[Path] = []      # unreadable stores set aside during this run
 
     def load(self) -> dict[str, dict]:
+        return self._load(locked=False)
+
+    def _load(self, *, locked: bool) -> dict[str, dict]:
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
+            with open(self.path, "rb") as fh:
+                raw = fh.read()
         except FileNotFoundError:
             return {}
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            tags = data["tags"]
+            if not isinstance(tags, dict):
+                raise TypeError("'tags' is not an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            self._set_aside(f"{type(exc).__name__}: {exc}"[:160], raw, locked=locked)
             return {}
-        tags = data.get("tags", {}) if isinstance(data, dict) else {}
         return {k: v for k, v in tags.items() if isinstance(v, dict)}
+
+    def _set_aside(self, why: str, raw: bytes, *, locked: bool) -> None:
+        if not locked:
+            with self._locked():
+                return self._set_aside(why, raw, locked=True)
+        try:
+            if self.path.read_bytes() != raw:      # another writer replaced it meanwhile
+                return
+        except FileNotFoundError:
+            return
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            raise FatalError(f"{self.path} cannot be read ({why}) and cannot be moved aside "
+                             f"({exc.strerror}); move or delete it, then rerun") from None
+        self.moved_aside.append(aside)
+        log.warning("the tag store %s could not be read (%s); it was moved to %s and is rebuilt "
+                    "(summaries already made come back from the call cache)", self.path, why, aside.name)
 
     @contextmanager
     def _locked(self):
@@ -50,7 +84,7 @@ class TagStore:
         if not entries:
             return
         with self._locked():
-            merged = self.load()
+            merged = self._load(locked=True)
             merged.update(entries)
             atomic_write_json(self.path, {"version": VERSION,
                                           "tags": dict(sorted(merged.items()))})

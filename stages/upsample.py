@@ -11,22 +11,22 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from .config import Config
 from .errors import ItemError
 from .runfiles import write_jsonl
-from .stage import Item, Stage, StageReport
-from .store import atomic_write_json, hash_value, read_json
+from .stage import Declaration, FromConfig, Item, Stage, StageReport
+from .store import atomic_write_json, read_json
 from .text import tidy_caption
 
 
-def load_prompts(ctx) -> list:
-    """The benchmark as configured; also written to runs/RUN/prompts.jsonl."""
-    from .benchmarks import load_benchmark, write_prompts_jsonl
+def load_prompts(cfg) -> tuple[list, int]:
+    """The benchmark's prompts as configured, and how many there were before upsample.limit."""
+    from .benchmarks import load_benchmark
 
-    u = ctx.cfg.upsample
-    prompts = load_benchmark(u.benchmark, path=u.benchmark_path, categories=u.categories,
-                             limit=u.limit, base_dir=ctx.cfg.source.resolve().parent)
-    write_prompts_jsonl(prompts, ctx.run_dir / "prompts.jsonl")
-    return prompts
+    u = cfg.upsample
+    everything = load_benchmark(u.benchmark, path=u.benchmark_path, categories=u.categories,
+                                limit=0, base_dir=cfg.source.resolve().parent)
+    return (everything[:u.limit] if u.limit else everything), len(everything)
 
 
 def choose(candidates: list[str], tokens: list[int], limit: int) -> int:
@@ -40,11 +40,30 @@ def choose(candidates: list[str], tokens: list[int], limit: int) -> int:
 class UpsampleStage(Stage):
     name = "upsample"
     llm_bound = True
+    chat_params = {"temperature": FromConfig("upsample.temperature")}
+
+    @classmethod
+    def declare(cls, cfg: Config) -> Declaration:
+        return Declaration(
+            config=("upsample.template", "upsample.candidates", "upsample.max_clip_tokens"),
+            backends=("chat",),
+            operational=("upsample.benchmark", "upsample.benchmark_path", "upsample.categories",
+                         "upsample.limit"))
 
     def prepare(self) -> None:
-        self.template = self.ctx.template(self.cfg.upsample.template, "upsample.template",
-                                          {"prompt", "max_tokens"})
-        self.prompts = load_prompts(self.ctx)
+        self.template = self.load_template("upsample.template", {"prompt", "max_tokens"})
+        self.prompts, self.total = load_prompts(self.cfg)
+
+    def begin(self) -> None:
+        from .benchmarks import write_prompts_jsonl
+
+        write_prompts_jsonl(self.prompts, self.ctx.run_dir / "prompts.jsonl")
+
+    def limited(self) -> str:
+        if len(self.prompts) < self.total:
+            limit = self.cfg.upsample.limit
+            return f"upsample.limit = {limit}: {len(self.prompts)} of {self.total:,} prompts"
+        return ""
 
     def missing_inputs(self) -> str:
         if not (self.ctx.run_dir / "upsampled.jsonl").exists():
@@ -61,11 +80,8 @@ class UpsampleStage(Stage):
     def count(self) -> int:
         return len(self.prompts)
 
-    def key(self, item: Item) -> str:
-        u = self.cfg.upsample
-        return hash_value({"prompt": item.data.prompt, "template": self.template.hash,
-                           "llm": self.ctx.chat().identity(), "candidates": u.candidates,
-                           "temperature": u.temperature, "max_clip_tokens": u.max_clip_tokens})
+    def inputs(self, item: Item) -> dict:
+        return {"prompt": item.data.prompt}
 
     def is_done(self, item: Item, key: str) -> bool:
         try:
@@ -84,10 +100,10 @@ class UpsampleStage(Stage):
         u = self.cfg.upsample
         prompt = item.data
         messages = self.template.render(prompt=prompt.prompt, max_tokens=str(u.max_clip_tokens))
-        chat = self.ctx.chat()
+        chat = self.backend("chat")
         answers = await asyncio.gather(*(
-            chat.chat(messages, template_hash=self.template.hash, temperature=u.temperature,
-                      sample=i) for i in range(u.candidates)))
+            chat.chat(messages, template_hash=self.template.hash, sample=i, **self.chat_overrides())
+            for i in range(u.candidates)))
         candidates = [tidy_caption(a.text) for a in answers]
         candidates = [c for c in candidates if c] or []
         if not candidates:
@@ -99,7 +115,8 @@ class UpsampleStage(Stage):
             "id": prompt.id, "prompt": prompt.prompt, "category": prompt.category,
             "upsampled": candidates[best], "candidates": candidates, "clip_tokens": tokens,
             "chosen": best, "over_limit": tokens[best] > u.max_clip_tokens,
-            "llm": chat.identity(), "template": self.template.hash, "key": key})
+            "llm": chat.identity(**self.chat_overrides()), "template": self.template.hash,
+            "key": key})
 
     def finish(self, report: StageReport) -> None:
         rows, over = [], 0

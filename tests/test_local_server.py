@@ -21,7 +21,6 @@ SCHEMA = {"type": "object", "required": ["colour"],
 def test_embedded_server_answers_plain_and_structured_then_stops(tmp_path):
     cfg = LLMConfig(base_url=("local",), local_parallel=2, local_ctx=1024, max_tokens=24)
     backend = ChatBackend(cfg, CallCache(tmp_path / "calls"), CallStats(), cache_dir=tmp_path)
-    assert backend.model_id == "gguf:SmolLM2-135M-Instruct.Q4_1.gguf"
 
     async def go():
         try:
@@ -34,6 +33,8 @@ def test_embedded_server_answers_plain_and_structured_then_stops(tmp_path):
             await backend.aclose()
 
     plain, structured, url = asyncio.run(go())
+    name, digest = backend.model_id.rsplit(":", 1)
+    assert name == "gguf:SmolLM2-135M-Instruct.Q4_1.gguf" and len(digest) == 16   # file name + content
     assert plain.text.strip()
     assert isinstance(structured.data["colour"], str)
     assert backend.stats.calls >= 2

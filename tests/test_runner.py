@@ -25,13 +25,13 @@ class UpperStage(Stage):
 
     def __init__(self, ctx, inputs: dict[str, str], out: Path, log: list):
         super().__init__(ctx)
-        self.inputs, self.out, self.log = inputs, out, log
+        self.values, self.out, self.log = inputs, out, log
 
     def items(self):
-        for key in sorted(self.inputs):
-            yield Item(key, self.inputs[key])
+        for key in sorted(self.values):
+            yield Item(key, self.values[key])
 
-    def key(self, item):
+    def inputs(self, item):
         return item.data
 
     def is_done(self, item, key):

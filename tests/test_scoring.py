@@ -29,7 +29,9 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def clip(cache) -> ClipScorer:
-    return ClipScorer("tiny", cache_dir=cache)
+    scorer = ClipScorer("tiny", cache_dir=cache)
+    scorer.embed_texts(["load it"])           # models load on first use
+    return scorer
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,7 @@ def test_tiny_clip_is_saved_once_and_loaded_through_from_pretrained(clip, cache)
     again = ClipScorer("tiny", cache_dir=cache)
     assert (folder / "config.json").stat().st_mtime_ns == stamp
     assert again.identity() == clip.identity()
-    assert clip.identity()["backend"] == "transformers" and clip.identity()["model"] == "tiny"
+    assert clip.backend == "transformers" and clip.identity()["model"] == "tiny"
     assert len(clip._impl.tokenizer) == 49408
     assert not [p for p in cache.iterdir() if p.name.startswith(".tiny-clip-")]
 
@@ -116,15 +118,15 @@ def test_unreachable_hub_and_bad_folder_fail_fast_with_the_key(cache, tmp_path, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
     with pytest.raises(FatalError, match=r"evaluate\.clip_model = nobody/no-such-clip.*`tiny`"):
-        ClipScorer("nobody/no-such-clip", cache_dir=cache)
+        ClipScorer("nobody/no-such-clip", cache_dir=cache).embed_texts(["a cat"])
     assert time.monotonic() - start < 10
     (tmp_path / "empty").mkdir()
     with pytest.raises(FatalError, match="does not hold a saved CLIP model"):
-        ClipScorer(str(tmp_path / "empty"), cache_dir=cache)
+        ClipScorer(str(tmp_path / "empty"), cache_dir=cache).embed_texts(["a cat"])
     with pytest.raises(FatalError, match="needs open_clip"):
-        ClipScorer("ViT-B-32", pretrained="laion2b_s34b_b79k", cache_dir=cache)
+        ClipScorer("ViT-B-32", pretrained="laion2b_s34b_b79k", cache_dir=cache).embed_texts(["a cat"])
     with pytest.raises(FatalError, match="evaluate.text_model = nobody/no-such-model"):
-        TextEmbedder("nobody/no-such-model")
+        TextEmbedder("nobody/no-such-model").embed(["a cat"])
 
 
 def test_packaged_minilm_gives_the_published_similarity(monkeypatch):
@@ -144,6 +146,7 @@ def test_packaged_minilm_gives_the_published_similarity(monkeypatch):
 def test_real_clip_vit_b32_prefers_the_right_caption(cache):
     try:
         clip = ClipScorer("ViT-B-32", cache_dir=cache)
+        clip.embed_texts(["a photo of a cat"])
     except FatalError as exc:
         pytest.skip(f"real CLIP ViT-B/32 weights are not available here: {exc}")
     cat = photo("chelsea")

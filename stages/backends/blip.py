@@ -14,24 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FatalError
-from ..store import hash_value, sha256_file
-from .hub import load_pretrained
+from .hub import folder_fingerprint, load_pretrained
 
 KEY = "vision.model"
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def from_pretrained(loader, source: str, what: str) -> Any:
     return load_pretrained(loader, source, key=KEY, what=what)
-
-
-def _folder_fingerprint(folder: Path) -> str:
-    """Config content and weight file sizes: changes when the saved model is replaced."""
-    config = folder / "config.json"
-    weights = sorted((p.name, p.stat().st_size) for p in folder.iterdir()
-                     if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
-    return hash_value({"config": sha256_file(config) if config.is_file() else None,
-                       "weights": weights})
 
 
 def _image_processor_class(transformers):
@@ -64,10 +53,11 @@ class BlipVision:
     def identity(self) -> dict:
         """What decides the answer (for cache keys); a local folder adds a content fingerprint."""
         ident = {"backend": "blip", "model": self.model, "max_new_tokens": self.max_new_tokens,
-                 "prompt": self.prompt, "decoding": "greedy"}
+                 "prompt": self.prompt, "decoding": "greedy",
+                 "dtype": "float16" if self.device.startswith("cuda") else "float32"}
         folder = Path(self.model).expanduser()
         if folder.is_dir():
-            ident["fingerprint"] = _folder_fingerprint(folder)
+            ident["fingerprint"] = folder_fingerprint(folder)
         return ident
 
     def load(self) -> _Loaded:

@@ -1,42 +1,44 @@
 """Chat backend: any OpenAI-compatible server (vLLM, llama.cpp, Ollama, LM Studio, OpenAI).
 
-One `ChatBackend` per run. It answers from the call cache when it can; otherwise it picks
-the endpoint with the fewest requests in flight, retries transient failures (429 with
-Retry-After, 5xx, timeouts, refused or dropped connections) with exponential backoff and
-jitter, and falls back from `json_schema` to `json_object` to plain text + extraction (with
-one repair turn) when a server does not support structured output. Capability answers
-("unsupported response_format", "image input is not supported") are remembered per
-endpoint, never retried. The API key is read from the environment and never stored.
+One `ChatBackend` per run. Before any cache key is computed, `start()` resolves what the
+server really serves: the model listed at `/v1/models` (several listed and none chosen is a
+configuration error; several URLs must serve the same model), or the GGUF file's own hash
+for the embedded server. That resolved id is what keys and provenance carry, so a second
+server with another model at the same URL never reuses the first one's answers.
+
+Calls are answered from the call cache when the same call was made before; identical calls
+in flight at once are sent once (single-flight). Otherwise a call goes to the endpoint
+with the fewest requests in flight, transient failures are retried (see retry.py), and
+JSON answers fall back from `json_schema` to `json_object` to extraction from prose with one
+repair turn (see jsonout.py) when `llm.structured = auto`; an explicit mode is honoured or
+the item fails. The API key is read from the environment and never stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import functools
 import os
-import random
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import LLMConfig
-from ..errors import CapabilityError, FatalError, ItemError
+from ..errors import CapabilityError, ConfigError, FatalError, ItemError
 from ..store import CallCache, hash_value, sha256_text
-from .jsonout import parse_structured
-from .local_server import MODEL_ALIAS, LocalServer, find_gguf
+from .jsonout import STRUCTURED_MODES, next_mode, parse_structured, structured_request
+from .local_server import MODEL_ALIAS, LocalServer, find_gguf, gguf_digest
+from .retry import backoff_delay, classify
 
-STRUCTURED_MODES = ("json_schema", "json_object", "prompt")
 _DATA_URL = re.compile(r"^data:[^;,]+;base64,")
-_FORMAT_WORDS = ("response_format", "json_schema", "json schema", "json_object", "grammar")
-_IMAGE_WORDS = ("image input", "image_url", "multimodal", "vision", "mmproj", "image")
+# Request parameters a stage may set per call (others come from [llm] only).
+PARAMS = ("temperature", "top_p", "frequency_penalty", "presence_penalty", "max_tokens", "stop", "seed")
 
 
 @dataclass
 class CallStats:
-    """What a run cost: model calls made, answered from cache, retried."""
+    """What a run cost: model calls made, answered from cache (or from an identical call in
+    flight), retried."""
 
     calls: int = 0
     cache_hits: int = 0
@@ -62,17 +64,6 @@ class _Endpoint:
     down_until: float = 0.0
     structured: str = "json_schema"
     no_images: bool = False
-
-
-@dataclass
-class _Attempt:
-    """Why one HTTP attempt failed, and whether it is worth trying again."""
-
-    reason: str
-    retry: bool
-    wait: float | None = None
-    capability: str = ""          # "format" or "image" when the server lacks the feature
-    connection: bool = False
 
 
 def message_key(messages: list[dict]) -> list[dict]:
@@ -102,10 +93,10 @@ def has_image(messages: list[dict]) -> bool:
 class ChatBackend:
     """Cached, retrying, load-spreading chat completions."""
 
-    def __init__(self, cfg: LLMConfig, cache: CallCache, stats: CallStats, *,
+    def __init__(self, cfg: Any, cache: CallCache, stats: CallStats, *,
                  cache_dir: Path, base_urls: tuple[str, ...] | None = None,
                  model: str | None = None):
-        self.cfg = cfg
+        self.cfg = cfg                       # LLMConfig or a view of it
         self.cache = cache
         self.stats = stats
         self.cache_dir = Path(cache_dir)
@@ -113,72 +104,122 @@ class ChatBackend:
         self.model_setting = cfg.model if model is None else model
         self.local: LocalServer | None = None
         self.endpoints: list[_Endpoint] = []
-        self._model_name = ""
+        self._served = ""                    # the model name sent in requests
+        self._model_id = ""                  # the model as keys see it (resolved by start)
+        self._start_lock: asyncio.Lock | None = None
         self._ready: asyncio.Lock | None = None
         self._slots: asyncio.Semaphore | None = None     # requests in flight (llm.concurrency)
+        self._inflight: dict[str, asyncio.Future] = {}
 
     # -- identity -------------------------------------------------------------------------
-    @functools.cached_property
+    @property
     def model_id(self) -> str:
-        """The model as it enters cache keys: the GGUF file name for the embedded server."""
-        if self.urls == ("local",):
-            return "gguf:" + find_gguf(self.model_setting).name
-        return self.model_setting or "(server default)"
+        """The model as it enters cache keys; known once `start()` has run."""
+        if not self._model_id:
+            raise RuntimeError("ChatBackend.model_id read before start(): resolve the model first")
+        return self._model_id
 
-    def identity(self) -> dict:
-        return {"model": self.model_id, "temperature": self.cfg.temperature,
-                "top_p": self.cfg.top_p, "max_tokens": self.cfg.max_tokens,
-                "frequency_penalty": self.cfg.frequency_penalty,
-                "presence_penalty": self.cfg.presence_penalty,
-                "seed": self.cfg.seed, "stop": list(self.cfg.stop)}
+    def params(self, **overrides: Any) -> dict:
+        """The sampling parameters a call sends, with a stage's overrides applied."""
+        unknown = set(overrides) - set(PARAMS)
+        if unknown:
+            raise TypeError(f"unknown chat parameters: {sorted(unknown)}")
+        cfg = self.cfg
+        values = {"temperature": cfg.temperature, "top_p": cfg.top_p,
+                  "frequency_penalty": cfg.frequency_penalty, "presence_penalty": cfg.presence_penalty,
+                  "max_tokens": cfg.max_tokens, "stop": list(cfg.stop), "seed": cfg.seed}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return values
+
+    def identity(self, **overrides: Any) -> dict:
+        """What decides an answer besides the messages: the resolved model, how JSON is asked
+        for, the context size of the embedded server, and the sampling parameters."""
+        ident = {"model": self.model_id, "structured": self.cfg.structured, **self.params(**overrides)}
+        if self.urls == ("local",):
+            ident["local_ctx"] = self.cfg.local_ctx
+        return ident
+
+    async def start(self) -> None:
+        """Resolve the served model (once). Remote servers are asked at /v1/models; the
+        embedded server is identified by its GGUF file and is not started until a call needs it."""
+        if self._model_id:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._model_id:
+                return
+            if self.urls == ("local",):
+                gguf = find_gguf(self.model_setting)
+                digest = await asyncio.to_thread(gguf_digest, gguf, self.cache_dir)
+                self._model_id = f"gguf:{gguf.name}:{digest[:16]}"
+                return
+            await self._connect()
 
     # -- public call ----------------------------------------------------------------------
     async def chat(self, messages: list[dict], *, template_hash: str, schema: dict | None = None,
-                   schema_name: str = "answer", temperature: float | None = None,
-                   max_tokens: int | None = None, sample: int = 0) -> ChatResult:
+                   schema_name: str = "answer", sample: int = 0, **overrides: Any) -> ChatResult:
         """One answer for `messages`, from the cache when the same call was made before.
 
-        `sample` numbers independent samples of the same request (k candidates): each
-        gets its own cache entry and its own seed.
+        `sample` numbers independent samples of the same request (k candidates): each gets
+        its own cache entry and its own seed. `overrides` set PARAMS for this call.
         """
-        params = {
-            "temperature": self.cfg.temperature if temperature is None else temperature,
-            "top_p": self.cfg.top_p,
-            "frequency_penalty": self.cfg.frequency_penalty or None,
-            "presence_penalty": self.cfg.presence_penalty or None,
-            "max_tokens": self.cfg.max_tokens if max_tokens is None else max_tokens,
-            "stop": list(self.cfg.stop) or None,
-            "seed": None if self.cfg.seed < 0 else self.cfg.seed + sample,
-        }
+        await self.start()
+        params = self.params(**overrides)
+        params = {**params, "frequency_penalty": params["frequency_penalty"] or None,
+                  "presence_penalty": params["presence_penalty"] or None,
+                  "stop": params["stop"] or None,
+                  "seed": None if params["seed"] < 0 else params["seed"] + sample}
         key = hash_value({"model": self.model_id, "messages": message_key(messages),
                           "params": params, "schema": schema, "template": template_hash,
-                          "sample": sample})
+                          "structured": self.cfg.structured, "sample": sample})
         hit = self.cache.get(key)
         if hit is not None and "text" in hit:
             self.stats.cache_hits += 1
             return ChatResult(hit["text"], hit.get("data"), cached=True)
-        text, data = await self._answer(messages, params, schema, schema_name)
-        # File creation can take a millisecond; keep it off the event loop.
-        await asyncio.to_thread(self.cache.put, key, {
-            "model": self.model_id, "params": params, "template": template_hash,
-            "text": text, "data": data, "created": time.time()})
+        waiting = self._inflight.get(key)
+        if waiting is not None:                    # the same call is on its way: share it
+            text, data = await asyncio.shield(waiting)
+            self.stats.cache_hits += 1
+            return ChatResult(text, data, cached=True)
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            text, data = await self._answer(messages, params, schema, schema_name)
+            # File creation can take a millisecond; keep it off the event loop.
+            await asyncio.to_thread(self.cache.put, key, {
+                "model": self.model_id, "params": params, "template": template_hash,
+                "text": text, "data": data, "created": time.time()})
+            future.set_result((text, data))
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()                     # retrieved: no "never retrieved" warning
+            raise
+        finally:
+            del self._inflight[key]
         return ChatResult(text, data, cached=False)
 
     async def _answer(self, messages, params, schema, schema_name) -> tuple[str, Any]:
         await self._ensure_ready()
         if schema is None:
             return await self._request(messages, params, None), None
-        ep_mode = self._pick().structured if self.cfg.structured == "auto" else self.cfg.structured
-        mode = ep_mode
+        explicit = self.cfg.structured != "auto"
+        mode = self.cfg.structured if explicit else self._mode()
         while True:
-            fmt, msgs = _structured_request(mode, messages, schema, schema_name)
+            fmt, msgs = structured_request(mode, messages, schema, schema_name)
             try:
                 text = await self._request(msgs, params, fmt)
                 break
             except CapabilityError as exc:
-                if "format" not in str(exc) or mode == "prompt":
+                if "format" not in str(exc):
                     raise
-                mode = STRUCTURED_MODES[STRUCTURED_MODES.index(mode) + 1]
+                if explicit:
+                    raise ItemError(f"the server refused structured output as {mode} (llm.structured "
+                                    f"= {mode}): {exc}; set llm.structured = auto to let it fall back "
+                                    "to other modes") from None
+                if mode == "prompt":
+                    raise
+                mode = next_mode(mode)
         try:
             return text, parse_structured(text, schema)
         except ValueError as problem:
@@ -193,36 +234,27 @@ class ChatBackend:
                 raise ItemError(f"model answer is not valid JSON for the schema after one "
                                 f"repair: {problem2}") from None
 
-    # -- endpoints ------------------------------------------------------------------------
-    async def _ensure_ready(self) -> None:
-        if self._ready is None:
-            self._ready = asyncio.Lock()
-            self._slots = asyncio.Semaphore(self.cfg.concurrency)
-        async with self._ready:
-            if self.endpoints:
-                return
-            urls = list(self.urls)
-            if urls == ["local"]:
-                self.local = LocalServer(
-                    find_gguf(self.model_setting), parallel=self.cfg.local_parallel,
-                    ctx_per_slot=self.cfg.local_ctx, threads=self.cfg.local_threads,
-                    log_path=self.cache_dir / "llama-server.log",
-                    start_timeout=self.cfg.local_start_timeout)
-                urls = [await asyncio.to_thread(self.local.start)]
-                self._model_name = MODEL_ALIAS
-            else:
-                self._model_name = self.model_setting
-            endpoints = [_Endpoint(url.rstrip("/")) for url in urls]
-            reachable = await asyncio.gather(*(self._probe(ep) for ep in endpoints))
-            live = [ep for ep, ok in zip(endpoints, reachable, strict=False) if ok]
-            if not live:
-                raise FatalError(
-                    f"cannot reach the LLM server at {', '.join(urls)} (llm.base_url): "
-                    "start one (e.g. `vllm serve MODEL`, `ollama serve`, `llama-server -m "
-                    "MODEL.gguf`) or set llm.base_url = local to use the embedded model")
-            self.endpoints = live
+    def _mode(self) -> str:
+        """The structured mode to try first: what the least busy endpoint accepted last."""
+        return self._pick().structured if self.endpoints else STRUCTURED_MODES[0]
 
-    async def _probe(self, ep: _Endpoint) -> bool:
+    # -- endpoints ------------------------------------------------------------------------
+    async def _connect(self) -> None:
+        """Probe every URL, keep the live ones, and resolve the model they serve."""
+        endpoints = [_Endpoint(url.rstrip("/")) for url in self.urls]
+        served = await asyncio.gather(*(self._probe(ep) for ep in endpoints))
+        live = [(ep, models) for ep, models in zip(endpoints, served, strict=True) if models is not False]
+        if not live:
+            raise FatalError(
+                f"cannot reach the LLM server at {', '.join(self.urls)} (llm.base_url): "
+                "start one (e.g. `vllm serve MODEL`, `ollama serve`, `llama-server -m "
+                "MODEL.gguf`) or set llm.base_url = local to use the embedded model")
+        self._served = self._model_id = resolve_model(self.model_setting, [
+            (ep.url, models) for ep, models in live])
+        self.endpoints = [ep for ep, _ in live]
+
+    async def _probe(self, ep: _Endpoint) -> list[str] | None | bool:
+        """The model ids the server lists; None when it has no /models; False when unreachable."""
         import openai
 
         ep.client = openai.AsyncOpenAI(
@@ -230,18 +262,41 @@ class ChatBackend:
             timeout=self.cfg.timeout, max_retries=0)
         try:
             page = await ep.client.models.list(timeout=min(10.0, self.cfg.timeout))
-            if not self._model_name and page.data:
-                self._model_name = page.data[0].id
-            return True
+            return [m.id for m in page.data]
         except (openai.APIConnectionError, openai.APITimeoutError):
+            await ep.client.close()
             return False
         except openai.AuthenticationError:
             raise FatalError(f"the server at {ep.url} refused the API key: set the environment "
                              f"variable named by llm.api_key_env ({self.cfg.api_key_env})") from None
         except openai.APIError:
-            return True   # reachable; some servers have no /models
+            return None   # reachable; some servers have no /models
+
+    async def _ensure_ready(self) -> None:
+        if self._ready is None:
+            self._ready = asyncio.Lock()
+            self._slots = asyncio.Semaphore(self.cfg.concurrency)
+        async with self._ready:
+            if self.endpoints:
+                return
+            if self.urls != ("local",):
+                await self._connect()
+                return
+            import openai
+
+            self.local = LocalServer(
+                find_gguf(self.model_setting), parallel=self.cfg.local_parallel,
+                ctx_per_slot=self.cfg.local_ctx, threads=self.cfg.local_threads,
+                log_path=self.cache_dir / "llama-server.log",
+                start_timeout=self.cfg.local_start_timeout)
+            url = await asyncio.to_thread(self.local.start)
+            self._served = MODEL_ALIAS
+            self.endpoints = [_Endpoint(url, client=openai.AsyncOpenAI(
+                base_url=url, api_key="not-needed", timeout=self.cfg.timeout, max_retries=0))]
 
     def _pick(self) -> _Endpoint:
+        import random
+
         now = time.monotonic()
         up = [ep for ep in self.endpoints if ep.down_until <= now] or self.endpoints
         return min(up, key=lambda ep: (ep.outstanding, ep.down_until, random.random()))
@@ -259,7 +314,7 @@ class ChatBackend:
             ep.outstanding += 1
             try:
                 self.stats.calls += 1
-                body = {"model": self._model_name or MODEL_ALIAS, "messages": messages,
+                body = {"model": self._served, "messages": messages,
                         **{k: v for k, v in params.items() if v is not None}}
                 if fmt is not None:
                     body["response_format"] = fmt
@@ -270,8 +325,8 @@ class ChatBackend:
                 text = (resp.choices[0].message.content or "") if resp.choices else ""
                 ep.failures = 0
                 return text.strip()
-            except Exception as exc:  # classified below; unknown errors fail the item
-                failure = _classify(exc)
+            except Exception as exc:  # classified below; what is not a client error propagates
+                failure = classify(exc)
                 if failure is None:
                     raise
             finally:
@@ -279,7 +334,7 @@ class ChatBackend:
                 self._slots.release()
             if failure.capability == "format":
                 if fmt is not None and self.cfg.structured == "auto":
-                    ep.structured = _next_mode(fmt)
+                    ep.structured = next_mode(fmt.get("type", "json_schema"))
                 raise CapabilityError(f"format: {failure.reason}")
             if failure.capability == "image":
                 ep.no_images = True
@@ -293,14 +348,8 @@ class ChatBackend:
                 ep.down_until = time.monotonic() + min(30.0, 2.0 ** ep.failures)
             if attempt + 1 < attempts:
                 self.stats.retries += 1
-                await asyncio.sleep(self._delay(attempt, failure.wait))
+                await asyncio.sleep(backoff_delay(self.cfg.backoff, attempt, failure.wait))
         raise ItemError(f"gave up after {attempts} attempts: {last}")
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = min(self.cfg.backoff * (2 ** attempt) * (0.5 + random.random()), 60.0)
-        if retry_after is not None:
-            return min(max(retry_after, backoff), 120.0)
-        return backoff
 
     async def aclose(self) -> None:
         for ep in self.endpoints:
@@ -312,75 +361,28 @@ class ChatBackend:
             self.local = None
 
 
-def _next_mode(fmt: dict) -> str:
-    current = fmt.get("type", "json_schema")
-    i = STRUCTURED_MODES.index(current) if current in STRUCTURED_MODES else 0
-    return STRUCTURED_MODES[min(i + 1, len(STRUCTURED_MODES) - 1)]
+def resolve_model(setting: str, served: list[tuple[str, list[str] | None]]) -> str:
+    """The model id every server agrees it serves, or a ConfigError that names them.
 
-
-def _structured_request(mode: str, messages: list[dict], schema: dict,
-                        name: str) -> tuple[dict | None, list[dict]]:
-    """response_format and messages for one structured-output mode."""
-    if mode == "json_schema":
-        return {"type": "json_schema",
-                "json_schema": {"name": name, "schema": schema, "strict": True}}, messages
-    import json
-
-    note = ("Answer with one JSON object only, no prose, matching this JSON Schema:\n"
-            + json.dumps(schema, ensure_ascii=False))
-    msgs = [dict(m) for m in messages]
-    if msgs and msgs[0]["role"] == "system" and isinstance(msgs[0]["content"], str):
-        msgs[0]["content"] = msgs[0]["content"].rstrip() + "\n\n" + note
-    else:
-        msgs.insert(0, {"role": "system", "content": note})
-    if mode == "json_object":
-        return {"type": "json_object"}, msgs
-    return None, msgs
-
-
-def _retry_after(headers: Any) -> float | None:
-    if not headers:
-        return None
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value).timestamp()
-            return max(0.0, when - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def _classify(exc: Exception) -> _Attempt | None:
-    """Sort an exception from the openai client into retry / capability / final."""
-    import json
-
-    import openai
-
-    if isinstance(exc, openai.APITimeoutError):
-        return _Attempt("request timed out", retry=True)
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc
-        return _Attempt(f"connection failed: {type(cause).__name__}: {cause}"[:200],
-                        retry=True, connection=True)
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        body = str(exc.message or "").lower()
-        if status in (400, 422, 500, 501) and any(w in body for w in _FORMAT_WORDS):
-            return _Attempt(f"HTTP {status}: {exc.message}"[:200], retry=False, capability="format")
-        if status in (400, 500) and "not supported" in body and any(w in body for w in _IMAGE_WORDS):
-            return _Attempt(f"HTTP {status}: {exc.message}"[:200], retry=False, capability="image")
-        reason = f"HTTP {status}: {str(exc.message)[:160]}"
-        if status == 401:
-            return _Attempt(reason + " (check the API key environment variable)", retry=False)
-        if status == 429 or status >= 500 or status == 408:
-            return _Attempt(reason, retry=True, wait=_retry_after(exc.response.headers))
-        return _Attempt(reason, retry=False)
-    if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError)):
-        return _Attempt(f"malformed response: {exc}"[:200], retry=True)
-    if isinstance(exc, (IndexError, AttributeError, TypeError, ValueError)):
-        return _Attempt(f"malformed response: {type(exc).__name__}: {exc}"[:200], retry=True)
-    return None
+    `served` holds (url, model ids listed at /v1/models, or None when it has no such list).
+    """
+    if setting:
+        for url, models in served:
+            if models is not None and models and setting not in models:
+                raise ConfigError(f"llm.model = {setting!r} is not served at {url}; it serves: "
+                                  + ", ".join(models[:10]))
+        return setting
+    names = []
+    for url, models in served:
+        if not models:
+            raise ConfigError(f"llm.model is empty and {url} does not list its models (/v1/models): "
+                              "set llm.model to the model name the server expects")
+        if len(models) > 1:
+            raise ConfigError(f"llm.model is empty but {url} serves several models ("
+                              + ", ".join(models[:10]) + "): set llm.model to one of them")
+        names.append((url, models[0]))
+    if len({name for _, name in names}) > 1:
+        raise ConfigError("the servers in llm.base_url serve different models ("
+                          + "; ".join(f"{url}: {name}" for url, name in names)
+                          + "): give URLs that serve the same model, or set llm.model")
+    return names[0][1]

@@ -94,3 +94,18 @@ def load_pretrained(loader, source: str, *, key: str, what: str, setting: str | 
     except LOAD_ERRORS as exc:
         raise FatalError(f"{label}: cannot load the {what} from the hub: {first_line(exc)}; check the "
                          "name, or log in with `hf auth login` for gated models") from None
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A saved model folder's identity without loading it: its config's content and its
+    weight files' names and sizes (changes when the model in the folder is replaced)."""
+    from ..store import hash_value, sha256_file
+
+    config = folder / "config.json"
+    weights = sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*")
+                     if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
+    return hash_value({"config": sha256_file(config) if config.is_file() else None,
+                       "weights": weights})

@@ -76,3 +76,33 @@ def parse_structured(text: str, schema: dict) -> Any:
     if problem:
         raise ValueError(problem)
     return value
+
+
+# -- how a JSON answer is asked for ---------------------------------------------------------
+
+STRUCTURED_MODES = ("json_schema", "json_object", "prompt")
+
+
+def next_mode(mode: str) -> str:
+    """The mode to fall back to after `mode` was refused ("prompt" is the last)."""
+    i = STRUCTURED_MODES.index(mode) if mode in STRUCTURED_MODES else 0
+    return STRUCTURED_MODES[min(i + 1, len(STRUCTURED_MODES) - 1)]
+
+
+def structured_request(mode: str, messages: list[dict], schema: dict,
+                       name: str) -> tuple[dict | None, list[dict]]:
+    """response_format and messages for one structured-output mode: the schema goes in
+    `response_format` (json_schema), or into the system message (json_object, prompt)."""
+    if mode == "json_schema":
+        return {"type": "json_schema",
+                "json_schema": {"name": name, "schema": schema, "strict": True}}, messages
+    note = ("Answer with one JSON object only, no prose, matching this JSON Schema:\n"
+            + json.dumps(schema, ensure_ascii=False))
+    msgs = [dict(m) for m in messages]
+    if msgs and msgs[0]["role"] == "system" and isinstance(msgs[0]["content"], str):
+        msgs[0]["content"] = msgs[0]["content"].rstrip() + "\n\n" + note
+    else:
+        msgs.insert(0, {"role": "system", "content": note})
+    if mode == "json_object":
+        return {"type": "json_object"}, msgs
+    return None, msgs

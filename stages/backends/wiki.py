@@ -144,10 +144,17 @@ class FileWiki:
         return {str(k).strip().lower().replace("_", " "): str(v) for k, v in data.items()}
 
     def identity(self) -> dict:
-        return {"source": "file", "file": self.path.name}
+        """Where answers come from; the text itself is part of each tag's key (`text`)."""
+        return {"source": "file"}
+
+    def text(self, tag: str) -> str | None:
+        """The tag's wiki text as the file has it now, or None (no entry, or an empty one)."""
+        text = self.entries.get(tag) or self.entries.get(tag.replace("_", " "))
+        return text.strip() if text and text.strip() else None
 
     async def lookup(self, tag: str) -> WikiAnswer:
-        text = definition(self.entries.get(tag) or self.entries.get(tag.replace("_", " ")) or "")
+        raw = self.text(tag)
+        text = definition(raw) if raw else ""
         return WikiAnswer("found", text) if text else WikiAnswer("no_wiki")
 
     def close(self) -> None:
@@ -188,7 +195,13 @@ class DanbooruWiki:
         self.session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
 
     def identity(self) -> dict:
-        return {"source": "danbooru", "url": self.url, "min_post_count": self.min_post_count}
+        """The site (scheme and host only: never a login, key or path from tags.url) and the
+        post-count threshold. The text is fetched once and kept in the tag store."""
+        return {"source": "danbooru", "site": site_of(self.url), "min_post_count": self.min_post_count}
+
+    def text(self, tag: str) -> None:
+        """Not known without a request: the stored answer stands until its key changes."""
+        return None
 
     async def lookup(self, tag: str) -> WikiAnswer:
         name = api_name(tag)
@@ -218,7 +231,7 @@ class DanbooruWiki:
                                                timeout=self.timeout)
             except requests.ConnectionError as exc:
                 if attempt == 0 and "refused" in str(exc).lower() and self._never_answered:
-                    raise FatalError(f"cannot reach danbooru at {self.url} (tags.url): connection "
+                    raise FatalError(f"cannot reach danbooru at {site_of(self.url)} (tags.url): connection "
                                      "refused; check the URL or use tags.source = file") from None
                 last = f"network error: {type(exc).__name__}"
                 wait = None
@@ -248,6 +261,13 @@ class DanbooruWiki:
 
     def close(self) -> None:
         self.session.close()
+
+
+def site_of(url: str) -> str:
+    """`scheme://host[:port]` of a URL, without user, password, path or query."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 def _retry_after(value: str | None) -> float | None:

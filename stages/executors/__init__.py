@@ -1,17 +1,57 @@
 """How a stage's pending items run: in this process (`local`) or across a Ray cluster (`ray`).
 
-Both take a prepared stage and fill its `StageReport`; the runner is handed one and never
-chooses. An executor must record each item's failure with its reason, let a `FatalError`
-stop the run, and reuse finished items exactly as the other executor would (same keys).
+Both take a prepared, started stage and fill its `StageReport`; the runner is handed one and
+never chooses. An executor must record each item's failure with its reason, let a
+`FatalError` stop the run, and reuse finished items exactly as the other executor would
+(same keys, decided by `triage`).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from ..stage import RunOptions, Stage, StageReport
+from ..errors import FatalError, ItemError
+from ..stage import DISK_FULL, Item, RunOptions, Stage, StageReport
 
 
 class Executor(Protocol):
     async def run(self, stage: Stage, options: RunOptions, report: StageReport) -> None:
         """Process the stage's items that are not done yet; count reuses and failures."""
+
+
+def triage(stage: Stage, item: Item) -> tuple[str, str]:
+    """("failed", reason), ("done", key) or ("todo", key) for one listed item.
+
+    A listing error, or a key that cannot be computed (an unreadable tag file, a vanished
+    image), fails that item only; a FatalError (and a full disk) stops the run.
+    """
+    if item.error:
+        return "failed", item.error
+    try:
+        key = stage.key(item)
+        return ("done" if stage.is_done(item, key) else "todo"), key
+    except FatalError:
+        raise
+    except ItemError as exc:
+        return "failed", str(exc)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full(exc) from None
+        return "failed", f"{type(exc).__name__}: {exc}"[:300]
+    except Exception as exc:  # one bad item never stops a listing
+        return "failed", f"{type(exc).__name__}: {exc}"[:300]
+
+
+def disk_full(exc: OSError) -> FatalError:
+    return FatalError(f"cannot write output ({exc.strerror}: {exc.filename or '?'}); free some "
+                      "space and rerun: finished items are kept")
+
+
+def record(report: StageReport, item_id: str, exc: BaseException) -> None:
+    """A failed item's reason in the report (FatalError and a full disk are not items' faults)."""
+    if isinstance(exc, FatalError):
+        raise exc
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        raise disk_full(exc) from None
+    reason = str(exc) if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"[:300]
+    report.failed.append((item_id, reason))

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from ..errors import FatalError, ItemError
-from ..stage import DISK_FULL, Item, RunOptions, Stage, StageReport, in_shard
+from ..stage import Item, RunOptions, Stage, StageReport, in_shard
+from . import record, triage
 
 
 class LocalExecutor:
@@ -30,23 +30,16 @@ async def _run_stage(stage: Stage, options: RunOptions, report: StageReport) -> 
 
     async def handle(item: Item) -> None:
         try:
-            key = stage.key(item)
-            if stage.is_done(item, key):
+            state, key = triage(stage, item)
+            if state == "failed":
+                report.failed.append((item.id, key))
+            elif state == "done":
                 report.reused += 1
             else:
                 await stage.process(item, key)
                 report.ok += 1
-        except FatalError:
-            raise
-        except OSError as exc:
-            if exc.errno in DISK_FULL:
-                raise FatalError(f"cannot write output ({exc.strerror}: {exc.filename or '?'}); "
-                                 "free some space and rerun: finished items are kept") from None
-            report.failed.append((item.id, f"{type(exc).__name__}: {exc}"[:300]))
-        except ItemError as exc:
-            report.failed.append((item.id, str(exc)))
-        except Exception as exc:  # one bad item never stops a batch
-            report.failed.append((item.id, f"{type(exc).__name__}: {exc}"[:300]))
+        except Exception as exc:  # one bad item never stops a batch (record re-raises fatal ones)
+            record(report, item.id, exc)
         finally:
             bar.update(1)
 
@@ -57,6 +50,7 @@ async def _run_stage(stage: Stage, options: RunOptions, report: StageReport) -> 
             if not in_shard(item.id, options.shard):
                 continue
             if options.limit and taken >= options.limit:
+                report.limited = f"--limit {options.limit}"
                 break
             taken += 1
             while len(pending) >= stage.in_flight:
@@ -80,5 +74,3 @@ def _settle(done: set[asyncio.Task]) -> None:
     first = next((e for e in errors if e is not None), None)
     if first is not None:
         raise first
-
-

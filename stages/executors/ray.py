@@ -43,6 +43,7 @@ class StageWorker:
                 "calls": [self.ctx.stats.calls - before] + [0] * (len(items) - 1)}
 
     async def _run(self, items: list) -> list[tuple[str, str]]:
+        await self.stage.start()
         sem = asyncio.Semaphore(self.stage.concurrency)
 
         async def one(item) -> tuple[str, str]:
@@ -62,9 +63,7 @@ class StageWorker:
             await self._close_async_backends()
 
     async def _close_async_backends(self) -> None:
-        chat = self.ctx._resources.pop("chat", None)
-        if chat is not None:
-            await chat.aclose()
+        await self.ctx.aclose()
 
 
 class RayExecutor:
@@ -82,14 +81,19 @@ def run_stage_on_ray(stage, report, options) -> None:
         raise ConfigError("run.executor = ray needs Ray: pip install \"ray[data]\" "
                           "(or set run.executor = local)") from None
     from ..stage import in_shard
+    from . import triage
 
     pending = []
     for item in stage.items():
         if not in_shard(item.id, options.shard):
             continue
-        if options.limit and len(pending) + report.reused >= options.limit:
+        if options.limit and len(pending) + report.reused + len(report.failed) >= options.limit:
+            report.limited = f"--limit {options.limit}"
             break
-        if stage.is_done(item, stage.key(item)):
+        state, key_or_reason = triage(stage, item)
+        if state == "failed":
+            report.failed.append((item.id, key_or_reason))
+        elif state == "done":
             report.reused += 1
         else:
             pending.append({"item": pickle.dumps(item)})

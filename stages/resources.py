@@ -1,0 +1,113 @@
+"""The backends a run can use: what each one's identity covers, and how each is built.
+
+Every backend declares the settings that change what it answers (`keys`: they reach its
+`identity()`, hence every item key of a stage that uses it) and the settings it reads
+that do not (`operational`: where the server is, how many requests at once, timeouts).
+It is built with a view of the configuration that answers only those, so a setting that
+changes its answers cannot be missing from its identity.
+
+Some settings are *resolved* before they enter an identity: `llm.base_url` and
+`vision.base_url` through the model the server says it serves, `*.device` through the
+device that is really used. They are listed as operational; the resolved value is what
+the identity carries (two URLs serving the same model give the same keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config, ConfigView
+
+CHAT_KEYS = ("llm.model", "llm.backend", "llm.temperature", "llm.top_p", "llm.frequency_penalty",
+             "llm.presence_penalty", "llm.max_tokens", "llm.seed", "llm.stop", "llm.structured")
+CHAT_OPERATIONAL = ("llm.base_url", "llm.api_key_env", "llm.concurrency", "llm.timeout", "llm.retries",
+                    "llm.backoff", "llm.local_parallel", "llm.local_threads", "llm.local_start_timeout")
+IMAGE_KEYS = ("generate.backend", "generate.model", "generate.steps", "generate.guidance",
+              "generate.width", "generate.height", "generate.scheduler")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    keys: tuple[str, ...]
+    operational: tuple[str, ...] = ()
+
+    def readable(self) -> set[str]:
+        return {*self.keys, *self.operational, "paths.*"}
+
+
+def _embedded(cfg: Config) -> bool:
+    return cfg.llm.backend == "openai" and cfg.llm.base_url == ("local",)
+
+
+def chat_spec(cfg: Config) -> BackendSpec:
+    if _embedded(cfg):
+        return BackendSpec(CHAT_KEYS + ("llm.local_ctx",), CHAT_OPERATIONAL)
+    return BackendSpec(CHAT_KEYS, CHAT_OPERATIONAL + ("llm.local_ctx",))
+
+
+def vision_spec(cfg: Config) -> BackendSpec:
+    v = cfg.vision
+    if v.backend == "classifier":
+        return BackendSpec(("vision.backend", "vision.top_k"), ("vision.device",))
+    if v.backend == "blip":
+        return BackendSpec(("vision.backend", "vision.model", "vision.max_new_tokens"), ("vision.device",))
+    chat = chat_spec(cfg)
+    return BackendSpec(("vision.backend", "vision.model", "vision.max_side") + chat.keys,
+                       ("vision.base_url",) + chat.operational)
+
+
+def images_spec(cfg: Config) -> BackendSpec:
+    if cfg.generate.backend == "a1111":
+        return BackendSpec(IMAGE_KEYS, ("generate.url", "generate.batch_size"))
+    return BackendSpec(IMAGE_KEYS + ("generate.refiner", "generate.dtype"),
+                       ("generate.device", "generate.batch_size"))
+
+
+SPECS = {
+    "chat": chat_spec,
+    "vision": vision_spec,
+    "images": images_spec,
+    "clip": lambda cfg: BackendSpec(("evaluate.clip_model",)),
+    "text": lambda cfg: BackendSpec(("evaluate.text_model",)),
+}
+
+
+def spec(name: str, cfg: Config) -> BackendSpec:
+    return SPECS[name](cfg)
+
+
+def build(name: str, ctx: Any, view: ConfigView) -> Any:
+    """A new backend `name` that reads only `view`."""
+    cache = view.paths.cache
+    if name == "chat":
+        from .backends.chat import ChatBackend
+
+        if view.llm.backend == "vllm":
+            from .backends.vllm_local import VllmChat
+
+            return VllmChat(view.llm, ctx.calls, ctx.stats, cache_dir=cache)
+        return ChatBackend(view.llm, ctx.calls, ctx.stats, cache_dir=cache)
+    if name == "vision":
+        from .backends.vision import make_vision
+
+        return make_vision(view, ctx)
+    if name == "images":
+        from .backends.images import A1111Backend, DiffusersBackend
+
+        g = view.generate
+        if g.backend == "a1111":
+            return A1111Backend(g.url, steps=g.steps, guidance=g.guidance, width=g.width,
+                                height=g.height, checkpoint=g.model, sampler=g.scheduler)
+        return DiffusersBackend(g.model, cache_dir=cache, device=g.device, dtype=g.dtype,
+                                steps=g.steps, guidance=g.guidance, width=g.width, height=g.height,
+                                scheduler=g.scheduler, refiner=g.refiner, batch_size=g.batch_size)
+    if name == "clip":
+        from .backends.scoring import ClipScorer
+
+        return ClipScorer(view.evaluate.clip_model, cache_dir=cache)
+    if name == "text":
+        from .backends.scoring import TextEmbedder
+
+        return TextEmbedder(view.evaluate.text_model)
+    raise KeyError(name)
