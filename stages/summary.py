@@ -5,7 +5,7 @@ A definition that is already one short sentence is the summary (no model call). 
 summary is kept only when it is grounded in the definition: its content words come from
 the definition or the tag name, it says nothing about the pipeline and copies nothing from
 the summary template's instructions or examples. Otherwise the definition's first sentence
-replaces it. The way each summary was made is recorded in the tag store (`summary_from`).
+replaces it. The way each summary was made is recorded in the tag store (`made_by`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .words import META, content_words, first_sentence, ngrams, sentences, token
 SHORT_SENTENCE_WORDS = 30
 TEMPLATE_RUN = 5
 
-# summary_from values, as the tag store records them
+# made_by values, as the tag store records them
 FROM_DEFINITION = "definition"          # the definition was one short sentence: used as it is
 FROM_MODEL = "model"                    # a model summary that passed the grounding check
 FROM_FIRST_SENTENCE = "first_sentence"  # the model summary failed; the definition's first sentence

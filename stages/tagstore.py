@@ -98,3 +98,13 @@ def summaries_for(tags: list[str], store: dict[str, dict]) -> dict[str, str]:
         if summary:
             out[tag] = summary
     return out
+
+
+def definitions_for(tags: list[str], store: dict[str, dict]) -> dict[str, str]:
+    """The wiki definitions known for `tags`, in tag order."""
+    out = {}
+    for tag in tags:
+        text = store.get(tag, {}).get("wiki")
+        if text:
+            out[tag] = text
+    return out
