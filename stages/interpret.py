@@ -9,9 +9,9 @@ was not written by this stage, or was edited by hand after, is never replaced un
 `interpret.overwrite = true`.
 
 Faithfulness does not rest on the model: `interpret.candidates` captions are sampled (the
-server's parallel slots answer them together), the verifier (stages/verify.py) checks each
-against its evidence (tags, summaries, vision answer, trigger words, the templates it must
-not copy) and the best passing one is kept. When none passes, a caption composed from the
+server's parallel slots answer them together) and cut to their first sentence; the verifier
+(stages/verify.py) checks each against its evidence (tags, summaries, vision answer,
+trigger words, the templates it must not copy) and the best passing one is kept. When none passes, a caption composed from the
 tags alone (stages/compose.py) is written and flagged `fallback`. Every verdict, the flags
 and the chosen caption's score go into NAME.json.
 """
@@ -33,23 +33,27 @@ from .tagroles import EMOTICONS, TIME, content_tags, infos
 from .tagstore import TagStore, definitions_for, summaries_for
 from .text import fix_articles, tidy_caption, with_trigger
 from .verify import Evidence, best, confident_vision, verify
+from .words import first_sentence
 
-PLACEHOLDERS = {"subject", "tags", "summaries", "vision", "trigger", "max_tokens"}
+PLACEHOLDERS = {"subject", "draft", "tags", "summaries", "vision", "trigger", "max_tokens"}
 FALLBACK = "fallback"
 OVER_LIMIT = "over_clip_tokens"
 
 
 def prompt_fields(evidence: Evidence) -> dict[str, str]:
-    """What the template is filled with: the subject and the content tags in words (framing
-    and medium tags, which small models copy as jargon, left out), summaries of those tags
-    only, and the vision answer without its guesses when tags say what the picture is."""
+    """What the template is filled with: the subject, a draft composed from the tags (what
+    the fallback would be), the content tags in words (framing and medium tags, which small
+    models copy as jargon, left out), summaries of those tags only, and the vision answer
+    without its guesses when tags say what the picture is."""
     wanted = content_tags(list(evidence.tags))
     words = [TIME.get(i.words, i.words) for i in wanted]
     words += [EMOTICONS[i.tag] for i in infos(list(evidence.tags)) if i.tag in EMOTICONS]
     keep = {i.tag for i in wanted}
     summaries = [f"- {t}: {s}" for t, s in evidence.summaries if t in keep]
     vision = evidence.vision if evidence.vision_only else confident_vision(evidence.vision)
+    draft = compose(list(evidence.tags), evidence.vision, definitions=dict(evidence.definitions))
     return {"subject": evidence.subject()[0] or "(see the picture notes)",
+            "draft": draft.rstrip(".") or "(none)",
             "tags": ", ".join(dict.fromkeys(words)) or "(none)",
             "summaries": "\n".join(summaries) or "(none)",
             "vision": vision or "(none)"}
@@ -170,7 +174,8 @@ class InterpretStage(Stage):
         answers = await asyncio.gather(*(
             chat.chat(messages, template_hash=self.template.hash, sample=i, **self.chat_overrides())
             for i in range(c.candidates)))
-        verdicts = [verify(fix_articles(tidy_caption(a.text)), evidence) for a in answers]
+        verdicts = [verify(fix_articles(first_sentence(tidy_caption(a.text))), evidence)
+                     for a in answers]
         chosen, flags = best(verdicts), []
         if chosen is not None:
             caption, tokens, shortened = await self._fit(chosen.caption, evidence)

@@ -7,6 +7,7 @@ candidate fails when it
     is a kind of it, or a synonym the wiki gives; without tags, what the vision answer names),
   - copies a run of RUN_WORDS words from the templates (instructions or few-shot examples)
     that the evidence does not also contain,
+  - uses a content word that only the templates contain (a word of a few-shot example),
   - uses pipeline words (tag, classifier, percent, prompt, ...) or hedges (likely, perhaps),
   - or makes too many claims grounded in nothing given.
 Passing candidates are scored by how many content tags they cover, less a penalty for each
@@ -193,6 +194,10 @@ def verify(caption: str, evidence: Evidence) -> Verdict:
     ungrounded = [w for w in dict.fromkeys(unsupported(caption, evidence.sources()))
                   if w not in RELATIONS and w not in STOP]
     made_up = [w for w in ungrounded if w in COLOURS or w in NUMBERS]
+    template_stems = {stem(w) for text in evidence.templates for w in tokens(text)}
+    leaked = [w for w in ungrounded if stem(w) in template_stems]
+    if leaked:
+        reasons.append("uses words of the template's example or instructions: " + ", ".join(leaked))
     if made_up:
         reasons.append("colour or count not in the evidence: " + ", ".join(made_up))
     elif len(ungrounded) > len(content) // UNGROUNDED_PER_WORD:
