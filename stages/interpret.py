@@ -11,9 +11,9 @@ was not written by this stage, or was edited by hand after, is never replaced un
 Faithfulness does not rest on the model: `interpret.candidates` captions are sampled (the
 server's parallel slots answer them together) and cut to their first sentence; the verifier
 (stages/verify.py) checks each against its evidence (tags, summaries, vision answer,
-trigger words, the templates it must not copy) and the best passing one is kept. When none passes, a caption composed from the
-tags alone (stages/compose.py) is written and flagged `fallback`. Every verdict, the flags
-and the chosen caption's score go into NAME.json.
+trigger words, the templates it must not copy) and the best passing one is kept. When none
+passes, a caption composed from the tags alone (stages/compose.py) is written and flagged
+`fallback`. Every verdict, the flags and the chosen caption's score go into NAME.json.
 """
 
 from __future__ import annotations
