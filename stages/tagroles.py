@@ -79,7 +79,7 @@ EQUIVALENT = {"outdoors": {"outdoor", "outside", "open air"}, "indoors": {"indoo
               "close-up": {"closeup", "close up"}}
 MASS = frozenset("""coffee tea water milk juice wine beer grass hair fur skin architecture scenery
 food foliage snow rain fire smoke sand light sunlight clothing furniture bread rice meat money
-text fog mist steam ice chocolate soup cream""".split())
+text fog mist steam ice chocolate soup cream armor armour jewelry jewellery""".split())
 
 
 @dataclass(frozen=True)
