@@ -92,19 +92,18 @@ class TagStore:
 
 def summaries_for(tags: list[str], store: dict[str, dict]) -> dict[str, str]:
     """The summaries known for `tags`, in tag order."""
-    out = {}
-    for tag in tags:
-        summary = store.get(tag, {}).get("summary")
-        if summary:
-            out[tag] = summary
-    return out
+    return _known(tags, store, "summary")
 
 
 def definitions_for(tags: list[str], store: dict[str, dict]) -> dict[str, str]:
     """The wiki definitions known for `tags`, in tag order."""
+    return _known(tags, store, "wiki")
+
+
+def _known(tags: list[str], store: dict[str, dict], field: str) -> dict[str, str]:
     out = {}
     for tag in tags:
-        text = store.get(tag, {}).get("wiki")
-        if text:
-            out[tag] = text
+        value = store.get(tag, {}).get(field)
+        if value:
+            out[tag] = value
     return out
