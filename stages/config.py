@@ -416,6 +416,9 @@ def _cross_checks(cfg: Config) -> None:
     if cfg.vision.backend == "blip" and not cfg.vision.model:
         raise ConfigError(where + "vision.model: the blip backend needs a hub id or local "
                           "folder, e.g. Salesforce/blip-image-captioning-base")
+    if cfg.llm.backend == "vllm" and not cfg.llm.model:
+        raise ConfigError(where + "llm.model: llm.backend = vllm loads the model in process, "
+                          "so it needs a hub id or local folder, e.g. Qwen/Qwen2.5-7B-Instruct")
 
 
 def default_config_path() -> Path:

@@ -88,6 +88,7 @@ class FakeOpenAI(LocalServer):
         self.faults: deque[Fault] = deque()
         self.fault_every = 0          # with `every_fault`: fail every Nth chat request
         self.every_fault: Fault | None = None
+        self.fault_when: Callable[[dict], Fault | None] | None = None   # per request, by content
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.chat_count = 0
@@ -111,9 +112,13 @@ class FakeOpenAI(LocalServer):
     def chat_requests(self) -> list[dict]:
         return [r for r in self.requests if "messages" in r]
 
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self, request: dict) -> Fault | None:
         with self.lock:
             self.chat_count += 1
+            if self.fault_when is not None:
+                chosen = self.fault_when(request)
+                if chosen is not None:
+                    return chosen
             if self.faults:
                 return self.faults.popleft()
             if self.fault_every and self.every_fault and self.chat_count % self.fault_every == 0:
@@ -173,7 +178,7 @@ class FakeOpenAI(LocalServer):
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": "not found"}})
                     return
-                fault = fake._next_fault()
+                fault = fake._next_fault(request)
                 if fake.latency:
                     time.sleep(fake.latency)
                 if fault is not None and self._apply(fault):

@@ -115,6 +115,9 @@ class InterpretStage(Stage):
         self.kept = 0
         self.fallbacks = 0
 
+    def nothing_found(self) -> str:
+        return f"no images found in {self.cfg.paths.images}"
+
     def items(self):
         return image_items(self.cfg.paths.images)
 

@@ -69,6 +69,9 @@ class InterrogateStage(Stage):
             return None
         return record if isinstance(record, dict) else None
 
+    def nothing_found(self) -> str:
+        return f"no images found in {self.cfg.paths.images}"
+
     def items(self):
         return image_items(self.cfg.paths.images)
 

@@ -37,6 +37,11 @@ def _dry_run(stage: Stage, options: RunOptions) -> StageReport:
     return report
 
 
+def _say_when_empty(stage: Stage, report: StageReport) -> None:
+    if not (report.ok or report.reused or report.failed or report.limited):
+        report.note = "; ".join(filter(None, (stage.nothing_found(), report.note)))
+
+
 async def run_stages(stages: list[Stage], ctx: Context, executor: Executor) -> list[StageReport]:
     """Run the selected, enabled stages in order with `executor`; one report per stage."""
     options = ctx.options
@@ -58,6 +63,7 @@ async def run_stages(stages: list[Stage], ctx: Context, executor: Executor) -> l
                 reports[-1] = report = _dry_run(stage, options)
                 report.note = "; ".join(stage.plan())
                 report.limited = "; ".join(filter(None, (stage.limited(), report.limited)))
+                _say_when_empty(stage, report)
                 continue
             stage.begin()
             started = time.monotonic()
@@ -67,6 +73,7 @@ async def run_stages(stages: list[Stage], ctx: Context, executor: Executor) -> l
                 report.seconds = time.monotonic() - started
                 report.limited = "; ".join(filter(None, (stage.limited(), report.limited)))
                 stage.finish(report)
+                _say_when_empty(stage, report)
     finally:
         await ctx.aclose()
     return reports

@@ -305,6 +305,11 @@ class Stage(ABC):
         """What cut this stage's items short beyond --limit (e.g. upsample.limit), or ''."""
         return ""
 
+    def nothing_found(self) -> str:
+        """What the summary says when the stage found no items at all (a typo in a path
+        must not look like a finished run)."""
+        return "no items found"
+
     def flush(self) -> None:
         """Persist anything buffered in memory (called after each batch by executors)."""
 

@@ -63,6 +63,9 @@ class TagsStage(Stage):
                             requests_per_second=c.requests_per_second,
                             min_post_count=c.min_post_count, backoff=self.cfg.llm.backoff)
 
+    def nothing_found(self) -> str:
+        return f"no tags found: no images with NAME.txt tag files in {self.cfg.paths.images}"
+
     def items(self):
         """Failed items for tag files that cannot be read, then every tag once, sorted."""
         seen: set[str] = set()
@@ -127,7 +130,7 @@ class TagsStage(Stage):
         for entry in self.known.values():
             if entry.get("made_by"):
                 made[entry["made_by"]] = made.get(entry["made_by"], 0) + 1
-        notes = ["store: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+        notes = ["store: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))] if counts else []
         if made:
             notes.append("summaries from: " + ", ".join(f"{n} {m}" for m, n in sorted(made.items())))
         notes += [f"the unreadable tag store was moved to {p.name}" for p in self.store.moved_aside]

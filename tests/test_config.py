@@ -83,6 +83,11 @@ def test_lists_and_booleans_parse(tmp_path):
     ("", ["nosection.key=1"], "--set nosection.key: unknown section"),
     ("", ["llm.temperature"], "expected SECTION.KEY=VALUE"),
     ("[llm\n", [], "cannot parse"),
+    ("[llm]\nstop = ###\n", [], "quote the value"),
+    ("[llm]\nstop = a ;b\n", [], "llm.stop"),
+    ("", ["run.name=../x"], "run.name = '../x'"),
+    ("[run]\nname = a/b\n", [], "no slashes"),
+    ("[llm]\nbackend = vllm\n", [], "llm.model: llm.backend = vllm"),
 ])
 def test_errors_name_file_key_problem_and_accepted_values(tmp_path, text, overrides, expected):
     path = write(tmp_path, text)
@@ -93,6 +98,13 @@ def test_errors_name_file_key_problem_and_accepted_values(tmp_path, text, overri
     assert "\n" not in message
     if not overrides:
         assert str(path) in message
+
+
+def test_quoted_values_keep_comment_characters_and_comments_are_still_cut(tmp_path):
+    path = write(tmp_path, '[llm]\nstop = "###, ; end"   ; two stop strings\n'
+                 'model = my-model  # a comment\n')
+    cfg = load_config(path)
+    assert cfg.llm.stop == ("###", "; end") and cfg.llm.model == "my-model"
 
 
 def test_missing_config_file(tmp_path):

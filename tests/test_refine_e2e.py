@@ -129,3 +129,24 @@ def test_resume_after_interrupted_socratic_loop(bench):
         judge = [r for r in new if "help a text-to-image model" in r["messages"][0]["content"]]
         assert len(judge) == 3 * 2           # rounds 1 and 2 only, for 3 prompts
         assert not [r for r in new if "rewrite short prompts" in r["messages"][0]["content"]]
+
+
+def test_a_changed_image_setting_redoes_the_socratic_traces(bench, capsys):
+    """The loop's rounds judged images made with the old settings: a change of
+    generate.guidance redoes every trace (it once re-did 0 of them)."""
+    def keys() -> dict[str, str]:
+        return {p.stem: json.loads(p.read_text())["key"]
+                for p in sorted((bench / "runs" / "default" / "socratic").glob("*.json"))}
+
+    with FakeOpenAI(Script(accept=False)) as server:
+        assert run(bench, server, "socratic.iterations=2", "evaluate.skip=true") == 0
+        first, before = len(server.chat_requests), keys()
+        assert run(bench, server, "socratic.iterations=2", "evaluate.skip=true") == 0
+        assert len(server.chat_requests) == first and keys() == before   # nothing changed
+        capsys.readouterr()
+        assert run(bench, server, "socratic.iterations=2", "evaluate.skip=true",
+                   "generate.guidance=3.5") == 0
+    out = capsys.readouterr().out
+    after = keys()
+    assert "socratic: 3 ok, 0 reused" in out and "generate: 3 ok, 0 reused" in out
+    assert len(after) == 3 and all(after[k] != before[k] for k in before)

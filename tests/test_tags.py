@@ -186,3 +186,16 @@ def test_summary_copying_the_template_example_is_rejected():
                                         "A thing with a curved scale. Used by navigators.",
                                         "sextant thing", template)
     assert how == "first_sentence" and got == "A thing with a curved scale."
+
+
+def test_credentials_in_the_danbooru_url_reach_no_file_and_no_output(project, capsys):
+    setup_folder(project, "cat")
+    with FakeOpenAI(summary_reply) as llm, FakeDanbooru({"cat": "A small pet. It purrs."}) as booru:
+        url = booru.url.replace("http://", "http://someone:hunter2-secret@")
+        assert run_tags(project, llm, "tags.source=danbooru", f"tags.url={url}") == 0
+        assert store(project)["cat"]["summary"] == "The picture shows cat."
+    said = capsys.readouterr()
+    assert "hunter2" not in said.out + said.err
+    for path in project.rglob("*"):
+        if path.is_file() and path.name != "config.ini":
+            assert b"hunter2" not in path.read_bytes(), path

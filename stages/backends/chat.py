@@ -28,7 +28,7 @@ from ..errors import CapabilityError, ConfigError, FatalError, ItemError
 from ..store import CallCache, hash_value, sha256_text
 from .jsonout import STRUCTURED_MODES, next_mode, parse_structured, structured_request
 from .local_server import MODEL_ALIAS, LocalServer, find_gguf, gguf_digest
-from .retry import backoff_delay, classify
+from .retry import answer_text, backoff_delay, classify
 
 _DATA_URL = re.compile(r"^data:[^;,]+;base64,")
 # Request parameters a stage may set per call (others come from [llm] only).
@@ -322,7 +322,7 @@ class ChatBackend:
                 # per-field request transform (milliseconds per call on long messages).
                 resp = await ep.client.post("/chat/completions", body=body,
                                             cast_to=ChatCompletion)
-                text = (resp.choices[0].message.content or "") if resp.choices else ""
+                text = answer_text(resp)
                 ep.failures = 0
                 return text.strip()
             except Exception as exc:  # classified below; what is not a client error propagates

@@ -192,6 +192,8 @@ class DiffusersBackend:
                              f"{self.width}x{self.height}; lower generate.batch_size or the size") from None
 
     def close(self) -> None:
+        if self._pipe is None and self._refiner is None:
+            return                                  # nothing loaded, nothing to free
         self._pipe = self._refiner = None
         gc.collect()
         try:

@@ -55,9 +55,27 @@ def classify(exc: Exception) -> Attempt | None:
         if status == 429 or status >= 500 or status == 408:
             return Attempt(reason, retry=True, wait=retry_after(exc.response.headers))
         return Attempt(reason, retry=False)
-    if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError)):
+    if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError, MalformedAnswer)):
         return Attempt(f"malformed response: {exc}"[:200], retry=True)
     return None
+
+
+class MalformedAnswer(Exception):
+    """A body that parsed as JSON but is not a chat completion (no choices[0].message)."""
+
+
+def answer_text(resp: Any) -> str:
+    """The text of a chat completion, checking its shape explicitly: a server (or a proxy in
+    front of it) that answers something else is a malformed response, retried like one,
+    while a real bug of ours still raises as itself."""
+    choices = getattr(resp, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise MalformedAnswer(f"no choices in the answer: {str(resp)[:120]}")
+    message = getattr(choices[0], "message", None)
+    content = getattr(message, "content", None) if message is not None else None
+    if message is None or not isinstance(content, (str, type(None))):
+        raise MalformedAnswer(f"choices[0] has no message text: {str(choices[0])[:120]}")
+    return content or ""
 
 
 def retry_after(headers: Any) -> float | None:

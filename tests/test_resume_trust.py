@@ -1,0 +1,327 @@
+"""A skeptical user's attempts to make a rerun trust something it should not, each from the
+command line (caption.py's own main, the scripted OpenAI-compatible server, real photos).
+
+Every test here reproduces a way the resume promise once broke: a cache answered for another
+model, an edited wiki text never re-summarised, one odd file stopped the batch, a corrupt tag
+store was silently replaced, identical requests in flight were sent twice, a crash left a
+caption that looked hand-written, and a typo in a path looked like success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, llm_overrides
+from fakes import FakeOpenAI, Fault
+from PIL import Image
+
+import caption
+
+LONG_WIKI = {
+    "cat": "A small domesticated carnivorous mammal with soft fur. It is often kept as a pet.",
+    "cup": "A small open container used for drinking. It usually has a handle.",
+    "table": "A piece of furniture with a flat top on legs. People eat and work at it.",
+}
+
+
+def photo(name: str, size=(96, 64)) -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(getattr(data, name)()).resize(size)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A project with two tagged photos, a wiki file and the shipped config and templates."""
+    import shutil
+
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    shutil.copy(ROOT / "config.ini", tmp_path / "config.ini")
+    images = tmp_path / "images"
+    images.mkdir()
+    photo("chelsea").save(images / "cat.jpg")
+    (images / "cat.txt").write_text("cat, table\n", encoding="utf-8")
+    photo("coffee").save(images / "cup.jpg")
+    (images / "cup.txt").write_text("cup, table\n", encoding="utf-8")
+    (tmp_path / "wiki.json").write_text(json.dumps(LONG_WIKI), encoding="utf-8")
+    return tmp_path
+
+
+def run(project: Path, url: str, *sets: str, args: tuple[str, ...] = (), model: str = "") -> int:
+    argv = ["--config", str(project / "config.ini"), "--quiet", *args]
+    values = llm_overrides(url, **{"vision.backend": "openai", "llm.model": model,
+                                   "tags.wiki_file": str(project / "wiki.json")})
+    for item in values + list(sets):
+        argv += ["--set", item]
+    return caption.main(argv)
+
+
+def captions(project: Path, folder_name: str = "captions") -> dict[str, str]:
+    root = project / folder_name
+    return {p.stem: p.read_text(encoding="utf-8") for p in sorted(root.glob("*.txt"))}
+
+
+# -- 1. the served model is part of every key ---------------------------------------------------
+
+def test_another_model_behind_the_same_url_is_asked_again(folder, capsys):
+    with FakeOpenAI(models=("alpha",), reply=lambda r: f"answer from {r['model']}") as server:
+        assert run(folder, server.url) == 0
+        first = len(server.chat_requests)
+        assert first and {r["model"] for r in server.chat_requests} == {"alpha"}
+        assert run(folder, server.url) == 0
+        assert len(server.chat_requests) == first               # same model: all reused
+        server.models = ("beta",)
+        assert run(folder, server.url, f"paths.captions={folder / 'captions-beta'}") == 0
+        asked = server.chat_requests[first:]
+        assert len(asked) == first and {r["model"] for r in asked} == {"beta"}
+    meta = json.loads((folder / "captions-beta" / "cat.json").read_text())
+    assert meta["llm"]["model"] == "beta"
+    assert all("beta" in text for text in captions(folder, "captions-beta").values())
+
+
+def test_several_models_and_no_llm_model_is_one_line_exit_2(folder, capsys):
+    with FakeOpenAI(models=("alpha", "beta")) as server:
+        assert run(folder, server.url) == 2
+        assert not server.chat_requests
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "alpha" in err[0] and "beta" in err[0] and "llm.model" in err[0]
+
+
+def test_two_urls_serving_different_models_stop_the_run(folder, capsys):
+    with FakeOpenAI(models=("alpha",)) as a, FakeOpenAI(models=("beta",)) as b:
+        assert run(folder, f"{a.url},{b.url}") == 2
+        assert not a.chat_requests and not b.chat_requests
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "alpha" in err[0] and "beta" in err[0]
+
+
+# -- 2. the wiki text is an input of its tag ------------------------------------------------------
+
+def test_editing_one_wiki_text_resummarises_that_tag_only(folder):
+    with FakeOpenAI() as server:
+        assert run(folder, server.url, args=("--only", "tags")) == 0
+        assert len(server.chat_requests) == 3                   # cat, cup, table
+        assert run(folder, server.url, args=("--only", "tags")) == 0
+        assert len(server.chat_requests) == 3
+        wiki = dict(LONG_WIKI, cup="A drinking vessel with a handle. It holds hot drinks.")
+        (folder / "wiki.json").write_text(json.dumps(wiki))
+        assert run(folder, server.url, args=("--only", "tags")) == 0
+        again = server.chat_requests[3:]
+        assert len(again) == 1 and "drinking vessel" in json.dumps(again[0])
+
+
+def test_a_tag_without_wiki_is_summarised_once_its_text_is_added(folder):
+    (folder / "wiki.json").write_text(json.dumps({k: v for k, v in LONG_WIKI.items() if k != "table"}))
+    with FakeOpenAI() as server:
+        assert run(folder, server.url, args=("--only", "tags")) == 0
+        store = json.loads((folder / "cache" / "tags.json").read_text())["tags"]
+        assert store["table"]["status"] == "no_wiki"
+        before = len(server.chat_requests)
+        (folder / "wiki.json").write_text(json.dumps(LONG_WIKI))
+        assert run(folder, server.url, args=("--only", "tags")) == 0
+        assert len(server.chat_requests) == before + 1
+    store = json.loads((folder / "cache" / "tags.json").read_text())["tags"]
+    assert store["table"]["status"] == "found" and store["table"]["summary"]
+
+
+# -- 3. one odd entry is one failed item, in runs and in dry runs --------------------------------
+
+def odd_entries(images: Path) -> set[str]:
+    photo("astronaut").save(images / "odd.jpg")
+    (images / "odd.txt").mkdir()                                # a folder named like a tag file
+    photo("astronaut").save(images / "loop.jpg")
+    os.symlink("loop.txt", images / "loop.txt")                 # a symlink to itself (ELOOP)
+    photo("astronaut").save(images / "latin.jpg")
+    (images / "latin.txt").write_bytes("caf\xe9, table\n".encode("latin-1"))
+    return {"odd", "loop", "latin"}
+
+
+@pytest.mark.parametrize("dry", [False, True])
+def test_unreadable_tag_files_fail_their_item_and_the_rest_is_captioned(folder, capsys, dry):
+    bad = odd_entries(folder / "images")
+    with FakeOpenAI() as server:
+        code = run(folder, server.url, args=("--dry-run",) if dry else ())
+        if dry:
+            assert not server.chat_requests
+    out = capsys.readouterr().out
+    assert code == 1
+    word = "WOULD FAIL" if dry else "FAILED"
+    for name in bad:
+        assert any(line.strip().startswith(f"{word} {name}") for line in out.splitlines()), (name, out)
+    assert "utf-8" in out.lower() and "latin" in out
+    if not dry:
+        assert set(captions(folder)) == {"cat", "cup"}
+        summary = json.loads((folder / "cache" / "summary-caption.json").read_text())
+        failed = {f["id"] for s in summary["stages"] for f in s["failed"]}
+        assert bad <= failed
+        assert "caf\ufffd" not in (folder / "cache" / "tags.json").read_text()
+
+
+# -- 4. a corrupt tag store is kept, set aside and said --------------------------------------------
+
+def test_a_truncated_tag_store_is_moved_aside_never_overwritten(folder, capsys, caplog):
+    """The broken store is kept byte for byte beside the new one, the run says so, and the
+    summaries already made come back from the call cache (no new model calls)."""
+    with FakeOpenAI() as server:
+        assert run(folder, server.url, args=("--only", "tags")) == 0
+        store = folder / "cache" / "tags.json"
+        broken = store.read_bytes()[: store.stat().st_size // 2]
+        store.write_bytes(broken)
+        capsys.readouterr()
+        assert run(folder, server.url, args=("--only", "tags")) == 0
+        said = capsys.readouterr()
+        assert len(server.chat_requests) == 3
+    aside = list(store.parent.glob("tags.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == broken
+    assert f"moved to {aside[0].name}" in said.out
+    assert aside[0].name in said.err + caplog.text
+    entries = json.loads(store.read_text())["tags"]
+    assert set(entries) == {"cat", "cup", "table"} and all(e["summary"] for e in entries.values())
+
+
+# -- 5. identical requests in flight are sent once -------------------------------------------------
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_identical_items_make_one_call_each_whatever_the_concurrency(folder, concurrency):
+    images = folder / "images"
+    for p in images.iterdir():
+        p.unlink()
+    for i in range(16):
+        photo("chelsea").save(images / f"cat{i:02d}.jpg")
+        (images / f"cat{i:02d}.txt").write_text("cat, table\n", encoding="utf-8")
+    with FakeOpenAI() as server:
+        server.latency = 0.02
+        assert run(folder, server.url, f"llm.concurrency={concurrency}") == 0
+        # 2 tag summaries + 1 vision answer + 1 caption: the 16 images ask the same things
+        assert len(server.chat_requests) == 4
+    assert len(set(captions(folder).values())) == 1 and len(captions(folder)) == 16
+
+
+# -- 6. a crash between the provenance and the caption leaves nothing that looks hand-written -----
+
+def run_killed_at(project: Path, url: str, point: str, *sets: str) -> subprocess.CompletedProcess:
+    argv = [sys.executable, str(ROOT / "caption.py"), "--config", str(project / "config.ini"),
+            "--quiet"]
+    values = llm_overrides(url, **{"vision.backend": "openai", "llm.model": "",
+                                   "tags.wiki_file": str(project / "wiki.json")})
+    for item in values + list(sets):
+        argv += ["--set", item]
+    env = dict(os.environ, TAGCAP_KILL_AT=point)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_kill_between_the_two_writes_then_rerun_writes_the_caption(folder):
+    import hashlib
+
+    def replaces() -> list[str | None]:
+        return [json.loads((folder / "captions" / f"{n}.json").read_text())["replaces_sha256"]
+                for n in ("cat", "cup") if (folder / "captions" / f"{n}.json").exists()]
+
+    with FakeOpenAI(reply=lambda r: "first caption") as server:
+        done = run_killed_at(folder, server.url, "interpret.between_writes")
+        assert done.returncode == -9, done.stderr
+        assert not captions(folder) and set(replaces()) == {None}   # provenance only, no .txt
+        assert run(folder, server.url) == 0
+        assert captions(folder) == {"cat": "first caption\n", "cup": "first caption\n"}
+
+        # a replacement killed in the same window: the old caption is ours, so it is redone
+        done = run_killed_at(folder, server.url, "interpret.between_writes", "interpret.trigger_words=zz")
+        assert done.returncode == -9
+        assert set(captions(folder).values()) == {"first caption\n"}     # nothing replaced yet
+        old = hashlib.sha256(b"first caption\n").hexdigest()
+        assert old in replaces() and set(replaces()) <= {None, old}   # the killed item's provenance
+        assert run(folder, server.url, "interpret.trigger_words=zz") == 0
+    assert captions(folder) == {"cat": "zz, first caption\n", "cup": "zz, first caption\n"}
+
+
+def test_a_hand_edited_caption_is_kept(folder):
+    with FakeOpenAI() as server:
+        assert run(folder, server.url) == 0
+        (folder / "captions" / "cat.txt").write_text("my own words\n")
+        assert run(folder, server.url, "interpret.trigger_words=zz") == 0
+    assert captions(folder)["cat"] == "my own words\n"
+    assert captions(folder)["cup"].startswith("zz, ")
+
+
+# -- 7. a typo or an empty folder does not look like success --------------------------------------
+
+def test_missing_images_folder_is_exit_2_and_empty_folder_says_so(folder, capsys):
+    with FakeOpenAI() as server:
+        assert run(folder, server.url, f"paths.images={folder / 'imgaes'}") == 2
+        assert "paths.images" in capsys.readouterr().err
+        (folder / "empty").mkdir()
+        assert run(folder, server.url, f"paths.images={folder / 'empty'}") == 0
+        assert not server.chat_requests
+    out = capsys.readouterr().out
+    assert f"no images found in {folder / 'empty'}" in out
+
+
+# -- 8. odd server answers are not retried as if the network failed -------------------------------
+
+def test_an_answer_of_the_wrong_shape_is_retried_then_fails_only_its_item(folder, capsys):
+    """A body that is JSON but not a chat completion is a server fault: retried, then the item
+    fails with the reason; the other items are summarised."""
+    with FakeOpenAI() as server:
+        wrong = Fault("malformed", body='{"choices": "nope"}')
+        server.fault_when = lambda request: wrong if "drinking" in json.dumps(request) else None
+        assert run(folder, server.url, args=("--only", "tags")) == 1   # 1 + 3 retries for cup
+        assert len(server.chat_requests) == 4 + 2
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if line.strip().startswith("FAILED")]
+    assert len(failed) == 1 and "malformed response" in failed[0] and "4 attempts" in failed[0]
+
+
+def chat_backend(tmp_path: Path, url: str, **cfg):
+    from stages.backends.chat import CallStats, ChatBackend
+    from stages.config import LLMConfig
+    from stages.store import CallCache
+
+    stats = CallStats()
+    backend = ChatBackend(LLMConfig(base_url=(url,), model="fake-model", backoff=0.01, **cfg),
+                          CallCache(tmp_path / "calls"), stats, cache_dir=tmp_path)
+    return backend, stats
+
+
+def ask(backend, **kw):
+    import asyncio
+
+    async def go():
+        try:
+            await backend.start()
+            return await backend.chat([{"role": "user", "content": "hi"}], template_hash="t", **kw)
+        finally:
+            await backend.aclose()
+    return asyncio.run(go())
+
+
+def test_a_programming_error_is_raised_at_once_not_retried_as_a_server_fault(tmp_path):
+    """A mistake of ours (here an unknown sampling parameter) raises as itself at once: it is
+    never counted as a server fault, retried, or turned into a failed item."""
+    with FakeOpenAI() as server:
+        backend, stats = chat_backend(tmp_path, server.url)
+        with pytest.raises(TypeError, match="temprature"):
+            ask(backend, temprature=0.5)
+        assert not server.chat_requests and stats.retries == 0
+
+
+def test_an_explicit_json_schema_mode_is_honoured_or_the_item_fails(tmp_path):
+    """`llm.structured = json_schema` on a server without it: one request, then the item fails
+    naming the setting; nothing silently falls back to a weaker mode."""
+    from stages.errors import ItemError
+
+    schema = {"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}}
+    with FakeOpenAI(reject_json_schema=True, capability_status=400) as server:
+        backend, _ = chat_backend(tmp_path, server.url, structured="json_schema")
+        with pytest.raises(ItemError, match="llm.structured"):
+            ask(backend, schema=schema)
+        assert [r["response_format"]["type"] for r in server.chat_requests] == ["json_schema"]
+    with FakeOpenAI(lambda r: '{"ok": true}', reject_json_schema=True, capability_status=400) as server:
+        backend, _ = chat_backend(tmp_path / "auto", server.url, structured="auto")
+        assert ask(backend, schema=schema) is not None                 # auto may fall back
+        assert [r["response_format"]["type"] for r in server.chat_requests][:2] == [
+            "json_schema", "json_object"]
