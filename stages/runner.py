@@ -11,35 +11,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .executors import Executor, triage
-from .stage import MAX_LISTED_FAILURES, Context, RunOptions, Stage, StageReport, in_shard
+from .executors import Executor, pending
+from .stage import MAX_LISTED_FAILURES, Context, RunOptions, Stage, StageReport
 from .store import atomic_write_json
 
 
 def _dry_run(stage: Stage, options: RunOptions) -> StageReport:
     """Count what a run would do, item by item, without calling or writing anything."""
     report = StageReport(stage.name, state="planned")
-    todo = 0
-    for item in stage.items():
-        if not in_shard(item.id, options.shard):
-            continue
-        if options.limit and todo + report.reused + len(report.failed) >= options.limit:
-            report.limited = f"--limit {options.limit}"
-            break
-        state, key_or_reason = triage(stage, item)
-        if state == "failed":
-            report.failed.append((item.id, key_or_reason))
-        elif state == "done":
-            report.reused += 1
-        else:
-            todo += 1
-    report.ok = todo
+    report.ok = sum(1 for _ in pending(stage, options, report))
     return report
 
 
-def _say_when_empty(stage: Stage, report: StageReport) -> None:
+def _say_when_empty(stage: Stage, report: StageReport, instead: str = "") -> None:
+    """A stage with no items says so (or, in a plan, that it waits for earlier stages)."""
     if not (report.ok or report.reused or report.failed or report.limited):
-        report.note = "; ".join(filter(None, (stage.nothing_found(), report.note)))
+        report.note = "; ".join(filter(None, (instead or stage.nothing_found(), report.note)))
 
 
 async def run_stages(stages: list[Stage], ctx: Context, executor: Executor) -> list[StageReport]:
@@ -63,7 +50,9 @@ async def run_stages(stages: list[Stage], ctx: Context, executor: Executor) -> l
                 reports[-1] = report = _dry_run(stage, options)
                 report.note = "; ".join(stage.plan())
                 report.limited = "; ".join(filter(None, (stage.limited(), report.limited)))
-                _say_when_empty(stage, report)
+                waiting = any(r.state == "planned" and r.ok for r in reports[:-1])
+                _say_when_empty(stage, report, "its items come from the earlier stages of this plan"
+                                if waiting else "")
                 continue
             stage.begin()
             started = time.monotonic()

@@ -326,3 +326,27 @@ def test_a1111_without_api_flag_or_unreachable_is_fatal():
 def test_a1111_url_must_be_http():
     with pytest.raises(ConfigError, match="generate.url"):
         A1111Backend("127.0.0.1:7860")
+
+
+def test_half_precision_without_fp16_files_says_it_casts(tiny, cache, caplog):
+    """The tiny model has no fp16 weight files: float16 loads the full-precision files, casts
+    them, and says so in the log (it once fell back silently on any error)."""
+    import torch
+
+    half = DiffusersBackend("tiny", cache_dir=cache, dtype="float16", **FAST)
+    try:
+        with caplog.at_level("WARNING", logger="stages"):
+            pipe = half.pipeline()
+        assert pipe.unet.dtype == torch.float16
+        assert "no fp16 weight files" in caplog.text and "casting them to float16" in caplog.text
+    finally:
+        half.close()
+
+
+def test_a_broken_model_folder_is_not_hidden_by_the_fp16_fallback(tmp_path, cache):
+    """Only a missing fp16 variant falls back; a folder that is not a pipeline fails as itself."""
+    (tmp_path / "model_index.json").write_text("{not json")
+    broken = DiffusersBackend(str(tmp_path), cache_dir=cache, dtype="float16", device="cpu", **FAST)
+    with pytest.raises((FatalError, ConfigError, OSError, ValueError)) as info:
+        broken.pipeline()
+    assert "variant" not in str(info.value).lower()

@@ -338,3 +338,17 @@ def test_an_explicit_json_schema_mode_is_honoured_or_the_item_fails(tmp_path):
         assert ask(backend, schema=schema) is not None                 # auto may fall back
         assert [r["response_format"]["type"] for r in server.chat_requests][:2] == [
             "json_schema", "json_object"]
+
+
+def test_plans_and_summaries_say_when_a_limit_cut_the_work(project, capsys):
+    import refine
+
+    with FakeOpenAI() as server:
+        args = ["--config", str(project / "config.ini"), "--quiet", "--dry-run",
+                "--set", "upsample.benchmark=parti", "--set", "upsample.limit=5",
+                "--set", f"llm.base_url={server.url}"]
+        assert refine.main(args) == 0
+        assert not server.requests            # a plan asks only which model is served (GET)
+    out = capsys.readouterr().out
+    assert "upsample: would process 5, reuse 0 (cut by upsample.limit = 5: 5 of 1,632 prompts)" in out
+    assert "generate: would process 0, reuse 0 [its items come from the earlier stages" in out

@@ -8,10 +8,12 @@ never chooses. An executor must record each item's failure with its reason, let 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
+from ..config import UndeclaredSetting
 from ..errors import FatalError, ItemError
-from ..stage import DISK_FULL, Item, RunOptions, Stage, StageReport
+from ..stage import DISK_FULL, Item, RunOptions, Stage, StageReport, in_shard
 
 
 class Executor(Protocol):
@@ -30,8 +32,8 @@ def triage(stage: Stage, item: Item) -> tuple[str, str]:
     try:
         key = stage.key(item)
         return ("done" if stage.is_done(item, key) else "todo"), key
-    except FatalError:
-        raise
+    except (FatalError, UndeclaredSetting):
+        raise                                 # the run's problem, or a bug of ours: never an item's
     except ItemError as exc:
         return "failed", str(exc)
     except OSError as exc:
@@ -40,6 +42,31 @@ def triage(stage: Stage, item: Item) -> tuple[str, str]:
         return "failed", f"{type(exc).__name__}: {exc}"[:300]
     except Exception as exc:  # one bad item never stops a listing
         return "failed", f"{type(exc).__name__}: {exc}"[:300]
+
+
+def pending(stage: Stage, options: RunOptions, report: StageReport,
+            settled: Callable[[], None] | None = None) -> Iterator[tuple[Item, str]]:
+    """The items of this shard that need work, with their keys, listed lazily; failures and
+    reuses are counted in `report` on the way (and `settled()` called for each), and
+    `--limit` ends the listing (said there)."""
+    todo = 0
+    for item in stage.items():
+        if not in_shard(item.id, options.shard):
+            continue
+        if options.limit and todo + report.reused + len(report.failed) >= options.limit:
+            report.limited = f"--limit {options.limit}"
+            return
+        state, key_or_reason = triage(stage, item)
+        if state == "todo":
+            todo += 1
+            yield item, key_or_reason
+            continue
+        if state == "failed":
+            report.failed.append((item.id, key_or_reason))
+        else:
+            report.reused += 1
+        if settled is not None:
+            settled()
 
 
 def disk_full(exc: OSError) -> FatalError:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from ..stage import Item, RunOptions, Stage, StageReport, in_shard
-from . import record, triage
+from ..stage import Item, RunOptions, Stage, StageReport
+from . import pending, record
 
 
 class LocalExecutor:
@@ -28,43 +28,30 @@ async def _run_stage(stage: Stage, options: RunOptions, report: StageReport) -> 
     bar = tqdm(total=total, desc=stage.name, unit="item", file=sys.stderr, leave=True,
                disable=options.quiet or not stage.cfg.run.progress, dynamic_ncols=True)
 
-    async def handle(item: Item) -> None:
+    async def handle(item: Item, key: str) -> None:
         try:
-            state, key = triage(stage, item)
-            if state == "failed":
-                report.failed.append((item.id, key))
-            elif state == "done":
-                report.reused += 1
-            else:
-                await stage.process(item, key)
-                report.ok += 1
+            await stage.process(item, key)
+            report.ok += 1
         except Exception as exc:  # one bad item never stops a batch (record re-raises fatal ones)
             record(report, item.id, exc)
         finally:
             bar.update(1)
 
-    pending: set[asyncio.Task] = set()
-    taken = 0
+    running: set[asyncio.Task] = set()
     try:
-        for item in stage.items():
-            if not in_shard(item.id, options.shard):
-                continue
-            if options.limit and taken >= options.limit:
-                report.limited = f"--limit {options.limit}"
-                break
-            taken += 1
-            while len(pending) >= stage.in_flight:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for item, key in pending(stage, options, report, settled=lambda: bar.update(1)):
+            while len(running) >= stage.in_flight:
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 _settle(done)
-            pending.add(asyncio.create_task(handle(item)))
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            running.add(asyncio.create_task(handle(item, key)))
+        while running:
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
             _settle(done)
     finally:
-        for task in pending:
+        for task in running:
             task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
         bar.close()
 
 
