@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import llm_overrides
+from fakes import FakeOpenAI
 
+import caption
 from stages.compose import compose, vision_subject
 from stages.interpret import prompt_fields
 from stages.templates import load_template
@@ -125,3 +128,41 @@ def test_prompt_fields_leave_out_jargon_and_guesses():
     assert fields["summaries"] == "- clock: A device that shows the time."
     assert fields["vision"] == "(none)"
     assert fields["draft"] == "A photo of an analog clock"
+
+
+def test_interpret_keeps_the_best_candidate_and_flags_fallbacks(project, capsys):
+    """Three candidates per image from the scripted server (told apart by their seeds): an
+    echo of the template example, a hallucination and a good caption. The good one is kept
+    for the rocket; the cat gets only bad ones and a composed fallback."""
+    images = project / "images"
+    for path in images.iterdir():
+        if path.stem not in ("rocket", "chelsea"):
+            path.unlink()
+
+    def reply(request: dict) -> str:
+        notes = request["messages"][-1]["content"]
+        if "rocket" in notes and request["seed"] == 2:
+            return "A rocket on a launch pad with a tower and lights at twilight. Extra words."
+        if request["seed"] == 1:
+            return "A black cat with a white tail."
+        return "A lighthouse keeper in an oilskin coat holds a lantern on a harbour wall in the fog."
+
+    with FakeOpenAI(reply) as server:
+        args = ["--config", str(project / "config.ini"), "--only", "interpret",
+                "--set", "interrogate.skip=true"]
+        for item in llm_overrides(server.url):
+            args += ["--set", item]
+        assert caption.main(args) == 0
+        seeds = sorted(r["seed"] for r in server.chat_requests)
+    assert seeds == [0, 0, 1, 1, 2, 2]
+    captions = project / "captions"
+    rocket = json.loads((captions / "rocket.json").read_text())
+    assert rocket["caption"] == "A rocket on a launch pad with a tower and lights at twilight."
+    assert rocket["flags"] == [] and rocket["reasons"] == [] and rocket["score"] > 0.3
+    assert [c["passed"] for c in rocket["candidates"]] == [False, False, True]
+    assert any("copies template text" in r for r in rocket["candidates"][0]["reasons"])
+    cat = json.loads((captions / "chelsea.json").read_text())
+    assert cat["flags"] == ["fallback"]
+    assert cat["caption"].startswith("A photo of a tabby cat with green eyes")
+    assert (captions / "chelsea.txt").read_text() == cat["caption"] + "\n"
+    assert "1 fallback captions" in capsys.readouterr().out
