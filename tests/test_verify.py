@@ -163,6 +163,7 @@ def test_interpret_keeps_the_best_candidate_and_flags_fallbacks(project, capsys)
     assert any("copies template text" in r for r in rocket["candidates"][0]["reasons"])
     cat = json.loads((captions / "chelsea.json").read_text())
     assert cat["flags"] == ["fallback"]
+    assert cat["reasons"][1].startswith("candidate 2: ") and "white" in cat["reasons"][1]
     assert cat["caption"].startswith("A photo of a tabby cat with green eyes")
     assert (captions / "chelsea.txt").read_text() == cat["caption"] + "\n"
     assert "1 fallback captions" in capsys.readouterr().out
