@@ -99,9 +99,18 @@ class TagStore:
 
 def summaries_for(tags: list[str], store: dict[str, dict]) -> dict[str, str]:
     """The summaries known for `tags`, in tag order."""
+    return _known(tags, store, "summary")
+
+
+def definitions_for(tags: list[str], store: dict[str, dict]) -> dict[str, str]:
+    """The wiki definitions known for `tags`, in tag order."""
+    return _known(tags, store, "wiki")
+
+
+def _known(tags: list[str], store: dict[str, dict], field: str) -> dict[str, str]:
     out = {}
     for tag in tags:
-        summary = store.get(tag, {}).get("summary")
-        if summary:
-            out[tag] = summary
+        value = store.get(tag, {}).get(field)
+        if value:
+            out[tag] = value
     return out

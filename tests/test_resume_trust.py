@@ -81,7 +81,10 @@ def test_another_model_behind_the_same_url_is_asked_again(folder, capsys):
         assert len(asked) == first and {r["model"] for r in asked} == {"beta"}
     meta = json.loads((folder / "captions-beta" / "cat.json").read_text())
     assert meta["llm"]["model"] == "beta"
-    assert all("beta" in text for text in captions(folder, "captions-beta").values())
+    # every candidate came from beta (the verifier then keeps one or composes a fallback)
+    for name in ("cat", "cup"):
+        meta = json.loads((folder / "captions-beta" / f"{name}.json").read_text())
+        assert all("beta" in c["caption"] for c in meta["candidates"])
 
 
 def test_several_models_and_no_llm_model_is_one_line_exit_2(folder, capsys):
@@ -197,8 +200,9 @@ def test_identical_items_make_one_call_each_whatever_the_concurrency(folder, con
     with FakeOpenAI() as server:
         server.latency = 0.02
         assert run(folder, server.url, f"llm.concurrency={concurrency}") == 0
-        # 2 tag summaries + 1 vision answer + 1 caption: the 16 images ask the same things
-        assert len(server.chat_requests) == 4
+        # 2 tag summaries + 1 vision answer + 3 caption candidates (interpret.candidates):
+        # the 16 images ask the same things
+        assert len(server.chat_requests) == 2 + 1 + 3
     assert len(set(captions(folder).values())) == 1 and len(captions(folder)) == 16
 
 
@@ -215,6 +219,14 @@ def run_killed_at(project: Path, url: str, point: str, *sets: str) -> subprocess
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
 
 
+def first_caption(request: dict) -> str:
+    """A caption that passes the verifier: the draft the interpret template sends, reworded."""
+    content = request["messages"][-1]["content"]
+    if isinstance(content, str) and content.startswith("Notes: "):
+        return content[len("Notes: "):].split("\n", 1)[0].replace(" with ", " beside ") + "."
+    return "A picture."
+
+
 def test_kill_between_the_two_writes_then_rerun_writes_the_caption(folder):
     import hashlib
 
@@ -222,21 +234,22 @@ def test_kill_between_the_two_writes_then_rerun_writes_the_caption(folder):
         return [json.loads((folder / "captions" / f"{n}.json").read_text())["replaces_sha256"]
                 for n in ("cat", "cup") if (folder / "captions" / f"{n}.json").exists()]
 
-    with FakeOpenAI(reply=lambda r: "first caption") as server:
+    with FakeOpenAI(reply=first_caption) as server:
         done = run_killed_at(folder, server.url, "interpret.between_writes")
         assert done.returncode == -9, done.stderr
         assert not captions(folder) and set(replaces()) == {None}   # provenance only, no .txt
         assert run(folder, server.url) == 0
-        assert captions(folder) == {"cat": "first caption\n", "cup": "first caption\n"}
+        first = {"cat": "A cat beside a table.\n", "cup": "A cup beside a table.\n"}
+        assert captions(folder) == first
 
         # a replacement killed in the same window: the old caption is ours, so it is redone
         done = run_killed_at(folder, server.url, "interpret.between_writes", "interpret.trigger_words=zz")
         assert done.returncode == -9
-        assert set(captions(folder).values()) == {"first caption\n"}     # nothing replaced yet
-        old = hashlib.sha256(b"first caption\n").hexdigest()
-        assert old in replaces() and set(replaces()) <= {None, old}   # the killed item's provenance
+        assert captions(folder) == first                            # nothing replaced yet
+        old = {hashlib.sha256(text.encode()).hexdigest() for text in first.values()}
+        assert old & set(replaces()) and set(replaces()) <= {None} | old   # the killed item's provenance
         assert run(folder, server.url, "interpret.trigger_words=zz") == 0
-    assert captions(folder) == {"cat": "zz, first caption\n", "cup": "zz, first caption\n"}
+    assert captions(folder) == {name: "zz, " + text for name, text in first.items()}
 
 
 def test_a_hand_edited_caption_is_kept(folder):
