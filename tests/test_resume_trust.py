@@ -404,8 +404,8 @@ def test_a_kill_before_the_copy_beside_the_image_is_redone(folder):
         assert done.returncode == -9
         assert run(folder, server.url, beside, "interpret.trigger_words=zz") == 0
     for name in ("cat", "cup"):
-        assert (folder / "images" / f"{name}.caption").read_text() == "zz, a caption\n"
-        assert (folder / "captions" / f"{name}.txt").read_text() == "zz, a caption\n"
+        text = (folder / "captions" / f"{name}.txt").read_text()
+        assert text.startswith("zz, ") and (folder / "images" / f"{name}.caption").read_text() == text
 
 
 def tree(root: Path) -> dict[str, bytes]:
