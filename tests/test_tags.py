@@ -70,7 +70,7 @@ def test_danbooru_source_encodes_names_and_caches_definitive_answers(project):
                                                 "often worn loose or tied back.")
         assert entries["1girl"]["summary"] == "An image with exactly one girl."
         assert entries["1girl"]["made_by"] == "definition"             # no model call
-        assert entries["c++ (language)"]["status"] == "no_wiki"          # headings only
+        assert entries["c++ (language)"]["summary"] == "A programming language."   # first section
         # Only definition prose reaches the summariser: no embeds, headings or link lists.
         sent = [r["messages"][-1]["content"] for r in llm.chat_requests]
         assert len(sent) == 1 and "reaches past the shoulders" in sent[0]
@@ -157,6 +157,10 @@ def test_definition_is_the_prose_before_the_first_heading():
             "\n\n* [[artoria pendragon]]\n\nh4. Appearance\nBlonde hair.")
     assert definition(body) == 'Saber is a servant from "Fate".'
     assert definition("h4. Only a heading\n* [[a]]\n* [[b]]") == ""
+    # a page that opens with a heading: its first section is the definition, never "see also"
+    assert definition("h4. Language\nA programming language.\nh4. See also\n* [[c]]") == (
+        "A programming language.")
+    assert definition("h4. See also\nThe [[cat]] page and the dog page.") == ""
 
 
 @pytest.mark.parametrize("answer, made_by, summary", [

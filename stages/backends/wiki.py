@@ -106,7 +106,15 @@ def definition(body: str, limit: int = 1500) -> str:
     text = html.unescape(body.replace("\r\n", "\n").replace("\r", "\n"))
     text = _DROP_BLOCKS.sub("\n", text)
     heading = _HEADING.search(text)
-    if heading:
+    if heading and not clean_dtext(text[:heading.start()]).strip():
+        # A page that opens with a heading ("h4. Language"): its first section is the
+        # definition, unless that section is a list of links ("See also").
+        title, _, rest = text[heading.end():].partition("\n")
+        following = _HEADING.search(rest)
+        section = rest[:following.start()] if following else rest
+        links_only = re.search(r"see also|external link|related|confused", title, re.I)
+        text = "" if links_only else section
+    elif heading:
         text = text[:heading.start()]
     prose = " ".join(clean_dtext(text, limit=len(text) + 1).split("\n"))
     if len(prose) <= limit:
