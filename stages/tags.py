@@ -29,7 +29,7 @@ FLUSH_EVERY = 50
 
 class TagsStage(Stage):
     name = "tags"
-    version = 2            # 2: definition only; short definitions kept; grounded summaries
+    version = 3            # 2: definition only, short ones kept, grounded; 3: heading-first pages
     llm_bound = True
     chat_params = {"max_tokens": 80}
 
