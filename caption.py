@@ -22,11 +22,26 @@ def main(argv: list[str] | None = None) -> int:
         from stages.app import run_program
 
         code = run_program("caption", args)
+        if not args.dry_run:
+            review(args)
         if args.export and not args.dry_run:
             code = max(code, export(args))
         return code
 
     return main_guard(body)
+
+
+def review(args) -> None:
+    """Write captions/index.html, the review page (stages/review.py)."""
+    from stages.cli import config_path
+    from stages.config import load_config
+    from stages.review import write_review
+
+    cfg = load_config(config_path(args.config), args.overrides)
+    path, count, flagged = write_review(cfg.paths.images, cfg.paths.captions,
+                                        cfg.paths.cache / "summary-caption.json")
+    if not args.quiet:
+        print(f"review: {path} ({count} images, {flagged} flagged)")
 
 
 def export(args) -> int:

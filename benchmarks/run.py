@@ -21,6 +21,11 @@ Figures (ratios are the point; absolute numbers depend on the machine):
   intervals on 3,000 simulated no-effect datasets per score shape and size (the lowest
   coverage over the shapes), and how often a no-effect report colours anything
   (benchmarks/interval_coverage.py).
+- caption_quality_*: caption.py with the embedded default (SmolLM2 + classifier) on the
+  sample folder images/ (stages/quality.py): the share of captions that name the subject
+  their first tag states, the mean share of content tags mentioned, the number of composed
+  fallbacks and of captions that copy five words of a template. Quality, not speed: the
+  figure to compare template or verifier changes by.
 Results also go to benchmarks/results.json.
 """
 
@@ -251,11 +256,32 @@ def bench_coverage(datasets: int, results: dict) -> None:
     results.update(simulate(datasets))
 
 
+def bench_caption_quality(tmp: Path, results: dict) -> None:
+    """The embedded default on a copy of the sample folder, from a cold cache."""
+    from stages.quality import check_captions, summarise
+    from stages.templates import load_template
+
+    project = Path(tempfile.mkdtemp(dir=tmp, prefix="quality"))
+    for name in ("images", "data", "templates"):
+        shutil.copytree(ROOT / name, project / name)
+    shutil.copy(ROOT / "config.ini", project / "config.ini")
+    import caption
+
+    started = time.perf_counter()
+    caption.main(["--config", str(project / "config.ini"), "--quiet", "--set", "run.progress=false"])
+    results["caption_quality_run_s"] = round(time.perf_counter() - started, 1)
+    templates = tuple(load_template(project / "templates" / name, "interpret").literal()
+                      for name in ("interpret.txt", "shorten.txt"))
+    figures = summarise(check_captions(project / "captions", templates))
+    for key, value in figures.items():
+        results[f"caption_quality_{key}"] = value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small samples (~3 minutes)")
     parser.add_argument("--skip", default="", help="comma-separated groups to skip: "
-                        "saturation,concurrency,upsample,sdxl,rss,coverage")
+                        "saturation,concurrency,upsample,sdxl,rss,coverage,quality")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     q = args.quick
@@ -272,6 +298,7 @@ def main() -> int:
             ("sdxl", lambda: bench_tiny_sdxl(8 if q else 32, results)),
             ("rss", lambda: bench_rss(tmp, [10_000, 100_000], results)),
             ("coverage", lambda: bench_coverage(3000, results)),
+            ("quality", lambda: bench_caption_quality(tmp, results)),
         ]
         for name, fn in groups:
             if name in skip:

@@ -122,6 +122,7 @@ class InterpretConfig:
     skip: bool = _key(False)
     template: Path = _key(Path("templates/interpret.txt"), path=True)
     shorten_template: Path = _key(Path("templates/shorten.txt"), path=True)
+    candidates: int = _key(3, min=1, max=16)
     trigger_words: tuple[str, ...] = _key(())
     max_clip_tokens: int = _key(77, min=8, max=1024)
     overwrite: bool = _key(False)

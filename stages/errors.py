@@ -22,3 +22,16 @@ class ItemError(ToolkitError):
 
 class CapabilityError(ToolkitError):
     """A backend cannot do what was asked (e.g. a text-only server given an image)."""
+
+
+def public_url(url: str) -> str:
+    """A URL as messages may show it: without user, password, query or fragment (a key put
+    in a URL must not reach a terminal, a log or a summary file)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if not parts.scheme:
+        return url
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -21,6 +21,8 @@ from .store import atomic_write_text
 
 def captioned(cfg: Config) -> Iterator[dict]:
     for item in image_items(cfg.paths.images):
+        if item.error:
+            continue                  # a clash or an unreadable folder: it has no caption
         txt = artifact(cfg.paths.captions, item.id, ".txt")
         if txt.exists():
             yield {"id": item.id, "path": item.data, "caption": txt.read_text(encoding="utf-8").strip(),

@@ -29,10 +29,23 @@ def image_items(images: Path) -> Iterator[Item]:
 
     for path, problem in walk_images(images):
         rel = path.relative_to(images)
-        if problem:
-            yield Item(rel.as_posix() + "/", error=problem)
+        if problem and path.is_dir():
+            yield Item(rel.as_posix() + "/", error=problem)        # a folder that cannot be listed
         else:
-            yield Item(rel.with_suffix("").as_posix(), path)
+            yield Item(rel.with_suffix("").as_posix(), path, error=problem)
+
+
+def image_digest(path: Path, record: dict | None) -> str:
+    """sha256 of the image, reusing a record's (its `image_sha256`) when the file's size and
+    mtime are the ones recorded with it."""
+    import os
+
+    from .store import sha256_file
+
+    st = os.stat(path)
+    if record and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns:
+        return record["image_sha256"]
+    return sha256_file(path)
 
 
 def count_images(images: Path) -> int | None:

@@ -50,28 +50,42 @@ def walk_images(folder: Path) -> Iterator[tuple[Path, str]]:
     """(image path, '') for every image file under `folder`, recursively, in sorted-name order
     within each folder, and (folder path, reason) for a sub-folder that cannot be listed.
 
-    Depth first, so `a.jpg, b/x.jpg, c.jpg` come in that order. Only the names of the folders
-    on the current path are held, never the whole tree; symlinked folders are not entered
-    (no cycles).
+    An image whose name stem it shares with another image of its folder comes with the
+    reason as its problem. Depth first, so `a.jpg, b/x.jpg, c.jpg` come in that order. Only
+    the names of the folders on the current path are held, never the whole tree; symlinked
+    folders are not entered (no cycles).
     """
     names, problem = _sorted_entries(Path(folder))
     if problem and Path(folder).exists():
         yield Path(folder), problem
-    stack = [(Path(folder), iter(names))]
+    stack = [(Path(folder), iter(names), _clashes(names))]
     while stack:
-        parent, names = stack[-1]
+        parent, names, clashes = stack[-1]
         for name, is_dir in names:
             if is_dir:
                 entries, problem = _sorted_entries(parent / name)
                 if problem:
                     yield parent / name, problem
                     continue
-                stack.append((parent / name, iter(entries)))
+                stack.append((parent / name, iter(entries), _clashes(entries)))
                 break
             if is_image_name(name):
-                yield parent / name, ""
+                others = clashes.get(Path(name).stem)
+                yield parent / name, (f"several images share the name {Path(name).stem!r} "
+                                      f"({', '.join(others)}): one id, one caption; rename all "
+                                      "but one" if others else "")
         else:
             stack.pop()
+
+
+def _clashes(entries: list[tuple[str, bool]]) -> dict[str, list[str]]:
+    """Image names of one folder that share a stem (`cat.jpg`, `cat.png`): each would get
+    the item id `cat`, so all of them fail instead of one silently taking the other's caption."""
+    stems: dict[str, list[str]] = {}
+    for name, is_dir in entries:
+        if not is_dir and is_image_name(name):
+            stems.setdefault(Path(name).stem, []).append(name)
+    return {stem: names for stem, names in stems.items() if len(names) > 1}
 
 
 def iter_images(folder: Path) -> Iterator[Path]:

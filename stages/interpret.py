@@ -7,6 +7,13 @@ missing or still the tool's previous one (its hash is recorded as `replaces_sha2
 next run redoes it; it can never leave a caption that looks hand-written. A caption that
 was not written by this stage, or was edited by hand after, is never replaced unless
 `interpret.overwrite = true`.
+
+Faithfulness does not rest on the model: `interpret.candidates` captions are sampled (the
+server's parallel slots answer them together) and cut to their first sentence; the verifier
+(stages/verify.py) checks each against its evidence (tags, summaries, vision answer,
+trigger words, the templates it must not copy) and the best passing one is kept. When none
+passes, a caption composed from the tags alone (stages/compose.py) is written and flagged
+`fallback`. Every verdict, the flags and the chosen caption's score go into NAME.json.
 """
 
 from __future__ import annotations
@@ -16,22 +23,50 @@ import time
 from pathlib import Path
 
 from . import faults
+from .compose import compose
 from .config import Config
 from .errors import ConfigError, ItemError
-from .folder import artifact, check_images_folder, count_images, image_items, read_tags
+from .folder import artifact, check_images_folder, count_images, image_digest, image_items, read_tags
 from .stage import Declaration, Item, Stage, StageReport
 from .store import atomic_write_json, atomic_write_text, read_json, sha256_bytes, sha256_text
-from .tagstore import TagStore, summaries_for
-from .text import tidy_caption, with_trigger
+from .tagroles import EMOTICONS, TIME, content_tags, infos
+from .tagstore import TagStore, definitions_for, summaries_for
+from .text import fix_articles, tidy_caption, with_trigger
+from .verify import Evidence, best, confident_vision, verify
+from .words import first_sentence
 
-PLACEHOLDERS = {"tags", "summaries", "vision", "trigger", "max_tokens"}
+PLACEHOLDERS = {"subject", "draft", "tags", "summaries", "vision", "trigger", "max_tokens"}
+FALLBACK = "fallback"
+OVER_LIMIT = "over_clip_tokens"
 
 
-def read_vision(cache: Path, item_id: str) -> str:
+def prompt_fields(evidence: Evidence) -> dict[str, str]:
+    """What the template is filled with: the subject, a draft composed from the tags (what
+    the fallback would be), the content tags in words (framing and medium tags, which small
+    models copy as jargon, left out), summaries of those tags only, and the vision answer
+    without its guesses when tags say what the picture is."""
+    wanted = content_tags(list(evidence.tags))
+    words = [TIME.get(i.words, i.words) for i in wanted]
+    words += [EMOTICONS[i.tag] for i in infos(list(evidence.tags)) if i.tag in EMOTICONS]
+    keep = {i.tag for i in wanted}
+    summaries = [f"- {t}: {s}" for t, s in evidence.summaries if t in keep]
+    vision = evidence.vision if evidence.vision_only else confident_vision(evidence.vision)
+    draft = compose(list(evidence.tags), evidence.vision, definitions=dict(evidence.definitions))
+    return {"subject": evidence.subject()[0] or "(see the picture notes)",
+            "draft": draft.rstrip(".") or "(none)",
+            "tags": ", ".join(dict.fromkeys(words)) or "(none)",
+            "summaries": "\n".join(summaries) or "(none)",
+            "vision": vision or "(none)"}
+
+
+def interrogation(cache: Path, item_id: str) -> dict | None:
+    """The interrogate stage's record for an image, or None when there is none (or it is
+    unreadable: then the image is treated as never interrogated)."""
     try:
-        return read_json(artifact(cache / "interrogate", item_id, ".json")).get("answer", "")
-    except (FileNotFoundError, ValueError, AttributeError):
-        return ""
+        record = read_json(artifact(cache / "interrogate", item_id, ".json"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def decoded_before(cache: Path, item: Item) -> bool:
@@ -48,6 +83,7 @@ def decoded_before(cache: Path, item: Item) -> bool:
 
 class InterpretStage(Stage):
     name = "interpret"
+    version = 2            # 2: candidates checked by the verifier; composed fallback
     llm_bound = True
     chat_params = {"max_tokens": 120}
 
@@ -56,7 +92,8 @@ class InterpretStage(Stage):
         c = cfg.interpret
         beside = ("interpret.beside_extension",) if c.write_beside_images else ()
         return Declaration(
-            config=("interpret.template", "interpret.shorten_template", "interpret.trigger_words",
+            config=("interpret.template", "interpret.shorten_template", "interpret.candidates",
+                    "interpret.trigger_words",
                     "interpret.max_clip_tokens", "interpret.write_beside_images") + beside,
             reads=("tags.blacklist", "tags.drop_meta"), backends=("chat",),
             operational=("interpret.overwrite", "interrogate.max_pixels")
@@ -75,10 +112,11 @@ class InterpretStage(Stage):
         self.template = self.load_template("interpret.template", PLACEHOLDERS)
         self.shorten = self.load_template("interpret.shorten_template", {"caption", "max_tokens", "tokens"})
         tag_store = TagStore(self.cfg.paths.cache / "tags.json")
-        self.store = tag_store.load()
+        self.store = tag_store.load(read_only=self.ctx.options.dry_run)
         self.moved_aside = tag_store.moved_aside
         self.over_limit = 0
         self.kept = 0
+        self.fallbacks = 0
 
     def nothing_found(self) -> str:
         return f"no images found in {self.cfg.paths.images}"
@@ -93,8 +131,21 @@ class InterpretStage(Stage):
         """Tags (after hygiene), their summaries and the vision answer: the texts the caption
         is made from, as they are on disk now."""
         tags = read_tags(item.data, self.cfg)
-        return {"tags": tags, "summaries": summaries_for(tags, self.store),
-                "vision": read_vision(self.cfg.paths.cache, item.id)}
+        record = interrogation(self.cfg.paths.cache, item.id)
+        digest = image_digest(item.data, record)
+        if record is not None and record.get("image_sha256") != digest:
+            where = artifact(self.cfg.paths.cache / "interrogate", item.id, ".json")
+            raise ItemError(f"the vision answer in {where} describes an earlier version of this "
+                            "image; run the interrogate stage again (see its failures)")
+        return {"image_sha256": digest, "tags": tags, "summaries": summaries_for(tags, self.store),
+                "definitions": definitions_for(tags, self.store),
+                "vision": (record or {}).get("answer", "")}
+
+    def evidence(self, inputs: dict) -> Evidence:
+        return Evidence(tags=tuple(inputs["tags"]), summaries=tuple(inputs["summaries"].items()),
+                        definitions=tuple(inputs["definitions"].items()), vision=inputs["vision"],
+                        trigger=tuple(self.cfg.interpret.trigger_words),
+                        templates=(self.template.literal(), self.shorten.literal()))
 
     def is_done(self, item: Item, key: str) -> bool:
         txt = artifact(self.cfg.paths.captions, item.id, ".txt")
@@ -107,15 +158,24 @@ class InterpretStage(Stage):
         meta = meta if isinstance(meta, dict) else {}
         written = sha256_bytes(txt.read_bytes())
         if written == meta.get("caption_sha256"):
-            c = self.cfg.interpret
-            beside_missing = c.write_beside_images and not item.data.with_suffix(c.beside_extension).exists()
-            return meta.get("key") == key and not beside_missing
+            return meta.get("key") == key and self._beside_current(item, written)
         if written == meta.get("replaces_sha256"):
             return False              # our previous caption, its replacement was interrupted
         if self.cfg.interpret.overwrite:
             return False
         self.kept += 1                # not written by this tool, or edited by hand: keep it
         return True
+
+    def _beside_current(self, item: Item, caption_sha: str) -> bool:
+        """The copy beside the image (when asked for) holds this very caption: a kill between
+        the two writes, or an edit of the copy, is redone rather than trusted."""
+        c = self.cfg.interpret
+        if not c.write_beside_images:
+            return True
+        try:
+            return sha256_bytes(item.data.with_suffix(c.beside_extension).read_bytes()) == caption_sha
+        except OSError:
+            return False
 
     async def process(self, item: Item, key: str) -> None:
         from .imageio import load_image
@@ -128,25 +188,56 @@ class InterpretStage(Stage):
             raise ItemError("no tags and no vision answer to caption from (add NAME.txt or "
                             "run the interrogate stage)")
         chat = self.backend("chat")
+        evidence = self.evidence(inputs)
         messages = self.template.render(
-            tags=", ".join(inputs["tags"]) or "(none)",
-            summaries="\n".join(f"- {t}: {s}" for t, s in inputs["summaries"].items()) or "(none)",
-            vision=inputs["vision"] or "(no description of the image)",
-            trigger=", ".join(c.trigger_words) or "(none)", max_tokens=str(c.max_clip_tokens))
-        answer = await chat.chat(messages, template_hash=self.template.hash, **self.chat_overrides())
-        caption = with_trigger(tidy_caption(answer.text), c.trigger_words)
-        if not caption:
-            raise ItemError("the model returned an empty caption")
-        caption, tokens, shortened = await self._fit(caption)
+            **prompt_fields(evidence), trigger=", ".join(c.trigger_words) or "(none)",
+            max_tokens=str(c.max_clip_tokens))
+        answers = await asyncio.gather(*(
+            chat.chat(messages, template_hash=self.template.hash, sample=i, **self.chat_overrides())
+            for i in range(c.candidates)))
+        verdicts = [verify(fix_articles(first_sentence(tidy_caption(a.text))), evidence)
+                     for a in answers]
+        chosen, flags = best(verdicts), []
+        if chosen is not None:
+            caption, tokens, shortened = await self._fit(chosen.caption, evidence)
+            verdict = verify(caption, evidence) if shortened else chosen
+        else:
+            caption, tokens = self._compose(inputs)
+            verdict, shortened = verify(caption, evidence), False
+            flags.append(FALLBACK)
+            self.fallbacks += 1
+        caption = with_trigger(caption, c.trigger_words)
+        tokens = self._tokens(caption) if c.trigger_words else tokens
         over = tokens > c.max_clip_tokens
+        if over:
+            flags.append(OVER_LIMIT)
         self.over_limit += over
         await asyncio.to_thread(self._write, item, caption, {
             "id": item.id, "image": str(item.data), "caption": caption,
             "caption_sha256": sha256_text(caption + "\n"), "key": key,
+            "flags": flags, "score": round(verdict.score, 3), "coverage": round(verdict.coverage, 3),
+            "reasons": verdict.reasons if chosen is not None else [
+                f"candidate {i + 1}: " + "; ".join(v.reasons) for i, v in enumerate(verdicts)],
+            "candidates": [v.as_dict() for v in verdicts],
             "clip_tokens": tokens, "over_limit": over, "shortened": shortened, **inputs,
             "trigger_words": list(c.trigger_words), "llm": chat.identity(**self.chat_overrides()),
             "templates": {"interpret": self.template.hash, "shorten": self.shorten.hash},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    def _compose(self, inputs: dict) -> tuple[str, int]:
+        """The fallback caption, with fewer details until it fits max_clip_tokens."""
+        limit = self.cfg.interpret.max_clip_tokens
+        details = 12
+        while True:
+            text = compose(inputs["tags"], inputs["vision"], definitions=inputs["definitions"],
+                           max_details=details)
+            if not text:
+                raise ItemError("no candidate passed the verifier and there is nothing to "
+                                "compose a caption from")
+            tokens = self._tokens(text)
+            if tokens <= limit or details == 0:
+                return text, tokens
+            details -= 1
 
     def _write(self, item: Item, caption: str, provenance: dict) -> None:
         """Provenance first, then the caption (see the module docstring)."""
@@ -160,23 +251,27 @@ class InterpretStage(Stage):
         faults.point("interpret.between_writes")
         atomic_write_text(txt, caption + "\n")
         if c.write_beside_images:
+            faults.point("interpret.before_beside")
             atomic_write_text(item.data.with_suffix(c.beside_extension), caption + "\n")
 
-    async def _fit(self, caption: str) -> tuple[str, int, bool]:
-        """Shorten once with the LLM when over max_clip_tokens; report what remains."""
+    def _tokens(self, text: str) -> int:
         from .backends.clip_tokens import clip_token_count
 
+        return clip_token_count(self.ctx.resource("clip_tokenizer", self._tokenizer), text)
+
+    async def _fit(self, caption: str, evidence: Evidence) -> tuple[str, int, bool]:
+        """Shorten once with the LLM when over max_clip_tokens; the shorter text is kept
+        only when it still passes the verifier. Report what remains."""
         limit = self.cfg.interpret.max_clip_tokens
-        tokenizer = self.ctx.resource("clip_tokenizer", self._tokenizer)
-        tokens = clip_token_count(tokenizer, caption)
+        tokens = self._tokens(caption)
         if tokens <= limit:
             return caption, tokens, False
         messages = self.shorten.render(caption=caption, max_tokens=str(limit), tokens=str(tokens))
         answer = await self.backend("chat").chat(messages, template_hash=self.shorten.hash,
                                                  **self.chat_overrides())
-        short = with_trigger(tidy_caption(answer.text), self.cfg.interpret.trigger_words)
-        short_tokens = clip_token_count(tokenizer, short) if short else tokens + 1
-        if short and short_tokens < tokens:
+        short = fix_articles(tidy_caption(answer.text))
+        short_tokens = self._tokens(short) if short else tokens + 1
+        if short and short_tokens < tokens and verify(short, evidence).passed:
             return short, short_tokens, True
         return caption, tokens, False
 
@@ -187,6 +282,9 @@ class InterpretStage(Stage):
 
     def finish(self, report: StageReport) -> None:
         notes = []
+        if self.fallbacks:
+            notes.append(f"{self.fallbacks} fallback captions composed from the tags (no "
+                         "candidate passed the verifier; reasons in NAME.json)")
         if self.over_limit:
             notes.append(f"{self.over_limit} captions still over "
                          f"{self.cfg.interpret.max_clip_tokens} CLIP tokens (see NAME.json)")

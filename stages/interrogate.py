@@ -15,17 +15,9 @@ from pathlib import Path
 
 from .config import Config
 from .errors import ItemError
-from .folder import artifact, check_images_folder, count_images, image_items, read_tags
+from .folder import artifact, check_images_folder, count_images, image_digest, image_items, read_tags
 from .stage import Declaration, Item, Stage
 from .store import atomic_write_json, read_json, sha256_file
-
-
-def image_digest(path: Path, record: dict | None) -> str:
-    """sha256 of the image, reusing the recorded one when size and mtime are unchanged."""
-    st = os.stat(path)
-    if record and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns:
-        return record["image_sha256"]
-    return sha256_file(path)
 
 
 class InterrogateStage(Stage):

@@ -122,14 +122,17 @@ def spec(name: str, cfg: Config) -> BackendSpec:
 def build(name: str, ctx: Any, view: ConfigView) -> Any:
     """A new backend `name` that reads only `view`."""
     cache = view.paths.cache
+    # Model files are identified by content; their hashes are remembered here, except in a
+    # dry run, which writes nothing (it hashes them again instead).
+    digests = None if ctx.options.dry_run else cache / "digests.json"
     if name == "chat":
         from .backends.chat import ChatBackend
 
         if view.llm.backend == "vllm":
             from .backends.vllm_local import VllmChat
 
-            return VllmChat(view.llm, ctx.calls, ctx.stats, cache_dir=cache)
-        return ChatBackend(view.llm, ctx.calls, ctx.stats, cache_dir=cache)
+            return VllmChat(view.llm, ctx.calls, ctx.stats, cache_dir=cache, digests=digests)
+        return ChatBackend(view.llm, ctx.calls, ctx.stats, cache_dir=cache, digests=digests)
     if name == "vision":
         from .backends.vision import make_vision
 
@@ -149,22 +152,24 @@ def build(name: str, ctx: Any, view: ConfigView) -> Any:
                                 auth_env=g.api_auth_env)
         return DiffusersBackend(g.model, cache_dir=cache, device=g.device, dtype=g.dtype,
                                 steps=g.steps, guidance=g.guidance, width=g.width, height=g.height,
-                                scheduler=g.scheduler, refiner=g.refiner, batch_size=g.batch_size)
+                                scheduler=g.scheduler, refiner=g.refiner, batch_size=g.batch_size,
+                                digests=digests)
     if name == "clip":
         from .backends.scoring import ClipScorer
 
-        return ClipScorer(view.evaluate.clip_model, cache_dir=cache)
+        return ClipScorer(view.evaluate.clip_model, cache_dir=cache, digests=digests)
     if name == "select_clip":
         from .backends.scoring import ClipScorer
 
         model = view.socratic.clip_model or view.evaluate.clip_model
         if model == view.evaluate.clip_model:       # one set of weights, loaded once
             return ctx.backend("clip")
-        return ClipScorer(model, cache_dir=cache)
+        return ClipScorer(model, cache_dir=cache, digests=digests)
     if name == "judge":
         from .backends.chat import ChatBackend
 
-        return ChatBackend(view.llm, ctx.calls, ctx.stats, cache_dir=cache, model=view.evaluate.judge_model)
+        return ChatBackend(view.llm, ctx.calls, ctx.stats, cache_dir=cache, digests=digests,
+                           model=view.evaluate.judge_model)
     if name == "text":
         from .backends.scoring import TextEmbedder
 

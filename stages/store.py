@@ -99,6 +99,25 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def content_digest(path: Path, memo: Path | None = None) -> str:
+    """sha256 of a file's bytes, remembered in the JSON file `memo` by resolved path, size and
+    mtime, so a multi-GB model is hashed once, not on every run. Without a memo it is hashed."""
+    st = os.stat(path)
+    if memo is None:
+        return sha256_file(path)
+    stamp = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        known = read_json(memo)
+    except (FileNotFoundError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if stamp not in known:
+        known[stamp] = sha256_file(path)
+        atomic_write_json(memo, known)
+    return known[stamp]
+
+
 def hash_value(value: Any) -> str:
     """Stable hash of any JSON-serialisable value (dict key order does not matter)."""
     return sha256_text(canonical_json(value))

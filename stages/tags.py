@@ -1,4 +1,10 @@
-"""Tags stage: every tag in the folder's tag files gets its wiki text and a one-sentence summary.
+"""Tags stage: every tag in the folder's tag files gets its wiki definition and a one-sentence summary.
+
+The wiki text is reduced to its definition (stages/backends/wiki.py: the prose before the
+first heading, without embeds, link lists or markup). A definition that is already one
+short sentence is the summary, with no model call; a model summary is kept only when it is
+grounded in the definition, else the definition's first sentence replaces it
+(stages/summary.py). Each entry records how its summary was made (`made_by`).
 
 Results go to the tag store, `cache/tags.json`. A tag's key covers the summary template,
 the model, the wiki source and, for a local wiki file, the tag's text in it: editing one
@@ -14,6 +20,7 @@ from .config import Config
 from .errors import ItemError
 from .folder import check_images_folder, image_items, read_tags, tag_file
 from .stage import Declaration, Item, Stage, StageReport
+from .summary import FROM_DEFINITION, choose_summary, short_definition
 from .tagstore import TagStore
 from .text import tidy_caption
 
@@ -22,6 +29,7 @@ FLUSH_EVERY = 50
 
 class TagsStage(Stage):
     name = "tags"
+    version = 3            # 2: definition only, short ones kept, grounded; 3: heading-first pages
     llm_bound = True
     chat_params = {"max_tokens": 80}
 
@@ -39,7 +47,7 @@ class TagsStage(Stage):
         check_images_folder(self.cfg.paths.images)
         self.template = self.load_template("tags.template", {"tag", "wiki"})
         self.store = TagStore(self.cfg.paths.cache / "tags.json")
-        self.known = self.store.load()
+        self.known = self.store.load(read_only=self.ctx.options.dry_run)
         self.pending: dict[str, dict] = {}
 
     def wiki(self):
@@ -54,6 +62,12 @@ class TagsStage(Stage):
         return DanbooruWiki(c.url, user_agent=c.user_agent, timeout=c.timeout, retries=c.retries,
                             requests_per_second=c.requests_per_second,
                             min_post_count=c.min_post_count, backoff=self.cfg.llm.backoff)
+
+    def plan(self) -> list[str]:
+        if self.store.unreadable:
+            return [f"{self.store.path} cannot be read ({self.store.unreadable}); a run moves it "
+                    "aside and rebuilds it"]
+        return []
 
     def nothing_found(self) -> str:
         return f"no tags found: no images with NAME.txt tag files in {self.cfg.paths.images}"
@@ -84,18 +98,24 @@ class TagsStage(Stage):
     async def process(self, item: Item, key: str) -> None:
         tag = item.id
         answer = await self.wiki().lookup(tag)
-        summary = None
+        summary, made_by, problems = None, None, []
         wiki = answer.text
-        if answer.status == "found" or (answer.status == "no_wiki"
-                                        and self.cfg.tags.include_tags_without_wiki):
+        short = short_definition(wiki) if answer.status == "found" else ""
+        if short:
+            summary, made_by = short, FROM_DEFINITION
+        elif answer.status == "found" or (answer.status == "no_wiki"
+                                          and self.cfg.tags.include_tags_without_wiki):
             chat = self.backend("chat")
             messages = self.template.render(tag=tag, wiki=wiki or "(no wiki text; use the tag name)")
             result = await chat.chat(messages, template_hash=self.template.hash, **self.chat_overrides())
-            summary = tidy_caption(result.text)
-            if not summary:
+            answer_text = tidy_caption(result.text)
+            if not answer_text and not wiki:
                 raise ItemError(f"the model returned an empty summary for tag {tag!r}")
+            summary, made_by, problems = choose_summary(answer_text, wiki or "", tag,
+                                                        self.template.literal())
         self.pending[tag] = {
             "status": answer.status, "wiki": wiki or None, "summary": summary,
+            "made_by": made_by, "rejected": problems or None,
             "post_count": answer.post_count, **self.wiki().identity(),
             "model": self.backend("chat").model_id, "template": self.template.hash, "key": key,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -112,6 +132,12 @@ class TagsStage(Stage):
         counts: dict[str, int] = {}
         for entry in self.known.values():
             counts[entry.get("status", "?")] = counts.get(entry.get("status", "?"), 0) + 1
+        made: dict[str, int] = {}
+        for entry in self.known.values():
+            if entry.get("made_by"):
+                made[entry["made_by"]] = made.get(entry["made_by"], 0) + 1
         notes = ["store: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))] if counts else []
+        if made:
+            notes.append("summaries from: " + ", ".join(f"{n} {m}" for m, n in sorted(made.items())))
         notes += [f"the unreadable tag store was moved to {p.name}" for p in self.store.moved_aside]
         report.note = "; ".join(notes)

@@ -29,11 +29,14 @@ class TagStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.moved_aside: list[Path] = []      # unreadable stores set aside during this run
+        self.unreadable = ""                   # why the store could not be read (read-only loads)
 
-    def load(self) -> dict[str, dict]:
-        return self._load(locked=False)
+    def load(self, *, read_only: bool = False) -> dict[str, dict]:
+        """The stored entries. An unreadable store is set aside (moved, said) so that it is
+        never overwritten; with `read_only` (a dry run) it is only reported in `unreadable`."""
+        return self._load(locked=False, read_only=read_only)
 
-    def _load(self, *, locked: bool) -> dict[str, dict]:
+    def _load(self, *, locked: bool, read_only: bool = False) -> dict[str, dict]:
         try:
             with open(self.path, "rb") as fh:
                 raw = fh.read()
@@ -45,7 +48,11 @@ class TagStore:
             if not isinstance(tags, dict):
                 raise TypeError("'tags' is not an object")
         except (ValueError, KeyError, TypeError) as exc:
-            self._set_aside(f"{type(exc).__name__}: {exc}"[:160], raw, locked=locked)
+            why = f"{type(exc).__name__}: {exc}"[:160]
+            if read_only:
+                self.unreadable = why
+            else:
+                self._set_aside(why, raw, locked=locked)
             return {}
         return {k: v for k, v in tags.items() if isinstance(v, dict)}
 
@@ -92,9 +99,18 @@ class TagStore:
 
 def summaries_for(tags: list[str], store: dict[str, dict]) -> dict[str, str]:
     """The summaries known for `tags`, in tag order."""
+    return _known(tags, store, "summary")
+
+
+def definitions_for(tags: list[str], store: dict[str, dict]) -> dict[str, str]:
+    """The wiki definitions known for `tags`, in tag order."""
+    return _known(tags, store, "wiki")
+
+
+def _known(tags: list[str], store: dict[str, dict], field: str) -> dict[str, str]:
     out = {}
     for tag in tags:
-        summary = store.get(tag, {}).get("summary")
-        if summary:
-            out[tag] = summary
+        value = store.get(tag, {}).get(field)
+        if value:
+            out[tag] = value
     return out

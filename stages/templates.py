@@ -56,6 +56,12 @@ class PromptTemplate:
             out.append({"role": message["role"], "content": content})
         return out
 
+    def literal(self) -> str:
+        """The template's own words (instructions and examples) without placeholders or
+        comments: what a model's answer must not copy."""
+        body = "\n".join(m["content"] for m in _messages(self.text))
+        return string.Template.pattern.sub("\n", body)
+
     def check(self, allowed: set[str]) -> None:
         unknown = self.placeholders - allowed
         if unknown:

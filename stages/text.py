@@ -39,6 +39,14 @@ def tidy_caption(text: str) -> str:
     return drop_repeats(text)
 
 
+_A_BEFORE_VOWEL = re.compile(r"\b([Aa]) (?=[aeioAEIO]|u(?!ni|s[aeiu]|r[aeiou]|t[aeiou]|k)|hour|honest)")
+
+
+def fix_articles(text: str) -> str:
+    """"a espresso" -> "an espresso" (small models get this wrong; "a unicorn" stays)."""
+    return _A_BEFORE_VOWEL.sub(lambda m: m.group(1) + "n ", text)
+
+
 def with_trigger(caption: str, trigger: tuple[str, ...]) -> str:
     """Trigger words first, each once."""
     words = [t for t in trigger if t]

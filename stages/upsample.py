@@ -119,16 +119,24 @@ class UpsampleStage(Stage):
             "key": key})
 
     def finish(self, report: StageReport) -> None:
-        rows, over = [], 0
+        rows, over, stale = [], 0, 0
         for prompt in self.prompts:
             try:
                 row = read_json(self.out(prompt.id))
             except (FileNotFoundError, ValueError):
                 continue
+            if row.get("key") != self.key(Item(prompt.id, prompt)):
+                stale += 1            # made with other settings (e.g. a --limit run since)
+                continue
             over += bool(row.get("over_limit"))
             rows.append({k: row[k] for k in ("id", "prompt", "upsampled", "candidates",
                                              "clip_tokens", "category", "chosen", "over_limit")})
         write_jsonl(self.ctx.run_dir / "upsampled.jsonl", rows)
+        notes = []
         if over:
-            report.note = (f"{over} upsampled prompts over {self.cfg.upsample.max_clip_tokens} "
-                           "CLIP tokens (the encoder will truncate them)")
+            notes.append(f"{over} upsampled prompts over {self.cfg.upsample.max_clip_tokens} "
+                         "CLIP tokens (the encoder will truncate them)")
+        if stale:
+            notes.append(f"{stale} upsampled prompts made with other settings left out of "
+                         "upsampled.jsonl (rerun to redo them)")
+        report.note = "; ".join(notes)

@@ -438,10 +438,15 @@ def test_half_precision_without_fp16_files_says_it_casts(tiny, cache, caplog):
         half.close()
 
 
-def test_a_broken_model_folder_is_not_hidden_by_the_fp16_fallback(tmp_path, cache):
-    """Only a missing fp16 variant falls back; a folder that is not a pipeline fails as itself."""
-    (tmp_path / "model_index.json").write_text("{not json")
-    broken = DiffusersBackend(str(tmp_path), cache_dir=cache, dtype="float16", device="cpu", **FAST)
-    with pytest.raises((FatalError, ConfigError, OSError, ValueError)) as info:
+def test_a_broken_fp16_file_is_an_error_not_a_silent_fp32_load(tiny, cache, tmp_path):
+    """Only a missing fp16 variant falls back: a corrupt fp16 weight file fails the load with
+    its own error (it once fell back to the full-precision files without a word)."""
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(cache / "tiny-sdxl", copy)
+    (copy / "unet" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"\x00" * 64)
+    broken = DiffusersBackend(str(copy), cache_dir=cache, dtype="float16", device="cpu", **FAST)
+    with pytest.raises(Exception) as info:
         broken.pipeline()
     assert "variant" not in str(info.value).lower()

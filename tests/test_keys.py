@@ -68,7 +68,10 @@ def world(tmp_path_factory):
     (cache / "tags.json").write_text(json.dumps({"version": 1, "tags": {
         "cat": {"summary": "A small furry pet.", "key": "k"},
         "animal": {"summary": "A living creature.", "key": "k"}}}))
-    (cache / "interrogate" / "cat.json").write_text(json.dumps({"answer": "most likely a tabby cat"}))
+    from stages.store import sha256_file
+
+    (cache / "interrogate" / "cat.json").write_text(json.dumps({
+        "answer": "most likely a tabby cat", "image_sha256": sha256_file(images / "cat.jpg")}))
     run = root / "runs" / "default"
     (run / "images" / "p1").mkdir(parents=True)
     (run / "prompts.jsonl").write_text('{"id": "p1", "prompt": "a red cube on a blue sphere", '

@@ -81,7 +81,10 @@ def test_another_model_behind_the_same_url_is_asked_again(folder, capsys):
         assert len(asked) == first and {r["model"] for r in asked} == {"beta"}
     meta = json.loads((folder / "captions-beta" / "cat.json").read_text())
     assert meta["llm"]["model"] == "beta"
-    assert all("beta" in text for text in captions(folder, "captions-beta").values())
+    # every candidate came from beta (the verifier then keeps one or composes a fallback)
+    for name in ("cat", "cup"):
+        meta = json.loads((folder / "captions-beta" / f"{name}.json").read_text())
+        assert all("beta" in c["caption"] for c in meta["candidates"])
 
 
 def test_several_models_and_no_llm_model_is_one_line_exit_2(folder, capsys):
@@ -197,8 +200,9 @@ def test_identical_items_make_one_call_each_whatever_the_concurrency(folder, con
     with FakeOpenAI() as server:
         server.latency = 0.02
         assert run(folder, server.url, f"llm.concurrency={concurrency}") == 0
-        # 2 tag summaries + 1 vision answer + 1 caption: the 16 images ask the same things
-        assert len(server.chat_requests) == 4
+        # 2 tag summaries + 1 vision answer + 3 caption candidates (interpret.candidates):
+        # the 16 images ask the same things
+        assert len(server.chat_requests) == 2 + 1 + 3
     assert len(set(captions(folder).values())) == 1 and len(captions(folder)) == 16
 
 
@@ -215,6 +219,14 @@ def run_killed_at(project: Path, url: str, point: str, *sets: str) -> subprocess
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
 
 
+def first_caption(request: dict) -> str:
+    """A caption that passes the verifier: the draft the interpret template sends, reworded."""
+    content = request["messages"][-1]["content"]
+    if isinstance(content, str) and content.startswith("Notes: "):
+        return content[len("Notes: "):].split("\n", 1)[0].replace(" with ", " beside ") + "."
+    return "A picture."
+
+
 def test_kill_between_the_two_writes_then_rerun_writes_the_caption(folder):
     import hashlib
 
@@ -222,21 +234,22 @@ def test_kill_between_the_two_writes_then_rerun_writes_the_caption(folder):
         return [json.loads((folder / "captions" / f"{n}.json").read_text())["replaces_sha256"]
                 for n in ("cat", "cup") if (folder / "captions" / f"{n}.json").exists()]
 
-    with FakeOpenAI(reply=lambda r: "first caption") as server:
+    with FakeOpenAI(reply=first_caption) as server:
         done = run_killed_at(folder, server.url, "interpret.between_writes")
         assert done.returncode == -9, done.stderr
         assert not captions(folder) and set(replaces()) == {None}   # provenance only, no .txt
         assert run(folder, server.url) == 0
-        assert captions(folder) == {"cat": "first caption\n", "cup": "first caption\n"}
+        first = {"cat": "A cat beside a table.\n", "cup": "A cup beside a table.\n"}
+        assert captions(folder) == first
 
         # a replacement killed in the same window: the old caption is ours, so it is redone
         done = run_killed_at(folder, server.url, "interpret.between_writes", "interpret.trigger_words=zz")
         assert done.returncode == -9
-        assert set(captions(folder).values()) == {"first caption\n"}     # nothing replaced yet
-        old = hashlib.sha256(b"first caption\n").hexdigest()
-        assert old in replaces() and set(replaces()) <= {None, old}   # the killed item's provenance
+        assert captions(folder) == first                            # nothing replaced yet
+        old = {hashlib.sha256(text.encode()).hexdigest() for text in first.values()}
+        assert old & set(replaces()) and set(replaces()) <= {None} | old   # the killed item's provenance
         assert run(folder, server.url, "interpret.trigger_words=zz") == 0
-    assert captions(folder) == {"cat": "zz, first caption\n", "cup": "zz, first caption\n"}
+    assert captions(folder) == {name: "zz, " + text for name, text in first.items()}
 
 
 def test_a_hand_edited_caption_is_kept(folder):
@@ -339,3 +352,169 @@ def test_plans_and_summaries_say_when_a_limit_cut_the_work(project, capsys):
     out = capsys.readouterr().out
     assert "upsample: would process 5, reuse 0 (cut by upsample.limit = 5: 5 of 1,632 prompts)" in out
     assert "generate: would process 0, reuse 0 [its items come from the earlier stages" in out
+
+
+# -- found by review: what else a rerun could trust ------------------------------------------------
+
+def digest_reply(request: dict) -> str:
+    """Vision answers name the picture they saw (a hash of its data URL)."""
+    import hashlib
+
+    content = request["messages"][-1]["content"]
+    if isinstance(content, list):
+        data = next(p["image_url"]["url"] for p in content if p.get("type") == "image_url")
+        return "a picture with digest " + hashlib.sha256(data.encode()).hexdigest()[:8]
+    return "caption for: " + json.dumps(content)[-60:]
+
+
+def test_a_replaced_image_is_never_captioned_from_the_old_vision_answer(folder, capsys):
+    """With interrogate skipped (or failed) after the picture changed, its old answer
+    describes another image: interpret fails the item instead of captioning from it."""
+    with FakeOpenAI(digest_reply) as server:
+        assert run(folder, server.url) == 0
+        before = captions(folder)
+        photo("astronaut").save(folder / "images" / "cat.jpg")      # a new picture, same name
+        capsys.readouterr()
+        assert run(folder, server.url, "interrogate.skip=true") == 1
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if line.strip().startswith("FAILED")]
+    assert len(failed) == 1 and "FAILED cat: " in failed[0]
+    assert "describes an earlier version of this image" in failed[0]
+    assert captions(folder) == before
+
+
+def test_images_sharing_a_name_fail_instead_of_sharing_a_caption(folder, capsys):
+    photo("astronaut").save(folder / "images" / "cat.png")         # cat.jpg and cat.png: id "cat"
+    with FakeOpenAI(digest_reply) as server:
+        assert run(folder, server.url) == 1
+        calls = len(server.chat_requests)
+        assert run(folder, server.url) == 1
+        assert len(server.chat_requests) == calls                   # settled: nothing redone
+    out = capsys.readouterr().out
+    assert "several images share the name 'cat' (cat.jpg, cat.png)" in out
+    assert set(captions(folder)) == {"cup"}
+
+
+def test_a_kill_before_the_copy_beside_the_image_is_redone(folder):
+    beside = "interpret.write_beside_images=true"
+    with FakeOpenAI(lambda r: "a caption") as server:
+        assert run(folder, server.url, beside) == 0
+        done = run_killed_at(folder, server.url, "interpret.before_beside", beside,
+                             "interpret.trigger_words=zz")
+        assert done.returncode == -9
+        assert run(folder, server.url, beside, "interpret.trigger_words=zz") == 0
+    for name in ("cat", "cup"):
+        text = (folder / "captions" / f"{name}.txt").read_text()
+        assert text.startswith("zz, ") and (folder / "images" / f"{name}.caption").read_text() == text
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_dry_run_changes_no_file_even_with_a_corrupt_store(folder, capsys):
+    with FakeOpenAI() as server:
+        assert run(folder, server.url) == 0
+        store = folder / "cache" / "tags.json"
+        store.write_bytes(store.read_bytes()[:40])
+        calls = len(server.chat_requests)
+        photo("astronaut").save(folder / "images" / "new.jpg")
+        before = tree(folder)
+        assert run(folder, server.url, args=("--dry-run",)) == 0
+        assert len(server.chat_requests) == calls
+    assert tree(folder) == before
+    assert "cannot be read" in capsys.readouterr().out
+
+
+def test_an_empty_answer_is_not_cached_and_is_asked_again(folder):
+    answers = {"cup": iter(["", "A container for drinks."])}
+
+    def reply(request):
+        text = json.dumps(request["messages"])
+        if "drinking" in text:
+            return next(answers["cup"])
+        return "A fine summary."
+    with FakeOpenAI(reply) as server:
+        assert run(folder, server.url, args=("--only", "tags")) == 1
+        assert run(folder, server.url, args=("--only", "tags")) == 0   # asked again, answered
+        assert len(server.chat_requests) == 4
+    store = json.loads((folder / "cache" / "tags.json").read_text())["tags"]
+    assert store["cup"]["summary"] == "A container for drinks."
+
+
+def test_credentials_in_the_llm_url_are_never_printed(folder, capsys):
+    assert run(folder, "http://alice:s3cretTOKEN@127.0.0.1:9/v1") == 2
+    with FakeOpenAI(models=("a", "b")) as server:
+        url = server.url.replace("http://", "http://alice:s3cretTOKEN@")
+        assert run(folder, url) == 2
+    said = capsys.readouterr()
+    assert "s3cretTOKEN" not in said.out + said.err and "alice" not in said.err
+    assert "127.0.0.1" in said.err
+
+
+def test_one_refused_image_after_others_were_accepted_fails_only_that_item(folder, capsys):
+    seen = []
+
+    class Picky(FakeOpenAI):
+        def _capability_error(self, request):
+            if any(isinstance(m.get("content"), list) for m in request["messages"]):
+                seen.append(1)
+                if len(seen) == 2:
+                    return "image format not supported for this file"
+            return ""
+    with Picky(digest_reply, capability_status=400) as server:
+        assert run(folder, server.url, "llm.concurrency=1", args=("--only", "interrogate")) == 1
+    out = capsys.readouterr().out
+    assert out.count("FAILED") == 1 and "refused this image" in out
+
+
+def test_a_model_folder_fine_tuned_in_place_is_a_new_model(tmp_path):
+    """Same file names and sizes, other weights: every identity built on the folder changes."""
+    from stages.backends.hub import folder_fingerprint
+    from stages.backends.images import DiffusersBackend
+
+    model = tmp_path / "my-sdxl"
+    (model / "unet").mkdir(parents=True)
+    (model / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline"}')
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(bytes(range(256)) * 64)
+    memo = tmp_path / "cache" / "digests.json"
+    first = folder_fingerprint(model, memo)
+    ident = DiffusersBackend(str(model), cache_dir=tmp_path / "cache", device="cpu").identity()
+    weights.write_bytes(bytes(reversed(range(256))) * 64)          # same size, new content
+    assert folder_fingerprint(model, memo) != first
+    again = DiffusersBackend(str(model), cache_dir=tmp_path / "cache", device="cpu").identity()
+    assert again["weights"] != ident["weights"]
+    assert folder_fingerprint(model, memo) == folder_fingerprint(model)   # the memo is exact
+
+
+def test_upsampled_index_leaves_out_results_made_with_other_settings(project, capsys):
+    """A --limit run after a template change redoes one prompt: the index must not list the
+    other prompt's old result as if it were current."""
+    import refine
+
+    def go(server, *extra: str) -> int:
+        args = ["--config", str(project / "config.ini"), "--quiet", "--only", "upsample", *extra]
+        for item in llm_overrides(server.url, **{"upsample.benchmark": "parti", "upsample.limit": "2"}):
+            args += ["--set", item]
+        return refine.main(args)
+
+    template = project / "templates" / "upsample.txt"
+    with FakeOpenAI(lambda r: "a longer prompt " + str(len(json.dumps(r)))) as server:
+        assert go(server) == 0
+        template.write_text(template.read_text() + "\nBe vivid.\n")
+        capsys.readouterr()
+        assert go(server, "--limit", "1") == 0
+    rows = [json.loads(line) for line in
+            (project / "runs" / "default" / "upsampled.jsonl").read_text().splitlines()]
+    assert len(rows) == 1
+    assert "1 upsampled prompts made with other settings left out" in capsys.readouterr().out
+
+
+def test_a_dry_run_with_the_embedded_model_writes_nothing(folder):
+    args = ["--config", str(folder / "config.ini"), "--quiet", "--dry-run",
+            "--set", "llm.base_url=local", "--set", f"tags.wiki_file={folder / 'wiki.json'}"]
+    before = tree(folder)
+    assert caption.main(args) == 0
+    assert tree(folder) == before and not (folder / "cache").exists()

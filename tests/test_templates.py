@@ -50,7 +50,7 @@ def test_hash_changes_with_the_words(tmp_path):
 
 
 @pytest.mark.parametrize("name, values", [
-    ("interpret", {"tags", "summaries", "vision", "trigger", "max_tokens"}),
+    ("interpret", {"subject", "draft", "tags", "summaries", "vision", "trigger", "max_tokens"}),
     ("shorten", {"caption", "max_tokens", "tokens"}),
     ("tag_summary", {"tag", "wiki"}),
     ("interrogate", {"tags"}),

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CapabilityError, ConfigError, FatalError, ItemError
-from ..store import CallCache, hash_value, sha256_text
+from ..errors import CapabilityError, ConfigError, FatalError, ItemError, public_url
+from ..store import CallCache, content_digest, hash_value, sha256_text
 from .jsonout import STRUCTURED_MODES, next_mode, parse_structured, structured_request
-from .local_server import MODEL_ALIAS, LocalServer, find_gguf, gguf_digest
+from .local_server import MODEL_ALIAS, LocalServer, find_gguf
 from .retry import answer_text, backoff_delay, classify
 
 _DATA_URL = re.compile(r"^data:[^;,]+;base64,")
@@ -64,6 +64,7 @@ class _Endpoint:
     down_until: float = 0.0
     structured: str = "json_schema"
     no_images: bool = False
+    images_ok: bool = False          # it has answered a request with an image
 
 
 def message_key(messages: list[dict]) -> list[dict]:
@@ -95,11 +96,12 @@ class ChatBackend:
 
     def __init__(self, cfg: Any, cache: CallCache, stats: CallStats, *,
                  cache_dir: Path, base_urls: tuple[str, ...] | None = None,
-                 model: str | None = None):
+                 model: str | None = None, digests: Path | None = None):
         self.cfg = cfg                       # LLMConfig or a view of it
         self.cache = cache
         self.stats = stats
         self.cache_dir = Path(cache_dir)
+        self.digests = digests               # memo of model-file hashes (None: hash, keep nothing)
         self.urls = tuple(base_urls or cfg.base_url)
         self.model_setting = cfg.model if model is None else model
         self.local: LocalServer | None = None
@@ -151,7 +153,7 @@ class ChatBackend:
                 return
             if self.urls == ("local",):
                 gguf = find_gguf(self.model_setting)
-                digest = await asyncio.to_thread(gguf_digest, gguf, self.cache_dir)
+                digest = await asyncio.to_thread(content_digest, gguf, self.digests)
                 self._model_id = f"gguf:{gguf.name}:{digest[:16]}"
                 return
             await self._connect()
@@ -186,6 +188,8 @@ class ChatBackend:
         self._inflight[key] = future
         try:
             text, data = await self._answer(messages, params, schema, schema_name)
+            if not text.strip():              # never cached: the next run asks again
+                raise ItemError("the model returned an empty answer")
             # File creation can take a millisecond; keep it off the event loop.
             await asyncio.to_thread(self.cache.put, key, {
                 "model": self.model_id, "params": params, "template": template_hash,
@@ -246,7 +250,7 @@ class ChatBackend:
         live = [(ep, models) for ep, models in zip(endpoints, served, strict=True) if models is not False]
         if not live:
             raise FatalError(
-                f"cannot reach the LLM server at {', '.join(self.urls)} (llm.base_url): "
+                f"cannot reach the LLM server at {', '.join(map(public_url, self.urls))} (llm.base_url): "
                 "start one (e.g. `vllm serve MODEL`, `ollama serve`, `llama-server -m "
                 "MODEL.gguf`) or set llm.base_url = local to use the embedded model")
         self._served = self._model_id = resolve_model(self.model_setting, [
@@ -267,7 +271,7 @@ class ChatBackend:
             await ep.client.close()
             return False
         except openai.AuthenticationError:
-            raise FatalError(f"the server at {ep.url} refused the API key: set the environment "
+            raise FatalError(f"the server at {public_url(ep.url)} refused the API key: set the environment "
                              f"variable named by llm.api_key_env ({self.cfg.api_key_env})") from None
         except openai.APIError:
             return None   # reachable; some servers have no /models
@@ -309,7 +313,7 @@ class ChatBackend:
         for attempt in range(attempts):
             ep = self._pick()
             if ep.no_images and has_image(messages):
-                raise CapabilityError(f"image input is not supported by {ep.url}")
+                raise CapabilityError(f"image input is not supported by {public_url(ep.url)}")
             await self._slots.acquire()
             ep.outstanding += 1
             try:
@@ -324,6 +328,7 @@ class ChatBackend:
                                             cast_to=ChatCompletion)
                 text = answer_text(resp)
                 ep.failures = 0
+                ep.images_ok = ep.images_ok or has_image(messages)
                 return text.strip()
             except Exception as exc:  # classified below; what is not a client error propagates
                 failure = classify(exc)
@@ -337,8 +342,10 @@ class ChatBackend:
                     ep.structured = next_mode(fmt.get("type", "json_schema"))
                 raise CapabilityError(f"format: {failure.reason}")
             if failure.capability == "image":
+                if ep.images_ok:              # it has seen images: this one is the problem
+                    raise ItemError(f"the server refused this image: {failure.reason}")
                 ep.no_images = True
-                raise CapabilityError(f"image input is not supported by {ep.url}: "
+                raise CapabilityError(f"image input is not supported by {public_url(ep.url)}: "
                                       f"{failure.reason}")
             last = failure.reason
             if not failure.retry:
@@ -369,20 +376,20 @@ def resolve_model(setting: str, served: list[tuple[str, list[str] | None]]) -> s
     if setting:
         for url, models in served:
             if models is not None and models and setting not in models:
-                raise ConfigError(f"llm.model = {setting!r} is not served at {url}; it serves: "
+                raise ConfigError(f"llm.model = {setting!r} is not served at {public_url(url)}; it serves: "
                                   + ", ".join(models[:10]))
         return setting
     names = []
     for url, models in served:
         if not models:
-            raise ConfigError(f"llm.model is empty and {url} does not list its models (/v1/models): "
-                              "set llm.model to the model name the server expects")
+            raise ConfigError(f"llm.model is empty and {public_url(url)} does not list its models "
+                              "(/v1/models): set llm.model to the model name the server expects")
         if len(models) > 1:
-            raise ConfigError(f"llm.model is empty but {url} serves several models ("
+            raise ConfigError(f"llm.model is empty but {public_url(url)} serves several models ("
                               + ", ".join(models[:10]) + "): set llm.model to one of them")
         names.append((url, models[0]))
     if len({name for _, name in names}) > 1:
         raise ConfigError("the servers in llm.base_url serve different models ("
-                          + "; ".join(f"{url}: {name}" for url, name in names)
+                          + "; ".join(f"{public_url(url)}: {name}" for url, name in names)
                           + "): give URLs that serve the same model, or set llm.model")
     return names[0][1]

@@ -36,10 +36,12 @@ class DiffusersBackend:
     def __init__(self, model: str = SDXL_BASE, *, cache_dir: Path, device: str = "auto",
                  dtype: str = "auto", steps: int | None = None, guidance: float = 5.0,
                  width: int | None = None, height: int | None = None, scheduler: str = "",
-                 refiner: str = "", refiner_split: float = 0.8, batch_size: int = 4):
+                 refiner: str = "", refiner_split: float = 0.8, batch_size: int = 4,
+                 digests: Path | None = None):
         self.model, self.refiner = model.strip(), refiner.strip()
         self.tiny = self.model == "tiny"
         self.cache_dir = Path(cache_dir)
+        self.digests = digests            # memo of model-file hashes (None: hash, keep nothing)
         self.device_name, self.dtype_name = device.strip().lower(), dtype.strip().lower()
         size = 64 if self.tiny else 1024
         self.steps = int(steps) if steps is not None else (4 if self.tiny else 30)
@@ -50,6 +52,7 @@ class DiffusersBackend:
         self._check()
         self._pipe = None
         self._refiner = None
+        self._fingerprints: dict[str, str] = {}
 
     def _check(self) -> None:
         if not self.model:
@@ -95,7 +98,20 @@ class DiffusersBackend:
                 "refiner": self.refiner, "refiner_split": self.refiner_split if self.refiner else None,
                 "scheduler": self.scheduler or "default", "steps": self.steps, "guidance": self.guidance,
                 "width": self.width, "height": self.height, "device": self.device(),
-                "dtype": str(self.dtype()).replace("torch.", "")}
+                "dtype": str(self.dtype()).replace("torch.", ""),
+                "weights": {name: self._fingerprint(name) for name in (self.model, self.refiner)
+                            if name and name != "tiny"}}
+
+    def _fingerprint(self, name: str) -> str:
+        """A local pipeline folder by its content (fine-tuned in place = another model); a hub
+        id or single file by name. Memoised, so the folder is hashed once per change."""
+        from .hub import folder_fingerprint
+
+        folder = Path(name).expanduser()
+        if not self._fingerprints.get(name):
+            self._fingerprints[name] = (folder_fingerprint(folder, self.digests)
+                                        if folder.is_dir() else name)
+        return self._fingerprints[name]
 
     # -- loading ------------------------------------------------------------------------------
 

@@ -96,16 +96,15 @@ def load_pretrained(loader, source: str, *, key: str, what: str, setting: str | 
                          "name, or log in with `hf auth login` for gated models") from None
 
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
-def folder_fingerprint(folder: Path) -> str:
-    """A saved model folder's identity without loading it: its config's content and its
-    weight files' names and sizes (changes when the model in the folder is replaced)."""
-    from ..store import hash_value, sha256_file
+def folder_fingerprint(folder: Path, memo: Path | None = None) -> str:
+    """A saved model folder's identity without loading it: the content of every file in it
+    (configs, tokenizer, weights; hidden files left out), so a model fine-tuned in place,
+    with the same names and sizes, is a new model. Hashes are remembered in `memo` by path,
+    size and mtime, so a large model is read once."""
+    from ..store import content_digest, hash_value
 
-    config = folder / "config.json"
-    weights = sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*")
-                     if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
-    return hash_value({"config": sha256_file(config) if config.is_file() else None,
-                       "weights": weights})
+    files = sorted(p for p in folder.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return hash_value([(p.relative_to(folder).as_posix(), content_digest(p, memo)) for p in files])

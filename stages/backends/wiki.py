@@ -9,6 +9,7 @@ tried again on the next run instead of being cached as missing.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import random
 import re
@@ -32,24 +33,95 @@ def api_name(tag: str) -> str:
     return tag.strip().replace(" ", "_")
 
 
-_DTEXT = [
-    (re.compile(r"\[\[([^\]|]+)\|([^\]]+)\]\]"), r"\2"),     # [[target|label]]
-    (re.compile(r"\[\[([^\]]+)\]\]"), r"\1"),                # [[target]]
-    (re.compile(r"\{\{([^}]+)\}\}"), r"\1"),                 # {{tag search}}
-    (re.compile(r"\[/?(?:b|i|u|s|tn|spoiler|quote|expand[^\]]*|code|table|tr|td|th)\]"), ""),
-    (re.compile(r"\"([^\"]+)\":\[?\S+?\]?(?=\s|$)"), r"\1"),   # "label":url
-    (re.compile(r"^h\d\.\s*", re.M), ""),                    # h4. headings
-    (re.compile(r"https?://\S+"), ""),
-]
+# Block markup whose content is not definition prose (collapsed sections, tables, code,
+# translator notes): dropped with what it encloses.
+_DROP_BLOCKS = re.compile(
+    r"\[(section|expand|table|code|nodtext|tn)(?:[=\s][^\]]*)?\].*?(?:\[/\1\]|\Z)"
+    r"|<(section|expand|table|code|nodtext|tn)(?:[=\s][^>]*)?>.*?(?:</\2>|\Z)",
+    re.IGNORECASE | re.DOTALL)
+_HEADING = re.compile(r"^\s*h[1-6](?:#[\w-]+)?\.\s", re.IGNORECASE | re.MULTILINE)
+_EMBED = re.compile(r"(?:!?\b(?:post|asset|thumb)\s*#\d+|!\w+\s*#\d+)(?::\S*)?", re.IGNORECASE)
+_LIST_ITEM = re.compile(r"^\s*[*#]+\s+")
+_WIKI_LINK = re.compile(r"\[\[([^\]|]+)(?:\|([^\]]*))?\]\]")
+_SEARCH = re.compile(r"\{\{([^}]*)\}\}")
+_QUOTED_LINK = re.compile(r"\"([^\"]+)\":\[?(?:https?://|/)[^\s\]]*\]?")
+_ANGLE_URL = re.compile(r"<(?:https?://)[^>]*>")
+_URL = re.compile(r"\b(?:https?://|www\.)\S+?(?=[.,;:!?)\]]*(?:\s|$))")
+_INLINE_TAG = re.compile(r"\[/?[a-z]+(?:=[^\]]*)?\]|</?[a-z]+(?:\s[^>]*)?>", re.IGNORECASE)
+_QUALIFIER = re.compile(r"\s*\([^()]*\)\s*$")
+_SPACES = re.compile(r"[ \t]+")
+
+
+def _link_text(match: re.Match) -> str:
+    """What danbooru shows for a wiki link: the label, or for the pipe trick `[[a (b)|]]`
+    the target without its qualifier; underscores shown as spaces."""
+    target, label = match.group(1).strip(), match.group(2)
+    if label is None:
+        text = target
+    elif label.strip():
+        text = label.strip()
+    else:
+        text = _QUALIFIER.sub("", target)
+    return text.replace("_", " ")
+
+
+def _is_link_list_item(line: str) -> bool:
+    """A list line that is mostly links (a "see also" list), not prose."""
+    rest = _WIKI_LINK.sub(" ", _QUOTED_LINK.sub(" ", _SEARCH.sub(" ", line)))
+    rest = _URL.sub(" ", _INLINE_TAG.sub(" ", rest))
+    return len(re.findall(r"[^\W\d_]{2,}", rest)) < 3
 
 
 def clean_dtext(body: str, limit: int = 1500) -> str:
-    """Danbooru's DText markup reduced to plain sentences for the summariser."""
-    text = body
-    for pattern, repl in _DTEXT:
-        text = pattern.sub(repl, text)
-    text = "\n".join(line.strip(" *#") for line in text.splitlines() if line.strip())
-    return text[:limit].strip()
+    """DText markup reduced to plain text: links by what they show, external links, embeds
+    and markup tags dropped, entities decoded, one paragraph per line."""
+    text = html.unescape(body.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _DROP_BLOCKS.sub("\n", text)
+    lines = []
+    for line in text.split("\n"):
+        if _LIST_ITEM.match(line):
+            if _is_link_list_item(line):
+                continue
+            line = _LIST_ITEM.sub("", line)
+        line = _HEADING.sub("", line)
+        line = _EMBED.sub(" ", line)
+        line = _WIKI_LINK.sub(_link_text, line)
+        line = _SEARCH.sub(lambda m: m.group(1).replace("_", " "), line)
+        line = _QUOTED_LINK.sub(lambda m: m.group(1), line)
+        line = _URL.sub(" ", _ANGLE_URL.sub(" ", line))
+        line = _INLINE_TAG.sub(" ", line)
+        line = _SPACES.sub(" ", line).strip()
+        line = re.sub(r"\s+([,.;:!?])", r"\1", line)
+        if re.search(r"[^\W\d_]", line):
+            lines.append(line)
+    return "\n".join(lines)[:limit].strip()
+
+
+def definition(body: str, limit: int = 1500) -> str:
+    """The wiki page's definition: its prose before the first heading, as one paragraph.
+
+    What follows a heading (examples, "see also", external links, look-alike tags) and
+    embedded posts are left out, so the summariser reads only what the tag means.
+    """
+    text = html.unescape(body.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _DROP_BLOCKS.sub("\n", text)
+    heading = _HEADING.search(text)
+    if heading and not clean_dtext(text[:heading.start()]).strip():
+        # A page that opens with a heading ("h4. Language"): its first section is the
+        # definition, unless that section is a list of links ("See also").
+        title, _, rest = text[heading.end():].partition("\n")
+        following = _HEADING.search(rest)
+        section = rest[:following.start()] if following else rest
+        links_only = re.search(r"see also|external link|related|confused", title, re.I)
+        text = "" if links_only else section
+    elif heading:
+        text = text[:heading.start()]
+    prose = " ".join(clean_dtext(text, limit=len(text) + 1).split("\n"))
+    if len(prose) <= limit:
+        return prose
+    cut = prose[:limit]
+    end = max(cut.rfind(". "), cut.rfind("! "), cut.rfind("? "))
+    return cut[:end + 1] if end > 0 else cut.rstrip()
 
 
 class FileWiki:
@@ -89,7 +161,8 @@ class FileWiki:
         return text.strip() if text and text.strip() else None
 
     async def lookup(self, tag: str) -> WikiAnswer:
-        text = self.text(tag)
+        raw = self.text(tag)
+        text = definition(raw) if raw else ""
         return WikiAnswer("found", text) if text else WikiAnswer("no_wiki")
 
     def close(self) -> None:
@@ -150,7 +223,10 @@ class DanbooruWiki:
         status, page = await self._get(f"/wiki_pages/{urllib.parse.quote(name, safe='')}.json", None)
         if status == 404 or not isinstance(page, dict) or not str(page.get("body", "")).strip():
             return WikiAnswer("no_wiki", post_count=posts)
-        return WikiAnswer("found", clean_dtext(str(page["body"])), post_count=posts)
+        text = definition(str(page["body"]))
+        if not text:
+            return WikiAnswer("no_wiki", post_count=posts)     # headings and lists only
+        return WikiAnswer("found", text, post_count=posts)
 
     async def _get(self, path: str, params: dict | None) -> tuple[int, object]:
         import requests

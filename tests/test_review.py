@@ -1,0 +1,88 @@
+"""The review page: every image, its flags and reasons, relative thumbnails, flagged first."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+from PIL import Image
+
+from stages.review import write_review
+from stages.store import sha256_text
+
+
+class Cards(HTMLParser):
+    """The page as a browser's DOM would hold it: cards with their flags and images."""
+
+    def __init__(self):
+        super().__init__()
+        self.cards: list[dict] = []
+        self.scripts = self.external = 0
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "div" and "card" in a.get("class", "").split():
+            self.cards.append({"id": a["data-id"], "flags": a["data-flags"].split(), "img": None})
+        if tag == "img" and self.cards:
+            self.cards[-1]["img"] = a["src"]
+        if tag in ("script", "link") and (a.get("src") or a.get("href")):
+            self.external += 1
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def caption(captions: Path, name: str, text: str, **meta) -> None:
+    (captions / f"{name}.txt").write_text(text + "\n")
+    (captions / f"{name}.json").write_text(json.dumps(
+        {"caption": text, "caption_sha256": sha256_text(text + "\n"), "vision": "a guess",
+         **meta}))
+
+
+def test_review_page_lists_every_image_and_flag(tmp_path):
+    images, captions = tmp_path / "images", tmp_path / "captions"
+    (images / "sub").mkdir(parents=True)
+    captions.mkdir()
+    for name in ("good", "fallback", "long", "hand", "broken", "sub/none"):
+        Image.new("RGB", (300, 200), "teal").save(images / f"{name}.png")
+        (images / f"{name}.txt").write_text("cat, <b>bold</b>")
+    (images / "broken.png").write_bytes(b"not a png")
+    caption(captions, "good", "A cat.", flags=[], score=0.9, coverage=1.0, reasons=[])
+    caption(captions, "fallback", "A cat <script>.", flags=["fallback"], score=0.5,
+            coverage=0.5, reasons=["does not name the subject 'cat'"])
+    caption(captions, "long", "A long cat.", flags=["over_clip_tokens"], score=0.8,
+            coverage=1.0, reasons=[], over_limit=True)
+    (captions / "hand.txt").write_text("written by hand\n")
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"stages": [
+        {"name": "interpret", "failed": [{"id": "broken", "reason": "not an image file"}]}]}))
+
+    path, count, flagged = write_review(images, captions, summary)
+    page = path.read_text()
+    parsed = Cards()
+    parsed.feed(page)
+    by_id = {c["id"]: c for c in parsed.cards}
+    assert count == 6 and set(by_id) == {"good", "fallback", "long", "hand", "broken", "sub/none"}
+    assert by_id["fallback"]["flags"] == ["fallback"]
+    assert by_id["long"]["flags"] == ["over_clip_tokens"]
+    assert by_id["hand"]["flags"] == ["kept"]
+    assert by_id["broken"]["flags"] == ["failed"] and by_id["broken"]["img"] is None
+    assert by_id["sub/none"]["flags"] == ["missing"]
+    assert by_id["good"]["flags"] == [] and flagged == 5
+    assert [c["id"] for c in parsed.cards][0] == "broken" and parsed.cards[-1]["id"] == "good"
+    text = " ".join(parsed.text)
+    assert "interpret: not an image file" in text and "does not name the subject" in text
+    assert "A cat <script>." in text and "<script>." not in page        # escaped
+    # thumbnails: small files beside the page, linked relatively; nothing fetched from outside
+    for card in parsed.cards:
+        if card["img"]:
+            assert not card["img"].startswith(("/", "http", "file:"))
+            with Image.open(captions / card["img"]) as thumb:
+                assert max(thumb.size) <= 160
+    assert parsed.external == 0
+    # the page is rewritten in place; thumbnails are reused
+    thumbs = sorted(p.name for p in (captions / "thumbs").iterdir())
+    write_review(images, captions, summary)
+    assert sorted(p.name for p in (captions / "thumbs").iterdir()) == thumbs

@@ -1,0 +1,169 @@
+"""The caption verifier and the fallback composer, on hand-made captions and odd tags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import llm_overrides
+from fakes import FakeOpenAI
+
+import caption
+from stages.compose import compose, vision_subject
+from stages.interpret import prompt_fields
+from stages.templates import load_template
+from stages.verify import Evidence, best, verify
+
+ROOT = Path(__file__).resolve().parent.parent
+WIKI = json.loads((ROOT / "data" / "wiki.json").read_text())
+CLOCK_TAGS = ("clock", "analog clock", "roman numerals", "wall", "monochrome", "no humans")
+CAT_TAGS = ("cat", "tabby cat", "green eyes", "whiskers", "pink nose", "close-up", "no humans",
+            "photo (medium)")
+
+
+def template_text() -> str:
+    return load_template(ROOT / "templates" / "interpret.txt", "interpret.template").literal()
+
+
+def evidence(tags, vision="", summaries=()) -> Evidence:
+    return Evidence(tags=tuple(tags), summaries=tuple(summaries),
+                    definitions=tuple((t, WIKI[t]) for t in tags if t in WIKI),
+                    vision=vision, templates=(template_text(),))
+
+
+def test_a_good_caption_passes_with_its_coverage():
+    v = verify("A tabby cat with green eyes, whiskers and a pink nose, in close-up.",
+               evidence(CAT_TAGS))
+    assert v.passed, v.reasons
+    assert v.subject == "cat" and v.coverage == 1.0 and v.ungrounded == []
+
+
+def test_echoed_instructions_are_rejected():
+    v = verify("A clock on a wall. A weak image classifier guessed most likely a spotlight.",
+               evidence(CLOCK_TAGS, vision="most likely a spotlight"))
+    assert not v.passed
+    assert any("pipeline" in r and "classifier" in r for r in v.reasons)
+
+
+def test_copying_the_few_shot_example_is_rejected():
+    v = verify("A clock on a wall in an oilskin coat holds a lantern on a harbour wall.",
+               evidence(CLOCK_TAGS))
+    assert not v.passed
+    assert any(r.startswith("copies template text") for r in v.reasons)
+    assert any("template's example" in r and "lantern" in r for r in v.reasons)
+
+
+def test_a_hallucinated_subject_is_rejected():
+    # the issue's wall clock that became a black cat with a white tail
+    v = verify("A black cat with a white tail.", evidence(CLOCK_TAGS))
+    assert not v.passed
+    assert "does not name the subject 'clock'" in v.reasons
+    assert any("colour or count" in r and "white" in r for r in v.reasons)
+
+
+def test_an_off_subject_caption_is_rejected():
+    v = verify("A drone hovering over a launch pad at twilight.",
+               evidence(("rocket", "launch pad", "twilight", "outdoors")))
+    assert not v.passed and "does not name the subject 'rocket'" in v.reasons
+
+
+def test_tag_jargon_and_hedges_are_rejected():
+    v = verify("A cat, no humans, close-up.", evidence(CAT_TAGS))
+    assert any("jargon" in r for r in v.reasons)
+    v = verify("A cat, probably a tabby cat, with green eyes.", evidence(CAT_TAGS))
+    assert any("pipeline" in r and "probably" in r for r in v.reasons)
+
+
+def test_best_keeps_the_highest_scoring_passing_candidate():
+    e = evidence(CAT_TAGS)
+    verdicts = [verify(c, e) for c in ("A cat.", "A tabby cat with green eyes and whiskers.",
+                                       "A black dog.")]
+    assert best(verdicts).caption == "A tabby cat with green eyes and whiskers."
+    assert best([verify("A black dog.", e)]) is None
+
+
+def test_without_tags_the_vision_subject_must_be_named():
+    e = evidence((), vision="most likely an espresso, possibly a cup")
+    assert vision_subject(e.vision) == "an espresso"
+    assert verify("An espresso in a white cup.", e).passed is False   # "white" is made up
+    assert verify("An espresso in a cup.", e).passed
+    assert "does not name the subject" in " ".join(verify("A cup of tea.", e).reasons)
+
+
+@pytest.mark.parametrize("tags, expected", [
+    (["1girl", "solo", "astronaut", "spacesuit", "short hair", "brown hair", "smile",
+      "photo (medium)"],
+     "A photo of a woman astronaut wearing a spacesuit, with short brown hair, smiling."),
+    (["2boys", "^_^", "o_o", "outdoors"],
+     "Two boys, smiling with closed eyes and staring wide-eyed, outdoors."),
+    (["saber (fate)", "armor", "sword", "night"], "A saber with armor and a sword, at night."),
+    (["6+girls", "school uniform", "classroom"], "Six or more girls wearing a school uniform, "
+                                                 "in a classroom."),
+    (["cat", "tabby cat", "close-up", "no humans"], "A tabby cat, close-up."),
+    (["no humans", "monochrome", "clock", "analog clock"], "A black-and-white picture of an "
+                                                           "analog clock."),
+])
+def test_composer_on_odd_tags(tags, expected):
+    definitions = {t: WIKI[t] for t in tags if t in WIKI}
+    text = compose(tags, definitions=definitions)
+    assert text == expected
+    # and the composed caption passes the verifier on its own evidence
+    assert verify(text, evidence(tuple(tags))).passed
+
+
+def test_composer_without_tags_uses_the_vision_subject_or_nothing():
+    assert compose([], "perhaps a palace, possibly a bell cote") == "A palace."
+    assert compose([], "") == ""
+
+
+def test_prompt_fields_leave_out_jargon_and_guesses():
+    e = evidence(("clock", "analog clock", "no humans", "photo (medium)"),
+                 vision="perhaps a spotlight, possibly a lamp",
+                 summaries=(("clock", "A device that shows the time."),
+                            ("no humans", "No people appear.")))
+    fields = prompt_fields(e)
+    assert fields["subject"] == "clock"
+    assert "no humans" not in fields["tags"] and "photo" not in fields["tags"]
+    assert fields["summaries"] == "- clock: A device that shows the time."
+    assert fields["vision"] == "(none)"
+    assert fields["draft"] == "A photo of an analog clock"
+
+
+def test_interpret_keeps_the_best_candidate_and_flags_fallbacks(project, capsys):
+    """Three candidates per image from the scripted server (told apart by their seeds): an
+    echo of the template example, a hallucination and a good caption. The good one is kept
+    for the rocket; the cat gets only bad ones and a composed fallback."""
+    images = project / "images"
+    for path in images.iterdir():
+        if path.stem not in ("rocket", "chelsea"):
+            path.unlink()
+
+    def reply(request: dict) -> str:
+        notes = request["messages"][-1]["content"]
+        if "rocket" in notes and request["seed"] == 2:
+            return "A rocket on a launch pad with a tower and lights at twilight. Extra words."
+        if request["seed"] == 1:
+            return "A black cat with a white tail."
+        return "A lighthouse keeper in an oilskin coat holds a lantern on a harbour wall in the fog."
+
+    with FakeOpenAI(reply) as server:
+        args = ["--config", str(project / "config.ini"), "--only", "interpret",
+                "--set", "interrogate.skip=true"]
+        for item in llm_overrides(server.url):
+            args += ["--set", item]
+        assert caption.main(args) == 0
+        seeds = sorted(r["seed"] for r in server.chat_requests)
+    assert seeds == [0, 0, 1, 1, 2, 2]
+    captions = project / "captions"
+    rocket = json.loads((captions / "rocket.json").read_text())
+    assert rocket["caption"] == "A rocket on a launch pad with a tower and lights at twilight."
+    assert rocket["flags"] == [] and rocket["reasons"] == [] and rocket["score"] > 0.3
+    assert [c["passed"] for c in rocket["candidates"]] == [False, False, True]
+    assert any("copies template text" in r for r in rocket["candidates"][0]["reasons"])
+    cat = json.loads((captions / "chelsea.json").read_text())
+    assert cat["flags"] == ["fallback"]
+    assert cat["reasons"][1].startswith("candidate 2: ") and "white" in cat["reasons"][1]
+    assert cat["caption"].startswith("A photo of a tabby cat with green eyes")
+    assert (captions / "chelsea.txt").read_text() == cat["caption"] + "\n"
+    assert "1 fallback captions" in capsys.readouterr().out
