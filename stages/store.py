@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from . import faults
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -31,7 +33,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        faults.point("store.before_replace")
         os.replace(tmp, path)
+        faults.point("store.after_replace")
     except OSError as exc:
         try:
             os.unlink(tmp)
