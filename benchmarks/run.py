@@ -10,6 +10,9 @@ Figures (ratios are the point; absolute numbers depend on the machine):
   openai-client load generator sending the same request bodies, same local server (its
   own process) with a fixed 200 ms latency, concurrency 8. The `_50ms` variants repeat it
   at 50 ms, where on 2 cores the client and the server compete for CPU.
+- raw_efficiency (_50ms): raw req/s / (concurrency / latency), the share of the server's
+  ceiling the raw load reaches; below 0.9 at 200 ms the harness itself (server, sockets)
+  is the bottleneck and the ratios above mean little.
 - warm_rerun_calls, warm_rerun_s_per_1k_items: a second run over the unchanged folder.
 - images_per_s_c1 / _c8 / _c32: interrogate (openai vision) + interpret per image, 50 ms
   server latency, at three concurrency levels.
@@ -118,29 +121,33 @@ def warm_up(tmp: Path, url: str) -> None:
 
 def sample_messages() -> list[dict]:
     """The interpret prompt for one generated item: the raw load sends the same bodies."""
+    from stages.interpret import PLACEHOLDERS, prompt_fields
     from stages.templates import load_template
+    from stages.verify import Evidence
 
-    template = load_template(ROOT / "templates" / "interpret.txt", "interpret.template")
-    return template.render(tags="tag 1, shared tag, item 1", summaries="(none)",
-                           vision="(no description of the image)", trigger="(none)",
-                           max_tokens="77")
+    template = load_template(ROOT / "templates" / "interpret.txt", "interpret.template", PLACEHOLDERS)
+    fields = prompt_fields(Evidence(tags=("tag_1", "shared_tag", "item_1")))
+    return template.render(**fields, trigger="(none)", max_tokens="77")
 
 
 async def raw_load(url: str, n: int, concurrency: int) -> float:
-    """Requests/s of a plain openai-client load generator (no project code, except that
-    the message text is our rendered template so both sides send the same bodies)."""
+    """Requests/s of a plain openai-client load generator: no project code, but the same
+    client path as the project's chat backend (`AsyncOpenAI.post` of a JSON body, see
+    stages/backends/chat.py) and the same request bodies (our rendered template)."""
     import openai
+    from openai.types.chat import ChatCompletion
 
     client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
     sem = asyncio.Semaphore(concurrency)
     messages = sample_messages()
 
     async def one(i: int) -> None:
-        body = [*messages[:-1], {"role": "user", "content": messages[-1]["content"] + f" {i}"}]
+        body = {"model": "fake-model", "max_tokens": 120, "temperature": 0.2, "top_p": 0.95,
+                "frequency_penalty": 0.5, "seed": 0,
+                "messages": [*messages[:-1], {"role": "user",
+                                              "content": messages[-1]["content"] + f" {i}"}]}
         async with sem:
-            await client.chat.completions.create(
-                model="fake-model", messages=body, max_tokens=120, temperature=0.2, top_p=0.95,
-                frequency_penalty=0.5, seed=0)
+            await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
 
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -175,6 +182,8 @@ def bench_saturation(tmp: Path, n: int, results: dict, latency: float = 0.2,
         seconds, calls = run_caption(caption_args(project, server.url, "interrogate.skip=true",
                                                   "llm.concurrency=8"))
         results[f"raw_requests_per_s{suffix}"] = round(raw, 2)
+        # what the server could give at most: `concurrency` requests every `latency` seconds
+        results[f"raw_efficiency{suffix}"] = round(raw / (8 / latency), 3)
         results[f"caption_requests_per_s{suffix}"] = round(calls / seconds, 2)
         results[f"saturation_ratio{suffix}"] = round(calls / seconds / raw, 3)
         if rerun:
