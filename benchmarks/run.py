@@ -15,7 +15,9 @@ Figures (ratios are the point; absolute numbers depend on the machine):
   is the bottleneck and the ratios above mean little.
 - warm_rerun_calls, warm_rerun_s_per_1k_items: a second run over the unchanged folder.
 - images_per_s_c1 / _c8 / _c32: interrogate (openai vision) + interpret per image, 50 ms
-  server latency, at three concurrency levels.
+  server latency, at three concurrency levels, on 8x8 images; images_per_s_c8_1mp: the
+  same at concurrency 8 on 1-megapixel JPEG photos (scikit-image's samples resized), where
+  decoding, resizing and encoding are real work (done in worker threads).
 - upsample_prompts_per_s_c1 / _c8: the upsample stage through the local server.
 - tiny_sdxl_images_per_s_b1 / _b4: the tiny random SDXL on CPU at batch 1 and 4.
 - rss_mb_10k_items / rss_mb_100k_items: peak RSS of `caption.py --dry-run` over generated
@@ -84,6 +86,30 @@ def make_folder(root: Path, n: int, *, shared_tags: bool = False) -> None:
             os.link(tag_files[i % 97], root / f"img{i:06d}.txt")
         else:
             (root / f"img{i:06d}.txt").write_text(f"tag_{i % 97}, shared_tag, item_{i}")
+
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "retina", "rocket", "hubble_deep_field")
+
+
+def make_photo_folder(root: Path, n: int, pixels: int = 1_000_000) -> None:
+    """n tagged 1-megapixel JPEG photos: scikit-image's sample photos resized to about
+    `pixels` (quality 90), hard-linked in turn, each with its own tag file."""
+    from PIL import Image
+    from skimage import data
+
+    root.mkdir(parents=True, exist_ok=True)
+    sources = root.parent / ".photos"
+    sources.mkdir(exist_ok=True)
+    jpegs = []
+    for name in PHOTOS:
+        img = Image.fromarray(getattr(data, name)()).convert("RGB")
+        scale = (pixels / (img.width * img.height)) ** 0.5
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+        jpegs.append(sources / f"{name}.jpg")
+        img.save(jpegs[-1], quality=90)
+    for i in range(n):
+        os.link(jpegs[i % len(jpegs)], root / f"img{i:06d}.jpg")
+        (root / f"img{i:06d}.txt").write_text(f"tag_{i % 97}, shared_tag, item_{i}")
 
 
 def caption_args(project: Path, url: str, *sets: str) -> list[str]:
@@ -194,6 +220,8 @@ def bench_saturation(tmp: Path, n: int, results: dict, latency: float = 0.2,
 
 
 def bench_concurrency(tmp: Path, n: int, results: dict) -> None:
+    """Vision + caption per image at three concurrency levels on 8x8 images, and at
+    concurrency 8 on 1-megapixel JPEG photos (decode, resize and encode then cost real CPU)."""
     with Server(latency=0.05) as server:
         for c in (1, 8, 32):
             project = tmp / f"conc{c}"
@@ -201,6 +229,11 @@ def bench_concurrency(tmp: Path, n: int, results: dict) -> None:
             seconds, _ = run_caption(caption_args(project, server.url, "vision.backend=openai",
                                                   f"llm.concurrency={c}"))
             results[f"images_per_s_c{c}"] = round(n / seconds, 2)
+        project = tmp / "conc8_1mp"
+        make_photo_folder(project / "images", n)
+        seconds, _ = run_caption(caption_args(project, server.url, "vision.backend=openai",
+                                              "llm.concurrency=8"))
+        results["images_per_s_c8_1mp"] = round(n / seconds, 2)
 
 
 def bench_upsample(tmp: Path, n: int, results: dict) -> None:
