@@ -292,6 +292,27 @@ def bench_rss(tmp: Path, sizes: list[int], results: dict) -> None:
         shutil.rmtree(project, ignore_errors=True)
 
 
+def bench_rss_run(tmp: Path, sizes: list[int], results: dict) -> None:
+    """Peak RSS of real caption runs (interpret through the local server at zero latency,
+    one candidate per image) over folders of `sizes` tiny images; memory must stay flat."""
+    with Server(latency=0.0) as server:
+        peaks = []
+        for n in sizes:
+            project = tmp / f"rssrun{n}"
+            make_folder(project / "images", n)
+            cmd = [sys.executable, str(ROOT / "caption.py"),
+                   *caption_args(project, server.url, "interrogate.skip=true", "interpret.candidates=1",
+                                 "llm.concurrency=8")]
+            started = time.perf_counter()
+            peaks.append(peak_rss_mb(cmd))
+            calls = json.loads((project / "cache" / "summary-caption.json").read_text())["calls"]["calls"]
+            results[f"rss_mb_run_{n // 1000}k"] = peaks[-1]
+            results[f"rss_run_{n // 1000}k_s"] = round(time.perf_counter() - started, 1)
+            results[f"rss_run_{n // 1000}k_calls"] = calls
+            shutil.rmtree(project, ignore_errors=True)
+        results["rss_run_growth"] = round(peaks[-1] / peaks[0], 3)
+
+
 def bench_coverage(datasets: int, results: dict) -> None:
     from interval_coverage import simulate
 

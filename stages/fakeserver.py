@@ -111,6 +111,7 @@ class FakeOpenAI(LocalServer):
         self.fault_when: Callable[[dict], Fault | None] | None = None   # per request, by content
         self.requests: list[dict] = []
         self.headers: list[dict] = []
+        self.get_paths: list[str] = []   # every GET (the model listing), in order
         self.chat_count = 0
         self.latency = 0.0
         self.dead = False             # after kill(): every request is dropped unanswered
@@ -176,6 +177,8 @@ class FakeOpenAI(LocalServer):
                 self.wfile.write(raw)
 
             def do_GET(self) -> None:
+                with fake.lock:
+                    fake.get_paths.append(self.path)
                 if self.path.rstrip("/").endswith("/models"):
                     self._send(200, {"object": "list", "data": [
                         {"id": m, "object": "model", "owned_by": "test"} for m in fake.models]})
