@@ -10,9 +10,14 @@ Figures (ratios are the point; absolute numbers depend on the machine):
   openai-client load generator sending the same request bodies, same local server (its
   own process) with a fixed 200 ms latency, concurrency 8. The `_50ms` variants repeat it
   at 50 ms, where on 2 cores the client and the server compete for CPU.
+- raw_efficiency (_50ms): raw req/s / (concurrency / latency), the share of the server's
+  ceiling the raw load reaches; below 0.9 at 200 ms the harness itself (server, sockets)
+  is the bottleneck and the ratios above mean little.
 - warm_rerun_calls, warm_rerun_s_per_1k_items: a second run over the unchanged folder.
 - images_per_s_c1 / _c8 / _c32: interrogate (openai vision) + interpret per image, 50 ms
-  server latency, at three concurrency levels.
+  server latency, at three concurrency levels, on 8x8 images; images_per_s_c8_1mp: the
+  same at concurrency 8 on 1-megapixel JPEG photos (scikit-image's samples resized), where
+  decoding, resizing and encoding are real work (done in worker threads).
 - upsample_prompts_per_s_c1 / _c8: the upsample stage through the local server.
 - tiny_sdxl_images_per_s_b1 / _b4: the tiny random SDXL on CPU at batch 1 and 4.
 - rss_mb_10k_items / rss_mb_100k_items: peak RSS of `caption.py --dry-run` over generated
@@ -83,6 +88,30 @@ def make_folder(root: Path, n: int, *, shared_tags: bool = False) -> None:
             (root / f"img{i:06d}.txt").write_text(f"tag_{i % 97}, shared_tag, item_{i}")
 
 
+PHOTOS = ("astronaut", "chelsea", "coffee", "retina", "rocket", "hubble_deep_field")
+
+
+def make_photo_folder(root: Path, n: int, pixels: int = 1_000_000) -> None:
+    """n tagged 1-megapixel JPEG photos: scikit-image's sample photos resized to about
+    `pixels` (quality 90), hard-linked in turn, each with its own tag file."""
+    from PIL import Image
+    from skimage import data
+
+    root.mkdir(parents=True, exist_ok=True)
+    sources = root.parent / ".photos"
+    sources.mkdir(exist_ok=True)
+    jpegs = []
+    for name in PHOTOS:
+        img = Image.fromarray(getattr(data, name)()).convert("RGB")
+        scale = (pixels / (img.width * img.height)) ** 0.5
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS)
+        jpegs.append(sources / f"{name}.jpg")
+        img.save(jpegs[-1], quality=90)
+    for i in range(n):
+        os.link(jpegs[i % len(jpegs)], root / f"img{i:06d}.jpg")
+        (root / f"img{i:06d}.txt").write_text(f"tag_{i % 97}, shared_tag, item_{i}")
+
+
 def caption_args(project: Path, url: str, *sets: str) -> list[str]:
     base = [f"llm.base_url={url}", "llm.backoff=0.01", "run.progress=false",
             f"paths.images={project / 'images'}", f"paths.captions={project / 'captions'}",
@@ -118,29 +147,33 @@ def warm_up(tmp: Path, url: str) -> None:
 
 def sample_messages() -> list[dict]:
     """The interpret prompt for one generated item: the raw load sends the same bodies."""
+    from stages.interpret import PLACEHOLDERS, prompt_fields
     from stages.templates import load_template
+    from stages.verify import Evidence
 
-    template = load_template(ROOT / "templates" / "interpret.txt", "interpret.template")
-    return template.render(tags="tag 1, shared tag, item 1", summaries="(none)",
-                           vision="(no description of the image)", trigger="(none)",
-                           max_tokens="77")
+    template = load_template(ROOT / "templates" / "interpret.txt", "interpret.template", PLACEHOLDERS)
+    fields = prompt_fields(Evidence(tags=("tag_1", "shared_tag", "item_1")))
+    return template.render(**fields, trigger="(none)", max_tokens="77")
 
 
 async def raw_load(url: str, n: int, concurrency: int) -> float:
-    """Requests/s of a plain openai-client load generator (no project code, except that
-    the message text is our rendered template so both sides send the same bodies)."""
+    """Requests/s of a plain openai-client load generator: no project code, but the same
+    client path as the project's chat backend (`AsyncOpenAI.post` of a JSON body, see
+    stages/backends/chat.py) and the same request bodies (our rendered template)."""
     import openai
+    from openai.types.chat import ChatCompletion
 
     client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
     sem = asyncio.Semaphore(concurrency)
     messages = sample_messages()
 
     async def one(i: int) -> None:
-        body = [*messages[:-1], {"role": "user", "content": messages[-1]["content"] + f" {i}"}]
+        body = {"model": "fake-model", "max_tokens": 120, "temperature": 0.2, "top_p": 0.95,
+                "frequency_penalty": 0.5, "seed": 0,
+                "messages": [*messages[:-1], {"role": "user",
+                                              "content": messages[-1]["content"] + f" {i}"}]}
         async with sem:
-            await client.chat.completions.create(
-                model="fake-model", messages=body, max_tokens=120, temperature=0.2, top_p=0.95,
-                frequency_penalty=0.5, seed=0)
+            await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
 
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -175,6 +208,8 @@ def bench_saturation(tmp: Path, n: int, results: dict, latency: float = 0.2,
         seconds, calls = run_caption(caption_args(project, server.url, "interrogate.skip=true",
                                                   "llm.concurrency=8"))
         results[f"raw_requests_per_s{suffix}"] = round(raw, 2)
+        # what the server could give at most: `concurrency` requests every `latency` seconds
+        results[f"raw_efficiency{suffix}"] = round(raw / (8 / latency), 3)
         results[f"caption_requests_per_s{suffix}"] = round(calls / seconds, 2)
         results[f"saturation_ratio{suffix}"] = round(calls / seconds / raw, 3)
         if rerun:
@@ -185,6 +220,8 @@ def bench_saturation(tmp: Path, n: int, results: dict, latency: float = 0.2,
 
 
 def bench_concurrency(tmp: Path, n: int, results: dict) -> None:
+    """Vision + caption per image at three concurrency levels on 8x8 images, and at
+    concurrency 8 on 1-megapixel JPEG photos (decode, resize and encode then cost real CPU)."""
     with Server(latency=0.05) as server:
         for c in (1, 8, 32):
             project = tmp / f"conc{c}"
@@ -192,6 +229,11 @@ def bench_concurrency(tmp: Path, n: int, results: dict) -> None:
             seconds, _ = run_caption(caption_args(project, server.url, "vision.backend=openai",
                                                   f"llm.concurrency={c}"))
             results[f"images_per_s_c{c}"] = round(n / seconds, 2)
+        project = tmp / "conc8_1mp"
+        make_photo_folder(project / "images", n)
+        seconds, _ = run_caption(caption_args(project, server.url, "vision.backend=openai",
+                                              "llm.concurrency=8"))
+        results["images_per_s_c8_1mp"] = round(n / seconds, 2)
 
 
 def bench_upsample(tmp: Path, n: int, results: dict) -> None:
@@ -248,6 +290,27 @@ def bench_rss(tmp: Path, sizes: list[int], results: dict) -> None:
         label = f"{n // 1000}k"
         results[f"rss_mb_{label}_items"] = peak_rss_mb(cmd)
         shutil.rmtree(project, ignore_errors=True)
+
+
+def bench_rss_run(tmp: Path, sizes: list[int], results: dict) -> None:
+    """Peak RSS of real caption runs (interpret through the local server at zero latency,
+    one candidate per image) over folders of `sizes` tiny images; memory must stay flat."""
+    with Server(latency=0.0) as server:
+        peaks = []
+        for n in sizes:
+            project = tmp / f"rssrun{n}"
+            make_folder(project / "images", n)
+            cmd = [sys.executable, str(ROOT / "caption.py"),
+                   *caption_args(project, server.url, "interrogate.skip=true", "interpret.candidates=1",
+                                 "llm.concurrency=8")]
+            started = time.perf_counter()
+            peaks.append(peak_rss_mb(cmd))
+            calls = json.loads((project / "cache" / "summary-caption.json").read_text())["calls"]["calls"]
+            results[f"rss_mb_run_{n // 1000}k"] = peaks[-1]
+            results[f"rss_run_{n // 1000}k_s"] = round(time.perf_counter() - started, 1)
+            results[f"rss_run_{n // 1000}k_calls"] = calls
+            shutil.rmtree(project, ignore_errors=True)
+        results["rss_run_growth"] = round(peaks[-1] / peaks[0], 3)
 
 
 def bench_coverage(datasets: int, results: dict) -> None:

@@ -173,7 +173,7 @@ class EvaluateStage(PromptsStage, Stage):
             atomic_write_json(self.out(item.id), {"key": key, "rows": [], "note": "no images"})
             return
         scorers = self.scorers()
-        pil = [Image.open(p).convert("RGB") for _, _, p, _ in images]
+        pil = await asyncio.to_thread(lambda: [Image.open(p).convert("RGB") for _, _, p, _ in images])
         vision = self.vision_backend(self.ctx.cfg)
         needs_captions = bool(CAPTION_METRICS & set(self.metrics))
         captions = [c or (await describe(self, p, vision) if needs_captions else "")
@@ -194,7 +194,7 @@ class EvaluateStage(PromptsStage, Stage):
         ref = self.reference(row)
         if "image_similarity" in self.metrics and ref is not None and ref.exists():
             scorer = self.backend("clip")
-            reference = Image.open(ref).convert("RGB")
+            reference = await asyncio.to_thread(lambda: Image.open(ref).convert("RGB"))
             rows += rows_of("image_similarity", await asyncio.to_thread(
                 scorer.image_similarity, pil, [reference] * len(pil)))
         if "caption_score" in self.metrics:

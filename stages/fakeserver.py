@@ -9,6 +9,7 @@ users checking a config need nothing from `tests/`.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -16,6 +17,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+class QuickHandler(BaseHTTPRequestHandler):
+    """A handler whose answers leave in one write, on a socket with TCP_NODELAY.
+
+    The stdlib handler writes the headers and then the body as two small sends; with
+    Nagle's algorithm on, the second waits for the client's delayed ACK of the first
+    (about 40 ms on Linux) on every keep-alive request. A buffered `wfile` (flushed once
+    per request by `handle_one_request`) and TCP_NODELAY remove that stall.
+    """
+
+    wbufsize = 1 << 16
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 class LocalServer:
@@ -91,6 +111,7 @@ class FakeOpenAI(LocalServer):
         self.fault_when: Callable[[dict], Fault | None] | None = None   # per request, by content
         self.requests: list[dict] = []
         self.headers: list[dict] = []
+        self.get_paths: list[str] = []   # every GET (the model listing), in order
         self.chat_count = 0
         self.latency = 0.0
         self.dead = False             # after kill(): every request is dropped unanswered
@@ -141,11 +162,8 @@ class FakeOpenAI(LocalServer):
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuickHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
 
             def _send(self, status: int, body: dict | str, headers: dict | None = None) -> None:
                 data = body if isinstance(body, str) else json.dumps(body)
@@ -159,6 +177,8 @@ class FakeOpenAI(LocalServer):
                 self.wfile.write(raw)
 
             def do_GET(self) -> None:
+                with fake.lock:
+                    fake.get_paths.append(self.path)
                 if self.path.rstrip("/").endswith("/models"):
                     self._send(200, {"object": "list", "data": [
                         {"id": m, "object": "model", "owned_by": "test"} for m in fake.models]})

@@ -205,6 +205,61 @@ def load_image(path: Path, max_pixels: int):
     Raises ItemError with a one-line reason for an empty, truncated, oversized or
     unreadable file, or one that is not an image.
     """
+
+    def decode(img):
+        img.seek(0)
+        img.load()
+        return to_rgb(_upright(img))
+
+    return _opened(path, max_pixels, decode)
+
+
+def check_image(path: Path, max_pixels: int) -> None:
+    """Raise the ItemError `load_image` would for a file that is not a whole, readable image,
+    without decoding its pixels (a 12 MP photo costs a header read, not a decode).
+
+    The header is parsed and the size checked as `load_image` does; then a PNG's chunks are
+    verified (CRCs, through IEND), a JPEG must end with its end-of-image marker after the
+    scan data, and a WebP must be as long as its RIFF header says. Other formats (GIF, BMP,
+    TIFF) are decoded: Pillow cannot check them otherwise.
+    """
+
+    def verify(img):
+        if img.format == "PNG":
+            img.verify()
+        elif img.format in ("JPEG", "MPO"):
+            if not _jpeg_complete(Path(path), img.tile[0][2] if img.tile else 0):
+                raise ItemError("truncated image data")
+        elif img.format == "WEBP":
+            if not _riff_complete(Path(path)):
+                raise ItemError("truncated image data")
+        else:
+            img.seek(0)
+            img.load()
+
+    _opened(path, max_pixels, verify)
+
+
+def _jpeg_complete(path: Path, scan_start: int) -> bool:
+    """An end-of-image marker (FF D9) after the first scan's start; trailing bytes after it
+    (some cameras append data) are allowed. FF D9 cannot occur inside scan data (0xFF is
+    stuffed there), so a file cut anywhere in its scans has none."""
+    size = os.path.getsize(path)
+    start = max(scan_start, size - (1 << 16))
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        return b"\xff\xd9" in fh.read()
+
+
+def _riff_complete(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    return len(head) == 8 and int.from_bytes(head[4:8], "little") + 8 <= os.path.getsize(path)
+
+
+def _opened(path: Path, max_pixels: int, use):
+    """`use(img)` on the opened image once its size is checked, with every failure to read
+    turned into an ItemError with a one-line reason."""
     from PIL import Image
 
     try:
@@ -221,9 +276,7 @@ def load_image(path: Path, max_pixels: int):
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ItemError(_too_big((width, height), width * height, max_pixels))
-                img.seek(0)
-                img.load()
-                return to_rgb(_upright(img))
+                return use(img)
     except ItemError:
         raise
     except Image.DecompressionBombError as exc:

@@ -178,11 +178,11 @@ class InterpretStage(Stage):
             return False
 
     async def process(self, item: Item, key: str) -> None:
-        from .imageio import load_image
+        from .imageio import check_image
 
         c = self.cfg.interpret
         if not decoded_before(self.cfg.paths.cache, item):      # a broken image gets no caption
-            await asyncio.to_thread(load_image, item.data, self.cfg.interrogate.max_pixels)
+            await asyncio.to_thread(check_image, item.data, self.cfg.interrogate.max_pixels)
         inputs = self.inputs(item)
         if not inputs["tags"] and not inputs["vision"]:
             raise ItemError("no tags and no vision answer to caption from (add NAME.txt or "

@@ -209,7 +209,7 @@ class SocraticStage(PromptsStage, Stage):
         paths = [self.ctx.run_dir / it["image"] for it in its]
         if self.cfg.socratic.select == "clip":
             scorer = self.backend("select_clip")
-            images = [Image.open(p).convert("RGB") for p in paths]
+            images = await asyncio.to_thread(lambda: [Image.open(p).convert("RGB") for p in paths])
             scores = await asyncio.to_thread(scorer.clipscore, images, [trace["prompt"]] * len(images))
             for it, score in zip(its, scores, strict=True):
                 it["scores"]["select_clip"] = float(score)
@@ -230,7 +230,7 @@ class SocraticStage(PromptsStage, Stage):
         trace["best"] = max(range(len(its)), key=lambda i: (its[i]["scores"][name], -i))
 
     async def _judge_images(self, prompt: str, paths: list[Path]) -> list[float]:
-        from .imageio import load_image
+        from .imageio import load_image, to_data_url
 
         vision = self.backend("vision")
         schema = {"type": "object", "required": ["score"],
@@ -238,12 +238,11 @@ class SocraticStage(PromptsStage, Stage):
         out = []
         for path in paths:
             image = await asyncio.to_thread(load_image, path, self.cfg.interrogate.max_pixels)
-            from .imageio import to_data_url
-
+            url = await asyncio.to_thread(to_data_url, image, self.cfg.vision.max_side)
             messages = [{"role": "user", "content": [
                 {"type": "text", "text": f"Rate from 1 to 10 how well this image shows: {prompt}. "
                  "Answer in JSON with an integer \"score\"."},
-                {"type": "image_url", "image_url": {"url": to_data_url(image, self.cfg.vision.max_side)}}]}]
+                {"type": "image_url", "image_url": {"url": url}}]}]
             answer = await vision.chat.chat(messages, template_hash="select-judge", schema=schema)
             out.append(answer.data["score"])
         return out

@@ -17,10 +17,8 @@ import base64
 import binascii
 import io
 import json
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 
-from fakes import LocalServer
+from fakes import LocalServer, QuickHandler
 
 CHECKPOINTS = [  # (title, model name as info reports it, short hash)
     ("sd_xl_base_1.0.safetensors [31e35c80fc]", "sd_xl_base_1.0", "31e35c80fc"),
@@ -68,9 +66,7 @@ class FakeA1111(LocalServer):
     def _handler(self):
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
+        class Handler(QuickHandler):
 
             def _send(self, status: int, body: bytes | dict, kind: str = "application/json") -> None:
                 raw = json.dumps(body).encode() if isinstance(body, dict) else body

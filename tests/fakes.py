@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from stages.fakeserver import FakeOpenAI, Fault, LocalServer, default_reply, serve_in_subprocess
+from stages.fakeserver import FakeOpenAI, Fault, LocalServer, QuickHandler, default_reply, serve_in_subprocess
 
-__all__ = ["FakeDanbooru", "FakeOpenAI", "Fault", "LocalServer", "default_reply", "serve_in_subprocess"]
+__all__ = ["FakeDanbooru", "FakeOpenAI", "Fault", "LocalServer", "QuickHandler", "default_reply",
+           "serve_in_subprocess"]
 
 
 class FakeDanbooru(LocalServer):
@@ -29,9 +29,7 @@ class FakeDanbooru(LocalServer):
 
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
+        class Handler(QuickHandler):
 
             def _send(self, status: int, body: Any) -> None:
                 raw = json.dumps(body).encode()

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from stages.errors import ItemError
-from stages.imageio import IMAGE_EXTENSIONS, downscale, iter_images, load_image, to_data_url
+from stages.imageio import IMAGE_EXTENSIONS, check_image, downscale, iter_images, load_image, to_data_url
 
 MP50 = 50_000_000
 
@@ -156,6 +156,45 @@ def test_broken_files_are_item_errors_with_a_reason(tmp_path, cat):
         with pytest.raises(ItemError, match=reason) as info:
             load_image(tmp_path / name, MP50)
         assert "\n" not in str(info.value)
+
+
+def test_check_image_fails_what_load_image_fails_without_decoding_pixels(tmp_path, cat, monkeypatch):
+    from PIL import ImageFile
+
+    buf = io.BytesIO()
+    cat.save(buf, "JPEG")
+    trailing = buf.getvalue() + b"camera maker data after the end marker"
+    (tmp_path / "trailing.jpg").write_bytes(trailing)
+    (tmp_path / "half.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (tmp_path / "tail.jpg").write_bytes(buf.getvalue()[:-2])            # only the end marker cut
+    for fmt, ext in (("PNG", "png"), ("WEBP", "webp")):
+        out = io.BytesIO()
+        cat.save(out, fmt)
+        (tmp_path / f"ok.{ext}").write_bytes(out.getvalue())
+        (tmp_path / f"cut.{ext}").write_bytes(out.getvalue()[:-30])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("these are my notes, not a picture\n")
+    Image.new("1", (20000, 20000)).save(tmp_path / "huge.png")
+    good = ("trailing.jpg", "ok.png", "ok.webp")
+    bad = ("half.jpg", "tail.jpg", "cut.png", "cut.webp", "empty.png", "notes.jpg", "huge.png")
+    for name in good:
+        load_image(tmp_path / name, MP50)
+    for name in bad:
+        with pytest.raises(ItemError) as loaded:
+            load_image(tmp_path / name, MP50)
+        with pytest.raises(ItemError) as checked:
+            check_image(tmp_path / name, MP50)
+        assert "\n" not in str(checked.value)
+        if name not in ("tail.jpg", "cut.webp"):        # Pillow's decoder words these its own way
+            assert str(checked.value) == str(loaded.value), name
+
+    def no_decoding(self):
+        raise AssertionError("pixels decoded")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    for name in good:
+        check_image(tmp_path / name, MP50)
+    with pytest.raises(AssertionError):
+        load_image(tmp_path / "trailing.jpg", MP50)
 
 
 def test_huge_images_are_refused_from_the_header_before_decoding(tmp_path):

@@ -27,9 +27,13 @@ class OpenAIVision:
         await self.chat.start()
 
     async def describe(self, image, question: str = "", hint_tags=(), template_hash: str = "") -> str:
+        import asyncio
+
         from ..imageio import to_data_url
 
-        url = to_data_url(image, self.max_side)
+        # resize and JPEG encode off the event loop: on a large photo they take long enough
+        # to stall every request in flight
+        url = await asyncio.to_thread(to_data_url, image, self.max_side)
         messages = [{"role": "user", "content": [
             {"type": "text", "text": question or "Describe this image."},
             {"type": "image_url", "image_url": {"url": url}}]}]
