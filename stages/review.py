@@ -45,14 +45,21 @@ class Card:
         return (min(order) if order else len(FLAG_ORDER), self.id)
 
 
+# Stages whose items are images (their ids are image ids). The tags stage's items are tag
+# names ("rocket") and tag files ("odd.txt"): a failed tag is not a failed image of that name.
+IMAGE_STAGES = ("interrogate", "interpret")
+
+
 def failures(summary_file: Path) -> dict[str, str]:
-    """Item id -> the first failure reason any stage of the last run recorded for it."""
+    """Image id -> the first failure reason an image stage of the last run recorded for it."""
     try:
         summary = read_json(summary_file)
     except (FileNotFoundError, ValueError):
         return {}
     out: dict[str, str] = {}
     for stage in summary.get("stages", []) if isinstance(summary, dict) else []:
+        if stage.get("name") not in IMAGE_STAGES:
+            continue
         for failure in stage.get("failed", []):
             out.setdefault(str(failure.get("id")), f"{stage.get('name')}: {failure.get('reason')}")
     return out

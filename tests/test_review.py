@@ -86,3 +86,25 @@ def test_review_page_lists_every_image_and_flag(tmp_path):
     thumbs = sorted(p.name for p in (captions / "thumbs").iterdir())
     write_review(images, captions, summary)
     assert sorted(p.name for p in (captions / "thumbs").iterdir()) == thumbs
+
+
+def test_a_failed_tag_is_not_a_failed_image_of_the_same_name(tmp_path):
+    """The tags stage's items are tag names: a danbooru error on the tag `rocket` says
+    nothing about rocket.png, whose caption is fine."""
+    images, captions = tmp_path / "images", tmp_path / "captions"
+    images.mkdir()
+    captions.mkdir()
+    for name in ("rocket", "cat"):
+        Image.new("RGB", (64, 64), "navy").save(images / f"{name}.png")
+        (images / f"{name}.txt").write_text(name)
+        caption(captions, name, f"A {name}.", flags=[], score=1.0, coverage=1.0, reasons=[])
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"stages": [
+        {"name": "tags", "failed": [{"id": "rocket", "reason": "danbooru gave up"}]},
+        {"name": "interpret", "failed": [{"id": "cat", "reason": "server error"}]}]}))
+    _, _, flagged = write_review(images, captions, summary)
+    parsed = Cards()
+    parsed.feed((captions / "index.html").read_text())
+    by_id = {c["id"]: c for c in parsed.cards}
+    assert by_id["rocket"]["flags"] == [] and by_id["cat"]["flags"] == ["failed"]
+    assert flagged == 1 and "danbooru" not in " ".join(parsed.text)
