@@ -8,7 +8,8 @@ candidate fails when it
   - copies a run of RUN_WORDS words from the templates (instructions or few-shot examples)
     that the evidence does not also contain,
   - uses a content word that only the templates contain (a word of a few-shot example),
-  - uses pipeline words (tag, classifier, percent, prompt, ...) or hedges (likely, perhaps),
+  - uses pipeline words (tag, classifier, percent or a % sign, prompt, ...) or hedges
+    (likely, perhaps),
   - or makes too many claims grounded in nothing given.
 Passing candidates are scored by how many content tags they cover, less a penalty for each
 ungrounded word; the stage keeps the best one, or composes a fallback when none passes.
@@ -49,6 +50,8 @@ NUMBERS = frozenset("two three four five six seven eight nine ten dozen pair cou
 # A clause that starts with one of these is a guess, not evidence.
 _HEDGED = re.compile(r"(?:^|(?<=[,;.]))\s*(?:\w+\s+)?(?:perhaps|possibly|maybe|might|may be|could be|"
                      r"or)\b[^,;.]*", re.IGNORECASE)
+# A confidence in figures ("95%", "per cent"): tokens() drops the sign, META has the words.
+_PERCENT = re.compile(r"%|\bper\s+cent\b", re.IGNORECASE)
 # Framing tags that read as tag-speak when copied into a caption as they are.
 JARGON = frozenset(("no humans", "solo", "solo focus", "animal focus", "food focus", "male focus",
                     "text focus", "still life", "simple background", "cowboy shot"))
@@ -177,7 +180,9 @@ def verify(caption: str, evidence: Evidence) -> Verdict:
     if not content:
         return Verdict(caption, False, 0.0, subject, 0.0, [], ["empty"])
     tag_words = {w for t in evidence.tags for w in tokens(t)}
-    meta = sorted({w for w in words if w in META and w not in tag_words})
+    meta = sorted({w for w in words if w in META and w not in tag_words}
+                  | ({"%"} if _PERCENT.search(caption) and not any("%" in t for t in evidence.tags)
+                     else set()))
     if meta:
         reasons.append("talks about the pipeline: " + ", ".join(meta))
     run = copied_run(caption, evidence)

@@ -167,3 +167,12 @@ def test_interpret_keeps_the_best_candidate_and_flags_fallbacks(project, capsys)
     assert cat["caption"].startswith("A photo of a tabby cat with green eyes")
     assert (captions / "chelsea.txt").read_text() == cat["caption"] + "\n"
     assert "1 fallback captions" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["A clock on a wall with roman numerals, 95%.",
+                                  "A clock (87 %) on a wall with roman numerals.",
+                                  "A clock on a wall with roman numerals, 90 per cent."])
+def test_a_confidence_in_figures_is_pipeline_talk(text):
+    v = verify(text, evidence(CLOCK_TAGS))
+    assert not v.passed and any("pipeline" in r for r in v.reasons), v.reasons
+    assert verify("A clock on a wall with roman numerals.", evidence(CLOCK_TAGS)).passed
