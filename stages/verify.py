@@ -3,8 +3,9 @@
 Model-agnostic: it reads the caption and the evidence it was made from (tags, tag
 summaries, the vision answer, trigger words, the stage's templates), never the model. A
 candidate fails when it
-  - does not name the main subject (the first content tag, its words, a tag the wiki says
-    is a kind of it, or a synonym the wiki gives; without tags, what the vision answer names),
+  - does not name the main subject (the first content tag, a tag the wiki says is a kind
+    of it, or a synonym the wiki gives; its head noun alone only when that is a tag too or
+    the wiki says the subject is one; without tags, what the vision answer names),
   - copies a run of RUN_WORDS words from the templates (instructions or few-shot examples)
     that the evidence does not also contain,
   - uses a content word that only the templates contain (a word of a few-shot example),
@@ -25,6 +26,7 @@ from .tagroles import (
     content_tags,
     count_phrase,
     covered,
+    head_names,
     is_photo,
     kinds_of,
     main_subject,
@@ -101,7 +103,9 @@ class Evidence:
             words = set(content_words(phrase))
             return phrase, words
         definitions = dict(self.definitions)
-        terms = subject_terms(info, wiki_synonyms(definitions.get(info.tag, "")))
+        definition = definitions.get(info.tag, "")
+        terms = subject_terms(info, wiki_synonyms(definition),
+                              head_names_it=head_names(info, list(self.tags), definition))
         terms |= {k.words for k in kinds_of(info, list(self.tags), definitions)}
         if info.role == "count":
             return count_phrase(info, is_photo(list(self.tags))), terms

@@ -176,3 +176,17 @@ def test_a_confidence_in_figures_is_pipeline_talk(text):
     v = verify(text, evidence(CLOCK_TAGS))
     assert not v.passed and any("pipeline" in r for r in v.reasons), v.reasons
     assert verify("A clock on a wall with roman numerals.", evidence(CLOCK_TAGS)).passed
+
+
+def test_the_head_noun_alone_names_a_compound_subject_only_when_it_is_one():
+    # a hot dog is no dog, a teddy bear no bear
+    v = verify("A dog on a plate.", evidence(("hot dog", "plate")))
+    assert not v.passed and "does not name the subject 'hot dog'" in v.reasons
+    assert not verify("A bear on a bed.", evidence(("teddy bear", "bed"))).passed
+    assert verify("A hot dog on a plate.", evidence(("hot dog", "plate"))).passed
+    # the head is a tag too, or the wiki says the subject is one: the head names it
+    assert verify("A cup on a saucer.", evidence(("coffee cup", "cup", "saucer"))).passed
+    e = Evidence(tags=("analog clock", "wall"),
+                 definitions=(("analog clock", "A clock that shows the time with hands."),),
+                 templates=(template_text(),))
+    assert verify("A clock on a wall.", e).passed
