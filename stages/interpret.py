@@ -117,6 +117,8 @@ class InterpretStage(Stage):
         self.over_limit = 0
         self.kept = 0
         self.fallbacks = 0
+        self.fallbacks_before = 0     # reused captions (made by earlier runs) that are fallbacks
+        self.over_limit_before = 0
 
     def nothing_found(self) -> str:
         return f"no images found in {self.cfg.paths.images}"
@@ -158,7 +160,12 @@ class InterpretStage(Stage):
         meta = meta if isinstance(meta, dict) else {}
         written = sha256_bytes(txt.read_bytes())
         if written == meta.get("caption_sha256"):
-            return meta.get("key") == key and self._beside_current(item, written)
+            done = meta.get("key") == key and self._beside_current(item, written)
+            if done:                  # a reused caption still counts in the summary's notes
+                flags = meta.get("flags") if isinstance(meta.get("flags"), list) else []
+                self.fallbacks_before += FALLBACK in flags
+                self.over_limit_before += OVER_LIMIT in flags
+            return done
         if written == meta.get("replaces_sha256"):
             return False              # our previous caption, its replacement was interrupted
         if self.cfg.interpret.overwrite:
@@ -282,11 +289,14 @@ class InterpretStage(Stage):
 
     def finish(self, report: StageReport) -> None:
         notes = []
-        if self.fallbacks:
-            notes.append(f"{self.fallbacks} fallback captions composed from the tags (no "
-                         "candidate passed the verifier; reasons in NAME.json)")
-        if self.over_limit:
-            notes.append(f"{self.over_limit} captions still over "
+        fallbacks = self.fallbacks + self.fallbacks_before
+        over_limit = self.over_limit + self.over_limit_before
+        if fallbacks:
+            earlier = f", {self.fallbacks_before} of them reused" if self.fallbacks_before else ""
+            notes.append(f"{fallbacks} fallback captions composed from the tags (no candidate "
+                         f"passed the verifier{earlier}; reasons in NAME.json)")
+        if over_limit:
+            notes.append(f"{over_limit} captions still over "
                          f"{self.cfg.interpret.max_clip_tokens} CLIP tokens (see NAME.json)")
         if self.kept:
             notes.append(f"{self.kept} existing captions kept (interpret.overwrite = false)")

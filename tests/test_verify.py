@@ -167,6 +167,16 @@ def test_interpret_keeps_the_best_candidate_and_flags_fallbacks(project, capsys)
     assert cat["caption"].startswith("A photo of a tabby cat with green eyes")
     assert (captions / "chelsea.txt").read_text() == cat["caption"] + "\n"
     assert "1 fallback captions" in capsys.readouterr().out
+    # a rerun reuses both captions and still counts the fallback among them
+    with FakeOpenAI(reply) as server:
+        args = ["--config", str(project / "config.ini"), "--only", "interpret",
+                "--set", "interrogate.skip=true"]
+        for item in llm_overrides(server.url):
+            args += ["--set", item]
+        assert caption.main(args) == 0
+        assert server.chat_requests == []
+    out = capsys.readouterr().out
+    assert "0 ok, 2 reused" in out and "1 fallback captions" in out and "1 of them reused" in out
 
 
 @pytest.mark.parametrize("text", ["A clock on a wall with roman numerals, 95%.",
