@@ -224,7 +224,9 @@ class InterpretStage(Stage):
             "caption_sha256": sha256_text(caption + "\n"), "key": key,
             "flags": flags, "score": round(verdict.score, 3), "coverage": round(verdict.coverage, 3),
             "reasons": verdict.reasons if chosen is not None else [
-                f"candidate {i + 1}: " + "; ".join(v.reasons) for i, v in enumerate(verdicts)],
+                f"candidate {i + 1}: " + "; ".join(v.reasons) for i, v in enumerate(verdicts)]
+            + ([f"the composed fallback itself: {'; '.join(verdict.reasons)}"]
+               if not verdict.passed else []),
             "candidates": [v.as_dict() for v in verdicts],
             "clip_tokens": tokens, "over_limit": over, "shortened": shortened, **inputs,
             "trigger_words": list(c.trigger_words), "llm": chat.identity(**self.chat_overrides()),

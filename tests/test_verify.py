@@ -200,3 +200,29 @@ def test_the_head_noun_alone_names_a_compound_subject_only_when_it_is_one():
                  definitions=(("analog clock", "A clock that shows the time with hands."),),
                  templates=(template_text(),))
     assert verify("A clock on a wall.", e).passed
+
+
+def test_a_fallback_the_verifier_rejects_says_why(project):
+    """Tags that name no subject (framing and medium only): the fallback takes the subject
+    from the classifier's guess, which the tags do not ground; NAME.json says so."""
+    from stages.store import sha256_file
+
+    images = project / "images"
+    for path in images.iterdir():
+        if path.stem != "rocket":
+            path.unlink()
+    (images / "rocket.txt").write_text("no_humans, monochrome")
+    record = project / "cache" / "interrogate" / "rocket.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"answer": "perhaps a spotlight, possibly a lamp",
+                                  "image_sha256": sha256_file(images / "rocket.jpg")}))
+    with FakeOpenAI(lambda request: "A lighthouse keeper holds a lantern.") as server:
+        args = ["--config", str(project / "config.ini"), "--only", "interpret",
+                "--set", "interrogate.skip=true"]
+        for item in llm_overrides(server.url):
+            args += ["--set", item]
+        assert caption.main(args) == 0
+    meta = json.loads((project / "captions" / "rocket.json").read_text())
+    assert meta["flags"] == ["fallback"] and "spotlight" in meta["caption"]
+    assert any(r.startswith("the composed fallback itself: ") and "spotlight" in r
+               for r in meta["reasons"]), meta["reasons"]
