@@ -155,6 +155,18 @@ def subject_terms(info: TagInfo, synonyms: tuple[str, ...] = (), *,
     return {t for t in terms if t}
 
 
+_PLURALS = {"girl": {"girls", "women", "females", "ladies"}, "boy": {"boys", "men", "males", "guys"},
+            "other": {"people", "persons", "figures", "characters", "creatures"}}
+
+
+def plural_terms(info: TagInfo) -> set[str]:
+    """For a count of more than one (`2girls`, `multiple boys`), the words of which a caption
+    must use one (compared as written: stems would make "girl" name two girls); else none."""
+    if info.role != "count" or info.words.startswith("1"):
+        return set()
+    return _PLURALS[info.head]
+
+
 def head_names(info: TagInfo, tags: list[str], definition: str) -> bool:
     """Whether the subject's head noun alone names it: the head is itself one of the tags
     (`coffee cup` beside `cup`), or the tag's wiki says it is one ("An analog clock: a clock

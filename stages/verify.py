@@ -31,6 +31,7 @@ from .tagroles import (
     kinds_of,
     main_subject,
     mentions,
+    plural_terms,
     subject_terms,
     tag_info,
 )
@@ -200,6 +201,11 @@ def verify(caption: str, evidence: Evidence) -> Verdict:
         reasons.append(f"uses tag jargon: '{speak}'")
     if terms and not any(mentions(text_stems, t) for t in terms):
         reasons.append(f"does not name the subject '{subject}'")
+    else:
+        info = main_subject(list(evidence.tags))
+        plurals = plural_terms(info) if info is not None else set()
+        if plurals and not plurals & set(words):
+            reasons.append(f"names one where the tags say '{subject}'")
     ungrounded = [w for w in dict.fromkeys(unsupported(caption, evidence.sources()))
                   if w not in RELATIONS and w not in STOP]
     made_up = [w for w in ungrounded if w in COLOURS or w in NUMBERS]

@@ -226,3 +226,12 @@ def test_a_fallback_the_verifier_rejects_says_why(project):
     assert meta["flags"] == ["fallback"] and "spotlight" in meta["caption"]
     assert any(r.startswith("the composed fallback itself: ") and "spotlight" in r
                for r in meta["reasons"]), meta["reasons"]
+
+
+def test_a_count_of_several_is_not_named_by_one():
+    e = evidence(("2girls", "beach"))
+    v = verify("A girl on the beach.", e)
+    assert not v.passed and "names one where the tags say 'two girls'" in v.reasons
+    assert verify("Two girls on the beach.", e).passed
+    assert verify("Girls on the beach.", evidence(("multiple girls", "beach"))).passed
+    assert verify("A girl on the beach.", evidence(("1girl", "beach"))).passed
