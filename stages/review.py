@@ -98,7 +98,19 @@ def thumbnail(image: Path, out_dir: Path) -> str:
     return name
 
 
-def collect(images: Path, captions: Path, summary_file: Path) -> list[Card]:
+def vision_answer(interrogations: Path | None, item_id: str) -> str:
+    """The interrogate stage's answer for an image ("" when there is none or it is unreadable)."""
+    if interrogations is None:
+        return ""
+    try:
+        record = read_json(artifact(interrogations, item_id, ".json"))
+    except (FileNotFoundError, ValueError):
+        return ""
+    return str(record.get("answer", "")) if isinstance(record, dict) else ""
+
+
+def collect(images: Path, captions: Path, summary_file: Path,
+            interrogations: Path | None = None) -> list[Card]:
     failed = failures(summary_file)
     thumbs = captions / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
@@ -128,7 +140,9 @@ def collect(images: Path, captions: Path, summary_file: Path) -> list[Card]:
             written = None
         if written is not None:
             card.caption = written.decode("utf-8", "replace").strip()
-        card.vision = str(meta.get("vision", ""))
+        # what the caption was made from; for a caption we did not make (or none yet), what
+        # the vision backend says now
+        card.vision = str(meta.get("vision", "")) or vision_answer(interrogations, item.id)
         if written is not None and sha256_bytes(written) == meta.get("caption_sha256"):
             card.score, card.coverage = meta.get("score"), meta.get("coverage")
             card.flags += [str(f) for f in meta.get("flags", [])]
@@ -200,9 +214,11 @@ def render(cards: list[Card], title: str = "Captions") -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_review(images: Path, captions: Path, summary_file: Path) -> tuple[Path, int, int]:
-    """Write captions/index.html; returns (path, images, flagged)."""
-    cards = collect(images, captions, summary_file)
+def write_review(images: Path, captions: Path, summary_file: Path,
+                 interrogations: Path | None = None) -> tuple[Path, int, int]:
+    """Write captions/index.html; returns (path, images, flagged). `interrogations` is the
+    interrogate stage's folder (cache/interrogate), for images without our provenance."""
+    cards = collect(images, captions, summary_file, interrogations)
     path = captions / "index.html"
     atomic_write_text(path, render(cards, f"Captions of {images.name}"))
     return path, len(cards), sum(bool(c.flags) for c in cards)

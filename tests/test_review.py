@@ -108,3 +108,18 @@ def test_a_failed_tag_is_not_a_failed_image_of_the_same_name(tmp_path):
     by_id = {c["id"]: c for c in parsed.cards}
     assert by_id["rocket"]["flags"] == [] and by_id["cat"]["flags"] == ["failed"]
     assert flagged == 1 and "danbooru" not in " ".join(parsed.text)
+
+
+def test_cards_without_our_provenance_still_show_the_vision_answer(tmp_path):
+    images, captions, answers = tmp_path / "images", tmp_path / "captions", tmp_path / "interrogate"
+    for folder in (images, captions, answers):
+        folder.mkdir()
+    for name in ("hand", "none"):
+        Image.new("RGB", (64, 64), "olive").save(images / f"{name}.png")
+        (answers / f"{name}.json").write_text(json.dumps({"answer": f"most likely a {name} lamp"}))
+    (captions / "hand.txt").write_text("written by hand\n")
+    write_review(images, captions, tmp_path / "summary.json", answers)
+    parsed = Cards()
+    parsed.feed((captions / "index.html").read_text())
+    text = " ".join(parsed.text)
+    assert "vision: most likely a hand lamp" in text and "vision: most likely a none lamp" in text
