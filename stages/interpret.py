@@ -83,7 +83,8 @@ def decoded_before(cache: Path, item: Item) -> bool:
 
 class InterpretStage(Stage):
     name = "interpret"
-    version = 2            # 2: candidates checked by the verifier; composed fallback
+    version = 3            # 2: candidates checked by the verifier; composed fallback; 3: verifier
+                           # rules: % signs, compound heads, counts of several; fallback reasons
     llm_bound = True
     chat_params = {"max_tokens": 120}
 
