@@ -35,7 +35,7 @@ from .tagroles import (
     subject_terms,
     tag_info,
 )
-from .words import META, STOP, content_words, ngrams, stem, tokens, unsupported
+from .words import META, STOP, content_words, ngrams, stem, stems, tokens, unsupported
 
 RUN_WORDS = 5                     # a copied run this long is template text, not a caption
 SUMMARY_RUN_WORDS = 8             # a run this long copied from a tag summary defines the tag
@@ -112,9 +112,20 @@ class Evidence:
             return count_phrase(info, is_photo(list(self.tags))), terms
         return info.words, terms
 
+    def grounded_summaries(self) -> list[str]:
+        """Each tag summary's words that its wiki definition or its tag contains. The summary
+        check tolerates a word from nowhere (one in five; for a tag without wiki, words from
+        the model alone): such a word is evidence for nothing in a caption."""
+        definitions = dict(self.definitions)
+        out = []
+        for tag, summary in self.summaries:
+            known = stems(tokens(definitions.get(tag, "")) + tokens(tag))
+            out.append(" ".join(w for w in tokens(summary) if stem(w) in known))
+        return out
+
     def sources(self) -> list[str]:
         vision = self.vision if self.vision_only else confident_vision(self.vision)
-        return [", ".join(self.tags), *(s for _, s in self.summaries), vision,
+        return [", ".join(self.tags), *self.grounded_summaries(), vision,
                 ", ".join(self.trigger), *tag_phrases(list(self.tags)), *self.subject()[1]]
 
 

@@ -235,3 +235,16 @@ def test_a_count_of_several_is_not_named_by_one():
     assert verify("Two girls on the beach.", e).passed
     assert verify("Girls on the beach.", evidence(("multiple girls", "beach"))).passed
     assert verify("A girl on the beach.", evidence(("1girl", "beach"))).passed
+
+
+def test_a_summary_word_from_nowhere_grounds_nothing():
+    """The summary check lets one word in five come from nowhere (and, for a tag without a
+    wiki, accepts "A cat." for `no humans`): that word must not ground a caption's claim."""
+    e = Evidence(tags=CLOCK_TAGS, summaries=(("no humans", "A cat."),
+                                             ("clock", "A device that shows the time.")),
+                 definitions=(("clock", "A device that shows the time. Often hung on walls."),),
+                 templates=(template_text(),))
+    v = verify("A clock on a wall and a cat.", e)
+    assert not v.passed and "cat" in v.ungrounded
+    # words the wiki definition (or the tag) does contain still ground a caption
+    assert verify("A clock with roman numerals on a wall, a device that shows the time.", e).passed
