@@ -101,8 +101,11 @@ class Evidence:
         info = main_subject(list(self.tags))
         if info is None:
             phrase = vision_subject(self.vision) if self.vision_only else ""
-            words = set(content_words(phrase))
-            return phrase, words
+            words = [w for w in tokens(phrase) if w not in ("a", "an", "the")]
+            if not words:
+                return phrase, set()
+            # the whole phrase or its head noun ("tiger cat" or "cat"), never a modifier alone
+            return phrase, {" ".join(words), tag_info(" ".join(words)).head}
         definitions = dict(self.definitions)
         definition = definitions.get(info.tag, "")
         terms = subject_terms(info, wiki_synonyms(definition),

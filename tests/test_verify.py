@@ -248,3 +248,10 @@ def test_a_summary_word_from_nowhere_grounds_nothing():
     assert not v.passed and "cat" in v.ungrounded
     # words the wiki definition (or the tag) does contain still ground a caption
     assert verify("A clock with roman numerals on a wall, a device that shows the time.", e).passed
+
+
+def test_without_tags_a_modifier_of_the_vision_subject_does_not_name_it():
+    e = evidence((), vision="perhaps a tiger cat, possibly a tabby")
+    v = verify("A tiger.", e)
+    assert not v.passed and "does not name the subject 'a tiger cat'" in v.reasons
+    assert verify("A tiger cat.", e).passed and verify("A cat.", e).passed
