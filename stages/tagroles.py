@@ -142,21 +142,22 @@ def content_tags(tags: list[str]) -> list[TagInfo]:
     return [i for i in infos(tags) if i.role in CONTENT_ROLES and tokens(i.words)]
 
 
+_PLURALS = {"girl": {"girls", "women", "females", "ladies"}, "boy": {"boys", "men", "males", "guys"},
+            "other": {"people", "persons", "figures", "characters", "creatures"}}
+
+
 def subject_terms(info: TagInfo, synonyms: tuple[str, ...] = (), *,
                   head_names_it: bool = False) -> set[str]:
     """Words or phrases that count as naming the subject (compared by stem). The head noun
     alone ("clock" for `analog clock`) counts only when `head_names_it`: a compound's head
     is often another thing (`hot dog` is no dog, `teddy bear` no bear)."""
     if info.role == "count":
-        return set(_COUNT_WORDS[info.head][0])
+        # plurals too: stems do not join "women" to "woman" (nor "men", "people")
+        return set(_COUNT_WORDS[info.head][0]) | _PLURALS[info.head]
     terms = {info.words, *synonyms} | EQUIVALENT.get(info.words, set())
     if head_names_it:
         terms.add(info.head)
     return {t for t in terms if t}
-
-
-_PLURALS = {"girl": {"girls", "women", "females", "ladies"}, "boy": {"boys", "men", "males", "guys"},
-            "other": {"people", "persons", "figures", "characters", "creatures"}}
 
 
 def plural_terms(info: TagInfo) -> set[str]:

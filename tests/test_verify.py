@@ -255,3 +255,15 @@ def test_without_tags_a_modifier_of_the_vision_subject_does_not_name_it():
     v = verify("A tiger.", e)
     assert not v.passed and "does not name the subject 'a tiger cat'" in v.reasons
     assert verify("A tiger cat.", e).passed and verify("A cat.", e).passed
+
+
+@pytest.mark.parametrize("tags, caption", [
+    (("2girls", "spacesuit", "photo (medium)"), "Two women wearing a spacesuit."),
+    (("2boys", "beach", "photo (medium)"), "Two men on the beach."),
+    (("multiple others", "forest"), "People in a forest."),
+])
+def test_irregular_plurals_name_a_counted_subject(tags, caption):
+    v = verify(caption, evidence(tags))
+    assert v.passed, v.reasons
+    # and the composed fallback for the same tags names its own subject
+    assert verify(compose(list(tags)), evidence(tags)).passed
