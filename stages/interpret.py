@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from . import faults
-from .compose import compose
+from .compose import compose, vision_subject
 from .config import Config
 from .errors import ConfigError, ItemError
 from .folder import artifact, check_images_folder, count_images, image_digest, image_items, read_tags
@@ -38,6 +38,7 @@ from .words import first_sentence
 PLACEHOLDERS = {"subject", "draft", "tags", "summaries", "vision", "trigger", "max_tokens"}
 FALLBACK = "fallback"
 OVER_LIMIT = "over_clip_tokens"
+VISION_GUESS = "vision_guess"    # untagged, and the vision answer only guesses ("perhaps a ...")
 
 
 def prompt_fields(evidence: Evidence) -> dict[str, str]:
@@ -214,6 +215,8 @@ class InterpretStage(Stage):
             verdict, shortened = verify(caption, evidence), False
             flags.append(FALLBACK)
             self.fallbacks += 1
+        if evidence.vision_only and not vision_subject(confident_vision(evidence.vision)):
+            flags.append(VISION_GUESS)        # the caption states what the classifier guessed
         caption = with_trigger(caption, c.trigger_words)
         tokens = self._tokens(caption) if c.trigger_words else tokens
         over = tokens > c.max_clip_tokens

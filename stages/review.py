@@ -7,7 +7,8 @@ JPEGs under `captions/thumbs/`, linked by relative paths, so the captions folder
 copied and opened anywhere. Flagged items come first; a filter shows only them or only
 one flag, and a search box narrows by any text on the card.
 
-Flags: `fallback` (no model candidate passed the verifier), `over_clip_tokens`, `kept`
+Flags: `fallback` (no model candidate passed the verifier), `vision_guess` (an untagged
+image whose subject is what the vision backend only guessed), `over_clip_tokens`, `kept`
 (a caption not written by this tool, left as it is), `failed` (with its reason) and
 `missing` (no caption yet, e.g. the interpret stage was skipped).
 """
@@ -24,7 +25,7 @@ from .folder import artifact, image_items, read_tag_text
 from .store import atomic_write_bytes, atomic_write_text, read_json, sha256_bytes
 
 THUMB_SIDE = 160
-FLAG_ORDER = ("failed", "fallback", "over_clip_tokens", "kept", "missing")
+FLAG_ORDER = ("failed", "fallback", "vision_guess", "over_clip_tokens", "kept", "missing")
 
 
 @dataclass

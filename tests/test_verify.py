@@ -267,3 +267,36 @@ def test_irregular_plurals_name_a_counted_subject(tags, caption):
     assert v.passed, v.reasons
     # and the composed fallback for the same tags names its own subject
     assert verify(compose(list(tags)), evidence(tags)).passed
+
+
+def test_an_untagged_caption_from_a_guess_is_flagged(project):
+    """Untagged images: a caption whose subject the classifier only guessed ("perhaps a
+    palace") is flagged vision_guess, on the review page too; a confident one is not."""
+    from stages.store import sha256_file
+
+    images, answers = project / "images", project / "cache" / "interrogate"
+    answers.mkdir(parents=True)
+    for path in images.iterdir():
+        if path.stem not in ("china", "coffee"):
+            path.unlink()
+    for name, ext, answer in (("china", ".webp", "perhaps a palace, possibly a bell cote"),
+                              ("coffee", ".jpg", "most likely an espresso, possibly a cup")):
+        (images / f"{name}.txt").unlink()
+        (answers / f"{name}.json").write_text(json.dumps(
+            {"answer": answer, "image_sha256": sha256_file(images / f"{name}{ext}")}))
+
+    def reply(request: dict) -> str:
+        return "A palace." if "alace" in request["messages"][-1]["content"] else "An espresso."
+
+    with FakeOpenAI(reply) as server:
+        args = ["--config", str(project / "config.ini"), "--only", "interpret",
+                "--set", "interrogate.skip=true"]
+        for item in llm_overrides(server.url):
+            args += ["--set", item]
+        assert caption.main(args) == 0
+    china = json.loads((project / "captions" / "china.json").read_text())
+    coffee = json.loads((project / "captions" / "coffee.json").read_text())
+    assert china["caption"] == "A palace." and china["flags"] == ["vision_guess"]
+    assert coffee["caption"] == "An espresso." and coffee["flags"] == []
+    page = (project / "captions" / "index.html").read_text()
+    assert 'data-id="china" data-flags="vision_guess"' in page
