@@ -85,7 +85,8 @@ def decoded_before(cache: Path, item: Item) -> bool:
 class InterpretStage(Stage):
     name = "interpret"
     version = 3            # 2: candidates checked by the verifier; composed fallback; 3: verifier
-                           # rules: % signs, compound heads, counts of several; fallback reasons
+                           # rules: % signs, compound heads, counts, summary words; fallback
+                           # reasons; vision_guess flag
     llm_bound = True
     chat_params = {"max_tokens": 120}
 
