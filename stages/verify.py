@@ -35,7 +35,7 @@ from .tagroles import (
     subject_terms,
     tag_info,
 )
-from .words import META, STOP, content_words, ngrams, stem, stems, tokens, unsupported
+from .words import META, STOP, content_words, ngrams, runs, stem, stems, tokens, unsupported
 
 RUN_WORDS = 5                     # a copied run this long is template text, not a caption
 SUMMARY_RUN_WORDS = 8             # a run this long copied from a tag summary defines the tag
@@ -149,10 +149,10 @@ class Verdict:
 
 
 def template_runs(texts: tuple[str, ...], n: int = RUN_WORDS) -> set[tuple[str, ...]]:
-    runs: set[tuple[str, ...]] = set()
+    found: set[tuple[str, ...]] = set()
     for text in texts:
-        runs |= ngrams(tokens(text), n)
-    return runs
+        found |= runs(text, n)
+    return found
 
 
 def jargon(caption: str, tags: tuple[str, ...]) -> str:
