@@ -39,7 +39,8 @@ def review(args) -> None:
 
     cfg = load_config(config_path(args.config), args.overrides)
     path, count, flagged = write_review(cfg.paths.images, cfg.paths.captions,
-                                        cfg.paths.cache / "summary-caption.json")
+                                        cfg.paths.cache / "summary-caption.json",
+                                        cfg.paths.cache / "interrogate")
     if not args.quiet:
         print(f"review: {path} ({count} images, {flagged} flagged)")
 

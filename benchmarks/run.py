@@ -28,9 +28,12 @@ Figures (ratios are the point; absolute numbers depend on the machine):
   (benchmarks/interval_coverage.py).
 - caption_quality_*: caption.py with the embedded default (SmolLM2 + classifier) on the
   sample folder images/ (stages/quality.py): the share of captions that name the subject
-  their first tag states, the mean share of content tags mentioned, the number of composed
-  fallbacks and of captions that copy five words of a template. Quality, not speed: the
-  figure to compare template or verifier changes by.
+  their first tag states, the mean share of content tags mentioned, how many captions are
+  the model's own (`model_kept`) and how many composed fallbacks, and how many copy five
+  words of a template. A fallback names its subject by construction, so read the subject
+  figure beside `model_kept`. A failed run, or one that leaves images uncaptioned, gives
+  `caption_quality_error` (and exit 1) instead of figures. Quality, not speed: the figure
+  to compare template or verifier changes by.
 Results also go to benchmarks/results.json.
 """
 
@@ -331,11 +334,19 @@ def bench_caption_quality(tmp: Path, results: dict) -> None:
     import caption
 
     started = time.perf_counter()
-    caption.main(["--config", str(project / "config.ini"), "--quiet", "--set", "run.progress=false"])
+    code = caption.main(["--config", str(project / "config.ini"), "--quiet",
+                         "--set", "run.progress=false"])
     results["caption_quality_run_s"] = round(time.perf_counter() - started, 1)
     templates = tuple(load_template(project / "templates" / name, "interpret").literal()
                       for name in ("interpret.txt", "shorten.txt"))
     figures = summarise(check_captions(project / "captions", templates))
+    images = sum(1 for p in (project / "images").iterdir() if p.suffix != ".txt")
+    if code != 0 or figures["captions"] != images:
+        # Figures over a failed run or a subset of the folder would compare with nothing.
+        results["caption_quality_error"] = (f"caption.py exited {code} with {figures['captions']} "
+                                            f"of {images} images captioned; see its output above")
+        return
+    results["caption_quality_images"] = images
     for key, value in figures.items():
         results[f"caption_quality_{key}"] = value
 
@@ -373,7 +384,7 @@ def main() -> int:
         print(f"{key}: {value}")
     out = ROOT / "benchmarks" / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return 1 if any(key.endswith("_error") for key in results) else 0
 
 
 if __name__ == "__main__":

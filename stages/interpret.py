@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from . import faults
-from .compose import compose
+from .compose import compose, vision_subject
 from .config import Config
 from .errors import ConfigError, ItemError
 from .folder import artifact, check_images_folder, count_images, image_digest, image_items, read_tags
@@ -38,6 +38,7 @@ from .words import first_sentence
 PLACEHOLDERS = {"subject", "draft", "tags", "summaries", "vision", "trigger", "max_tokens"}
 FALLBACK = "fallback"
 OVER_LIMIT = "over_clip_tokens"
+VISION_GUESS = "vision_guess"    # untagged, and the vision answer only guesses ("perhaps a ...")
 
 
 def prompt_fields(evidence: Evidence) -> dict[str, str]:
@@ -83,7 +84,9 @@ def decoded_before(cache: Path, item: Item) -> bool:
 
 class InterpretStage(Stage):
     name = "interpret"
-    version = 2            # 2: candidates checked by the verifier; composed fallback
+    version = 3            # 2: candidates checked by the verifier; composed fallback; 3: verifier
+                           # rules: % signs, compound heads, counts, summary words; fallback
+                           # reasons; vision_guess flag
     llm_bound = True
     chat_params = {"max_tokens": 120}
 
@@ -117,6 +120,8 @@ class InterpretStage(Stage):
         self.over_limit = 0
         self.kept = 0
         self.fallbacks = 0
+        self.fallbacks_before = 0     # reused captions (made by earlier runs) that are fallbacks
+        self.over_limit_before = 0
 
     def nothing_found(self) -> str:
         return f"no images found in {self.cfg.paths.images}"
@@ -158,7 +163,12 @@ class InterpretStage(Stage):
         meta = meta if isinstance(meta, dict) else {}
         written = sha256_bytes(txt.read_bytes())
         if written == meta.get("caption_sha256"):
-            return meta.get("key") == key and self._beside_current(item, written)
+            done = meta.get("key") == key and self._beside_current(item, written)
+            if done:                  # a reused caption still counts in the summary's notes
+                flags = meta.get("flags") if isinstance(meta.get("flags"), list) else []
+                self.fallbacks_before += FALLBACK in flags
+                self.over_limit_before += OVER_LIMIT in flags
+            return done
         if written == meta.get("replaces_sha256"):
             return False              # our previous caption, its replacement was interrupted
         if self.cfg.interpret.overwrite:
@@ -206,6 +216,8 @@ class InterpretStage(Stage):
             verdict, shortened = verify(caption, evidence), False
             flags.append(FALLBACK)
             self.fallbacks += 1
+        if evidence.vision_only and not vision_subject(confident_vision(evidence.vision)):
+            flags.append(VISION_GUESS)        # the caption states what the classifier guessed
         caption = with_trigger(caption, c.trigger_words)
         tokens = self._tokens(caption) if c.trigger_words else tokens
         over = tokens > c.max_clip_tokens
@@ -217,7 +229,9 @@ class InterpretStage(Stage):
             "caption_sha256": sha256_text(caption + "\n"), "key": key,
             "flags": flags, "score": round(verdict.score, 3), "coverage": round(verdict.coverage, 3),
             "reasons": verdict.reasons if chosen is not None else [
-                f"candidate {i + 1}: " + "; ".join(v.reasons) for i, v in enumerate(verdicts)],
+                f"candidate {i + 1}: " + "; ".join(v.reasons) for i, v in enumerate(verdicts)]
+            + ([f"the composed fallback itself: {'; '.join(verdict.reasons)}"]
+               if not verdict.passed else []),
             "candidates": [v.as_dict() for v in verdicts],
             "clip_tokens": tokens, "over_limit": over, "shortened": shortened, **inputs,
             "trigger_words": list(c.trigger_words), "llm": chat.identity(**self.chat_overrides()),
@@ -282,11 +296,14 @@ class InterpretStage(Stage):
 
     def finish(self, report: StageReport) -> None:
         notes = []
-        if self.fallbacks:
-            notes.append(f"{self.fallbacks} fallback captions composed from the tags (no "
-                         "candidate passed the verifier; reasons in NAME.json)")
-        if self.over_limit:
-            notes.append(f"{self.over_limit} captions still over "
+        fallbacks = self.fallbacks + self.fallbacks_before
+        over_limit = self.over_limit + self.over_limit_before
+        if fallbacks:
+            earlier = f", {self.fallbacks_before} of them reused" if self.fallbacks_before else ""
+            notes.append(f"{fallbacks} fallback captions composed from the tags (no candidate "
+                         f"passed the verifier{earlier}; reasons in NAME.json)")
+        if over_limit:
+            notes.append(f"{over_limit} captions still over "
                          f"{self.cfg.interpret.max_clip_tokens} CLIP tokens (see NAME.json)")
         if self.kept:
             notes.append(f"{self.kept} existing captions kept (interpret.overwrite = false)")

@@ -2,9 +2,14 @@
 
 For every caption written by the interpret stage: does it name the subject its first
 content tag states (or, untagged, what the vision answer names), what share of the content
-tags does it mention, was it a composed fallback, and does it copy five words of the
-stage's templates. Used by benchmarks/run.py (a figure to compare changes by) and by the
-end-to-end test of the embedded default.
+tags does it mention, was it a composed fallback or a model caption the verifier kept, and
+does it copy five words of the stage's templates. Used by benchmarks/run.py (a figure to
+compare changes by) and by the end-to-end test of the embedded default.
+
+A fallback names its subject and copies no template by construction, so the subject and
+copy figures say little without the fallback count beside them: `summarise` reports both
+`fallbacks` and `model_kept`. An unreadable NAME.json is an error, never left out of the
+figures.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ def check_captions(captions: Path, templates: tuple[str, ...]) -> list[CaptionCh
     for meta_path in sorted(captions.rglob("*.json")):
         try:
             meta = read_json(meta_path)
-        except ValueError:
-            continue
+        except ValueError as exc:
+            raise ValueError(f"{meta_path}: unreadable caption provenance ({exc})") from None
         if not isinstance(meta, dict) or "caption" not in meta:
             continue
         evidence = Evidence(tags=tuple(meta.get("tags", [])),
@@ -62,4 +67,5 @@ def summarise(checks: list[CaptionCheck]) -> dict:
             "subject_named_rate": round(sum(c.subject_named for c in checks) / n, 3) if n else 0.0,
             "mean_tag_coverage": round(sum(c.coverage for c in checks) / n, 3) if n else 0.0,
             "fallbacks": sum(c.fallback for c in checks),
+            "model_kept": sum(not c.fallback for c in checks),
             "template_copies": sum(bool(c.copied) for c in checks)}

@@ -7,7 +7,8 @@ JPEGs under `captions/thumbs/`, linked by relative paths, so the captions folder
 copied and opened anywhere. Flagged items come first; a filter shows only them or only
 one flag, and a search box narrows by any text on the card.
 
-Flags: `fallback` (no model candidate passed the verifier), `over_clip_tokens`, `kept`
+Flags: `fallback` (no model candidate passed the verifier), `vision_guess` (an untagged
+image whose subject is what the vision backend only guessed), `over_clip_tokens`, `kept`
 (a caption not written by this tool, left as it is), `failed` (with its reason) and
 `missing` (no caption yet, e.g. the interpret stage was skipped).
 """
@@ -24,7 +25,7 @@ from .folder import artifact, image_items, read_tag_text
 from .store import atomic_write_bytes, atomic_write_text, read_json, sha256_bytes
 
 THUMB_SIDE = 160
-FLAG_ORDER = ("failed", "fallback", "over_clip_tokens", "kept", "missing")
+FLAG_ORDER = ("failed", "fallback", "vision_guess", "over_clip_tokens", "kept", "missing")
 
 
 @dataclass
@@ -45,14 +46,21 @@ class Card:
         return (min(order) if order else len(FLAG_ORDER), self.id)
 
 
+# Stages whose items are images (their ids are image ids). The tags stage's items are tag
+# names ("rocket") and tag files ("odd.txt"): a failed tag is not a failed image of that name.
+IMAGE_STAGES = ("interrogate", "interpret")
+
+
 def failures(summary_file: Path) -> dict[str, str]:
-    """Item id -> the first failure reason any stage of the last run recorded for it."""
+    """Image id -> the first failure reason an image stage of the last run recorded for it."""
     try:
         summary = read_json(summary_file)
     except (FileNotFoundError, ValueError):
         return {}
     out: dict[str, str] = {}
     for stage in summary.get("stages", []) if isinstance(summary, dict) else []:
+        if stage.get("name") not in IMAGE_STAGES:
+            continue
         for failure in stage.get("failed", []):
             out.setdefault(str(failure.get("id")), f"{stage.get('name')}: {failure.get('reason')}")
     return out
@@ -91,7 +99,19 @@ def thumbnail(image: Path, out_dir: Path) -> str:
     return name
 
 
-def collect(images: Path, captions: Path, summary_file: Path) -> list[Card]:
+def vision_answer(interrogations: Path | None, item_id: str) -> str:
+    """The interrogate stage's answer for an image ("" when there is none or it is unreadable)."""
+    if interrogations is None:
+        return ""
+    try:
+        record = read_json(artifact(interrogations, item_id, ".json"))
+    except (FileNotFoundError, ValueError):
+        return ""
+    return str(record.get("answer", "")) if isinstance(record, dict) else ""
+
+
+def collect(images: Path, captions: Path, summary_file: Path,
+            interrogations: Path | None = None) -> list[Card]:
     failed = failures(summary_file)
     thumbs = captions / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
@@ -121,7 +141,9 @@ def collect(images: Path, captions: Path, summary_file: Path) -> list[Card]:
             written = None
         if written is not None:
             card.caption = written.decode("utf-8", "replace").strip()
-        card.vision = str(meta.get("vision", ""))
+        # what the caption was made from; for a caption we did not make (or none yet), what
+        # the vision backend says now
+        card.vision = str(meta.get("vision", "")) or vision_answer(interrogations, item.id)
         if written is not None and sha256_bytes(written) == meta.get("caption_sha256"):
             card.score, card.coverage = meta.get("score"), meta.get("coverage")
             card.flags += [str(f) for f in meta.get("flags", [])]
@@ -193,9 +215,11 @@ def render(cards: list[Card], title: str = "Captions") -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_review(images: Path, captions: Path, summary_file: Path) -> tuple[Path, int, int]:
-    """Write captions/index.html; returns (path, images, flagged)."""
-    cards = collect(images, captions, summary_file)
+def write_review(images: Path, captions: Path, summary_file: Path,
+                 interrogations: Path | None = None) -> tuple[Path, int, int]:
+    """Write captions/index.html; returns (path, images, flagged). `interrogations` is the
+    interrogate stage's folder (cache/interrogate), for images without our provenance."""
+    cards = collect(images, captions, summary_file, interrogations)
     path = captions / "index.html"
     atomic_write_text(path, render(cards, f"Captions of {images.name}"))
     return path, len(cards), sum(bool(c.flags) for c in cards)

@@ -10,7 +10,7 @@ replaces it. The way each summary was made is recorded in the tag store (`made_b
 
 from __future__ import annotations
 
-from .words import META, content_words, first_sentence, ngrams, sentences, tokens, unsupported
+from .words import META, content_words, first_sentence, ngrams, runs, sentences, tokens, unsupported
 
 SHORT_SENTENCE_WORDS = 30
 TEMPLATE_RUN = 5
@@ -43,7 +43,7 @@ def grounding_problems(summary: str, source: str, tag: str, template_text: str =
     extra = list(dict.fromkeys(unsupported(summary, [source, tag])))
     if len(extra) > max(1, len(words) // 5):
         problems.append("not in the wiki text: " + ", ".join(extra))
-    copied = (ngrams(tokens(summary), TEMPLATE_RUN) & ngrams(tokens(template_text), TEMPLATE_RUN)) \
+    copied = (ngrams(tokens(summary), TEMPLATE_RUN) & runs(template_text, TEMPLATE_RUN)) \
         - ngrams(tokens(source), TEMPLATE_RUN)
     if copied:
         problems.append("copies the template: '" + " ".join(sorted(copied)[0]) + "'")

@@ -142,12 +142,40 @@ def content_tags(tags: list[str]) -> list[TagInfo]:
     return [i for i in infos(tags) if i.role in CONTENT_ROLES and tokens(i.words)]
 
 
-def subject_terms(info: TagInfo, synonyms: tuple[str, ...] = ()) -> set[str]:
-    """Words or phrases that count as naming the subject (compared by stem)."""
+_PLURALS = {"girl": {"girls", "women", "females", "ladies"}, "boy": {"boys", "men", "males", "guys"},
+            "other": {"people", "persons", "figures", "characters", "creatures"}}
+
+
+def subject_terms(info: TagInfo, synonyms: tuple[str, ...] = (), *,
+                  head_names_it: bool = False) -> set[str]:
+    """Words or phrases that count as naming the subject (compared by stem). The head noun
+    alone ("clock" for `analog clock`) counts only when `head_names_it`: a compound's head
+    is often another thing (`hot dog` is no dog, `teddy bear` no bear)."""
     if info.role == "count":
-        return set(_COUNT_WORDS[info.head][0])
-    terms = {info.words, info.head, *synonyms} | EQUIVALENT.get(info.words, set())
+        # plurals too: stems do not join "women" to "woman" (nor "men", "people")
+        return set(_COUNT_WORDS[info.head][0]) | _PLURALS[info.head]
+    terms = {info.words, *synonyms} | EQUIVALENT.get(info.words, set())
+    if head_names_it:
+        terms.add(info.head)
     return {t for t in terms if t}
+
+
+def plural_terms(info: TagInfo) -> set[str]:
+    """For a count of more than one (`2girls`, `multiple boys`), the words of which a caption
+    must use one (compared as written: stems would make "girl" name two girls); else none."""
+    if info.role != "count" or info.words.startswith("1"):
+        return set()
+    return _PLURALS[info.head]
+
+
+def head_names(info: TagInfo, tags: list[str], definition: str) -> bool:
+    """Whether the subject's head noun alone names it: the head is itself one of the tags
+    (`coffee cup` beside `cup`), or the tag's wiki says it is one ("An analog clock: a clock
+    with hands")."""
+    if info.head == info.words:
+        return True
+    return (info.head in {tag_info(t).words for t in tags}
+            or stem(definition_head(definition)) == stem(info.head))
 
 
 def mentions(text_stems: list[str], phrase: str) -> bool:

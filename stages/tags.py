@@ -29,7 +29,8 @@ FLUSH_EVERY = 50
 
 class TagsStage(Stage):
     name = "tags"
-    version = 3            # 2: definition only, short ones kept, grounded; 3: heading-first pages
+    version = 4            # 2: definition only, short ones kept, grounded; 3: heading-first pages;
+                           # 4: DText id links (pool #1, topic #2, ...) dropped
     llm_bound = True
     chat_params = {"max_tokens": 80}
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .store import sha256_text
+from .words import BREAK
 
 _HEADER = re.compile(r"^\[(system|user|assistant)\]\s*$")
 
@@ -58,9 +59,10 @@ class PromptTemplate:
 
     def literal(self) -> str:
         """The template's own words (instructions and examples) without placeholders or
-        comments: what a model's answer must not copy."""
-        body = "\n".join(m["content"] for m in _messages(self.text))
-        return string.Template.pattern.sub("\n", body)
+        comments: what a model's answer must not copy. Messages and the places of
+        placeholders are separated by BREAK, so no run of words spans them (words.runs)."""
+        body = f"\n{BREAK}\n".join(m["content"] for m in _messages(self.text))
+        return string.Template.pattern.sub(BREAK, body)
 
     def check(self, allowed: set[str]) -> None:
         unknown = self.placeholders - allowed

@@ -3,12 +3,14 @@
 Model-agnostic: it reads the caption and the evidence it was made from (tags, tag
 summaries, the vision answer, trigger words, the stage's templates), never the model. A
 candidate fails when it
-  - does not name the main subject (the first content tag, its words, a tag the wiki says
-    is a kind of it, or a synonym the wiki gives; without tags, what the vision answer names),
+  - does not name the main subject (the first content tag, a tag the wiki says is a kind
+    of it, or a synonym the wiki gives; its head noun alone only when that is a tag too or
+    the wiki says the subject is one; without tags, what the vision answer names),
   - copies a run of RUN_WORDS words from the templates (instructions or few-shot examples)
     that the evidence does not also contain,
   - uses a content word that only the templates contain (a word of a few-shot example),
-  - uses pipeline words (tag, classifier, percent, prompt, ...) or hedges (likely, perhaps),
+  - uses pipeline words (tag, classifier, percent or a % sign, prompt, ...) or hedges
+    (likely, perhaps),
   - or makes too many claims grounded in nothing given.
 Passing candidates are scored by how many content tags they cover, less a penalty for each
 ungrounded word; the stage keeps the best one, or composes a fallback when none passes.
@@ -24,14 +26,16 @@ from .tagroles import (
     content_tags,
     count_phrase,
     covered,
+    head_names,
     is_photo,
     kinds_of,
     main_subject,
     mentions,
+    plural_terms,
     subject_terms,
     tag_info,
 )
-from .words import META, STOP, content_words, ngrams, stem, tokens, unsupported
+from .words import META, STOP, content_words, ngrams, runs, stem, stems, tokens, unsupported
 
 RUN_WORDS = 5                     # a copied run this long is template text, not a caption
 SUMMARY_RUN_WORDS = 8             # a run this long copied from a tag summary defines the tag
@@ -49,6 +53,8 @@ NUMBERS = frozenset("two three four five six seven eight nine ten dozen pair cou
 # A clause that starts with one of these is a guess, not evidence.
 _HEDGED = re.compile(r"(?:^|(?<=[,;.]))\s*(?:\w+\s+)?(?:perhaps|possibly|maybe|might|may be|could be|"
                      r"or)\b[^,;.]*", re.IGNORECASE)
+# A confidence in figures ("95%", "per cent"): tokens() drops the sign, META has the words.
+_PERCENT = re.compile(r"%|\bper\s+cent\b", re.IGNORECASE)
 # Framing tags that read as tag-speak when copied into a caption as they are.
 JARGON = frozenset(("no humans", "solo", "solo focus", "animal focus", "food focus", "male focus",
                     "text focus", "still life", "simple background", "cowboy shot"))
@@ -95,18 +101,34 @@ class Evidence:
         info = main_subject(list(self.tags))
         if info is None:
             phrase = vision_subject(self.vision) if self.vision_only else ""
-            words = set(content_words(phrase))
-            return phrase, words
+            words = [w for w in tokens(phrase) if w not in ("a", "an", "the")]
+            if not words:
+                return phrase, set()
+            # the whole phrase or its head noun ("tiger cat" or "cat"), never a modifier alone
+            return phrase, {" ".join(words), tag_info(" ".join(words)).head}
         definitions = dict(self.definitions)
-        terms = subject_terms(info, wiki_synonyms(definitions.get(info.tag, "")))
+        definition = definitions.get(info.tag, "")
+        terms = subject_terms(info, wiki_synonyms(definition),
+                              head_names_it=head_names(info, list(self.tags), definition))
         terms |= {k.words for k in kinds_of(info, list(self.tags), definitions)}
         if info.role == "count":
             return count_phrase(info, is_photo(list(self.tags))), terms
         return info.words, terms
 
+    def grounded_summaries(self) -> list[str]:
+        """Each tag summary's words that its wiki definition or its tag contains. The summary
+        check tolerates a word from nowhere (one in five; for a tag without wiki, words from
+        the model alone): such a word is evidence for nothing in a caption."""
+        definitions = dict(self.definitions)
+        out = []
+        for tag, summary in self.summaries:
+            known = stems(tokens(definitions.get(tag, "")) + tokens(tag))
+            out.append(" ".join(w for w in tokens(summary) if stem(w) in known))
+        return out
+
     def sources(self) -> list[str]:
         vision = self.vision if self.vision_only else confident_vision(self.vision)
-        return [", ".join(self.tags), *(s for _, s in self.summaries), vision,
+        return [", ".join(self.tags), *self.grounded_summaries(), vision,
                 ", ".join(self.trigger), *tag_phrases(list(self.tags)), *self.subject()[1]]
 
 
@@ -127,10 +149,10 @@ class Verdict:
 
 
 def template_runs(texts: tuple[str, ...], n: int = RUN_WORDS) -> set[tuple[str, ...]]:
-    runs: set[tuple[str, ...]] = set()
+    found: set[tuple[str, ...]] = set()
     for text in texts:
-        runs |= ngrams(tokens(text), n)
-    return runs
+        found |= runs(text, n)
+    return found
 
 
 def jargon(caption: str, tags: tuple[str, ...]) -> str:
@@ -177,7 +199,9 @@ def verify(caption: str, evidence: Evidence) -> Verdict:
     if not content:
         return Verdict(caption, False, 0.0, subject, 0.0, [], ["empty"])
     tag_words = {w for t in evidence.tags for w in tokens(t)}
-    meta = sorted({w for w in words if w in META and w not in tag_words})
+    meta = sorted({w for w in words if w in META and w not in tag_words}
+                  | ({"%"} if _PERCENT.search(caption) and not any("%" in t for t in evidence.tags)
+                     else set()))
     if meta:
         reasons.append("talks about the pipeline: " + ", ".join(meta))
     run = copied_run(caption, evidence)
@@ -191,6 +215,11 @@ def verify(caption: str, evidence: Evidence) -> Verdict:
         reasons.append(f"uses tag jargon: '{speak}'")
     if terms and not any(mentions(text_stems, t) for t in terms):
         reasons.append(f"does not name the subject '{subject}'")
+    else:
+        info = main_subject(list(evidence.tags))
+        plurals = plural_terms(info) if info is not None else set()
+        if plurals and not plurals & set(words):
+            reasons.append(f"names one where the tags say '{subject}'")
     ungrounded = [w for w in dict.fromkeys(unsupported(caption, evidence.sources()))
                   if w not in RELATIONS and w not in STOP]
     made_up = [w for w in ungrounded if w in COLOURS or w in NUMBERS]

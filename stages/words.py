@@ -93,6 +93,19 @@ def ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
+# Where a template's literal text had a placeholder or a message boundary: runs of words
+# stop there (templates.PromptTemplate.literal).
+BREAK = "\u2029"
+
+
+def runs(text: str, n: int) -> set[tuple[str, ...]]:
+    """The text's runs of n words, none spanning a BREAK."""
+    out: set[tuple[str, ...]] = set()
+    for part in text.split(BREAK):
+        out |= ngrams(tokens(part), n)
+    return out
+
+
 def sentences(text: str) -> list[str]:
     """Split prose into sentences (abbreviations such as "e.g." do not end one)."""
     protected = text

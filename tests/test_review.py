@@ -86,3 +86,40 @@ def test_review_page_lists_every_image_and_flag(tmp_path):
     thumbs = sorted(p.name for p in (captions / "thumbs").iterdir())
     write_review(images, captions, summary)
     assert sorted(p.name for p in (captions / "thumbs").iterdir()) == thumbs
+
+
+def test_a_failed_tag_is_not_a_failed_image_of_the_same_name(tmp_path):
+    """The tags stage's items are tag names: a danbooru error on the tag `rocket` says
+    nothing about rocket.png, whose caption is fine."""
+    images, captions = tmp_path / "images", tmp_path / "captions"
+    images.mkdir()
+    captions.mkdir()
+    for name in ("rocket", "cat"):
+        Image.new("RGB", (64, 64), "navy").save(images / f"{name}.png")
+        (images / f"{name}.txt").write_text(name)
+        caption(captions, name, f"A {name}.", flags=[], score=1.0, coverage=1.0, reasons=[])
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"stages": [
+        {"name": "tags", "failed": [{"id": "rocket", "reason": "danbooru gave up"}]},
+        {"name": "interpret", "failed": [{"id": "cat", "reason": "server error"}]}]}))
+    _, _, flagged = write_review(images, captions, summary)
+    parsed = Cards()
+    parsed.feed((captions / "index.html").read_text())
+    by_id = {c["id"]: c for c in parsed.cards}
+    assert by_id["rocket"]["flags"] == [] and by_id["cat"]["flags"] == ["failed"]
+    assert flagged == 1 and "danbooru" not in " ".join(parsed.text)
+
+
+def test_cards_without_our_provenance_still_show_the_vision_answer(tmp_path):
+    images, captions, answers = tmp_path / "images", tmp_path / "captions", tmp_path / "interrogate"
+    for folder in (images, captions, answers):
+        folder.mkdir()
+    for name in ("hand", "none"):
+        Image.new("RGB", (64, 64), "olive").save(images / f"{name}.png")
+        (answers / f"{name}.json").write_text(json.dumps({"answer": f"most likely a {name} lamp"}))
+    (captions / "hand.txt").write_text("written by hand\n")
+    write_review(images, captions, tmp_path / "summary.json", answers)
+    parsed = Cards()
+    parsed.feed((captions / "index.html").read_text())
+    text = " ".join(parsed.text)
+    assert "vision: most likely a hand lamp" in text and "vision: most likely a none lamp" in text

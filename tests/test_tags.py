@@ -145,6 +145,9 @@ def test_unreachable_danbooru_is_one_clear_line(project, capsys):
      'Worn with hakama or 1girl; "quoted" & more'),
     ("A cat. thumb #123 !asset #9 [section=Gallery]!post #1 text[/section] End.", "A cat.\nEnd."),
     ("[b]bold[/b] see https://example.com", "bold see"),
+    ("A hat. Collected in pool #12 and discussed in topic #345/p2, see comment #9.",
+     "A hat. Collected in and discussed in, see."),
+    ("First seen in issue #3 of the magazine.", "First seen in issue #3 of the magazine."),
 ])
 def test_dtext_cleanup(body, expected):
     assert clean_dtext(body) == expected

@@ -64,3 +64,19 @@ def test_shipped_templates_render_with_their_stage_values(name, values):
     text = "\n".join(m["content"] for m in messages)
     assert "$" not in text.replace("$$", "")
     assert messages[-1]["role"] == "user"
+
+
+@pytest.mark.parametrize("name, spanning", [
+    ("interpret", ("wall", "in", "the", "fog", "notes")),          # across two messages
+    ("shorten", ("this", "caption", "is", "tokens", "long")),       # across a placeholder
+])
+def test_template_runs_never_span_a_placeholder_or_a_message(name, spanning):
+    """The verifier rejects five-word runs of the template: only runs the template has."""
+    from stages.verify import template_runs
+
+    literal = load_template(ROOT / "templates" / f"{name}.txt", name).literal()
+    found = template_runs((literal,))
+    assert spanning not in found
+    assert ("a", "lighthouse", "keeper", "in", "an") in template_runs(
+        (load_template(ROOT / "templates" / "interpret.txt", "x").literal(),))
+    assert found                                                     # runs are still found

@@ -167,3 +167,136 @@ def test_interpret_keeps_the_best_candidate_and_flags_fallbacks(project, capsys)
     assert cat["caption"].startswith("A photo of a tabby cat with green eyes")
     assert (captions / "chelsea.txt").read_text() == cat["caption"] + "\n"
     assert "1 fallback captions" in capsys.readouterr().out
+    # a rerun reuses both captions and still counts the fallback among them
+    with FakeOpenAI(reply) as server:
+        args = ["--config", str(project / "config.ini"), "--only", "interpret",
+                "--set", "interrogate.skip=true"]
+        for item in llm_overrides(server.url):
+            args += ["--set", item]
+        assert caption.main(args) == 0
+        assert server.chat_requests == []
+    out = capsys.readouterr().out
+    assert "0 ok, 2 reused" in out and "1 fallback captions" in out and "1 of them reused" in out
+
+
+@pytest.mark.parametrize("text", ["A clock on a wall with roman numerals, 95%.",
+                                  "A clock (87 %) on a wall with roman numerals.",
+                                  "A clock on a wall with roman numerals, 90 per cent."])
+def test_a_confidence_in_figures_is_pipeline_talk(text):
+    v = verify(text, evidence(CLOCK_TAGS))
+    assert not v.passed and any("pipeline" in r for r in v.reasons), v.reasons
+    assert verify("A clock on a wall with roman numerals.", evidence(CLOCK_TAGS)).passed
+
+
+def test_the_head_noun_alone_names_a_compound_subject_only_when_it_is_one():
+    # a hot dog is no dog, a teddy bear no bear
+    v = verify("A dog on a plate.", evidence(("hot dog", "plate")))
+    assert not v.passed and "does not name the subject 'hot dog'" in v.reasons
+    assert not verify("A bear on a bed.", evidence(("teddy bear", "bed"))).passed
+    assert verify("A hot dog on a plate.", evidence(("hot dog", "plate"))).passed
+    # the head is a tag too, or the wiki says the subject is one: the head names it
+    assert verify("A cup on a saucer.", evidence(("coffee cup", "cup", "saucer"))).passed
+    e = Evidence(tags=("analog clock", "wall"),
+                 definitions=(("analog clock", "A clock that shows the time with hands."),),
+                 templates=(template_text(),))
+    assert verify("A clock on a wall.", e).passed
+
+
+def test_a_fallback_the_verifier_rejects_says_why(project):
+    """Tags that name no subject (framing and medium only): the fallback takes the subject
+    from the classifier's guess, which the tags do not ground; NAME.json says so."""
+    from stages.store import sha256_file
+
+    images = project / "images"
+    for path in images.iterdir():
+        if path.stem != "rocket":
+            path.unlink()
+    (images / "rocket.txt").write_text("no_humans, monochrome")
+    record = project / "cache" / "interrogate" / "rocket.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"answer": "perhaps a spotlight, possibly a lamp",
+                                  "image_sha256": sha256_file(images / "rocket.jpg")}))
+    with FakeOpenAI(lambda request: "A lighthouse keeper holds a lantern.") as server:
+        args = ["--config", str(project / "config.ini"), "--only", "interpret",
+                "--set", "interrogate.skip=true"]
+        for item in llm_overrides(server.url):
+            args += ["--set", item]
+        assert caption.main(args) == 0
+    meta = json.loads((project / "captions" / "rocket.json").read_text())
+    assert meta["flags"] == ["fallback"] and "spotlight" in meta["caption"]
+    assert any(r.startswith("the composed fallback itself: ") and "spotlight" in r
+               for r in meta["reasons"]), meta["reasons"]
+
+
+def test_a_count_of_several_is_not_named_by_one():
+    e = evidence(("2girls", "beach"))
+    v = verify("A girl on the beach.", e)
+    assert not v.passed and "names one where the tags say 'two girls'" in v.reasons
+    assert verify("Two girls on the beach.", e).passed
+    assert verify("Girls on the beach.", evidence(("multiple girls", "beach"))).passed
+    assert verify("A girl on the beach.", evidence(("1girl", "beach"))).passed
+
+
+def test_a_summary_word_from_nowhere_grounds_nothing():
+    """The summary check lets one word in five come from nowhere (and, for a tag without a
+    wiki, accepts "A cat." for `no humans`): that word must not ground a caption's claim."""
+    e = Evidence(tags=CLOCK_TAGS, summaries=(("no humans", "A cat."),
+                                             ("clock", "A device that shows the time.")),
+                 definitions=(("clock", "A device that shows the time. Often hung on walls."),),
+                 templates=(template_text(),))
+    v = verify("A clock on a wall and a cat.", e)
+    assert not v.passed and "cat" in v.ungrounded
+    # words the wiki definition (or the tag) does contain still ground a caption
+    assert verify("A clock with roman numerals on a wall, a device that shows the time.", e).passed
+
+
+def test_without_tags_a_modifier_of_the_vision_subject_does_not_name_it():
+    e = evidence((), vision="perhaps a tiger cat, possibly a tabby")
+    v = verify("A tiger.", e)
+    assert not v.passed and "does not name the subject 'a tiger cat'" in v.reasons
+    assert verify("A tiger cat.", e).passed and verify("A cat.", e).passed
+
+
+@pytest.mark.parametrize("tags, caption", [
+    (("2girls", "spacesuit", "photo (medium)"), "Two women wearing a spacesuit."),
+    (("2boys", "beach", "photo (medium)"), "Two men on the beach."),
+    (("multiple others", "forest"), "People in a forest."),
+])
+def test_irregular_plurals_name_a_counted_subject(tags, caption):
+    v = verify(caption, evidence(tags))
+    assert v.passed, v.reasons
+    # and the composed fallback for the same tags names its own subject
+    assert verify(compose(list(tags)), evidence(tags)).passed
+
+
+def test_an_untagged_caption_from_a_guess_is_flagged(project):
+    """Untagged images: a caption whose subject the classifier only guessed ("perhaps a
+    palace") is flagged vision_guess, on the review page too; a confident one is not."""
+    from stages.store import sha256_file
+
+    images, answers = project / "images", project / "cache" / "interrogate"
+    answers.mkdir(parents=True)
+    for path in images.iterdir():
+        if path.stem not in ("china", "coffee"):
+            path.unlink()
+    for name, ext, answer in (("china", ".webp", "perhaps a palace, possibly a bell cote"),
+                              ("coffee", ".jpg", "most likely an espresso, possibly a cup")):
+        (images / f"{name}.txt").unlink()
+        (answers / f"{name}.json").write_text(json.dumps(
+            {"answer": answer, "image_sha256": sha256_file(images / f"{name}{ext}")}))
+
+    def reply(request: dict) -> str:
+        return "A palace." if "alace" in request["messages"][-1]["content"] else "An espresso."
+
+    with FakeOpenAI(reply) as server:
+        args = ["--config", str(project / "config.ini"), "--only", "interpret",
+                "--set", "interrogate.skip=true"]
+        for item in llm_overrides(server.url):
+            args += ["--set", item]
+        assert caption.main(args) == 0
+    china = json.loads((project / "captions" / "china.json").read_text())
+    coffee = json.loads((project / "captions" / "coffee.json").read_text())
+    assert china["caption"] == "A palace." and china["flags"] == ["vision_guess"]
+    assert coffee["caption"] == "An espresso." and coffee["flags"] == []
+    page = (project / "captions" / "index.html").read_text()
+    assert 'data-id="china" data-flags="vision_guess"' in page

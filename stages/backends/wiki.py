@@ -40,7 +40,11 @@ _DROP_BLOCKS = re.compile(
     r"|<(section|expand|table|code|nodtext|tn)(?:[=\s][^>]*)?>.*?(?:</\2>|\Z)",
     re.IGNORECASE | re.DOTALL)
 _HEADING = re.compile(r"^\s*h[1-6](?:#[\w-]+)?\.\s", re.IGNORECASE | re.MULTILINE)
-_EMBED = re.compile(r"(?:!?\b(?:post|asset|thumb)\s*#\d+|!\w+\s*#\d+)(?::\S*)?", re.IGNORECASE)
+# Embeds (`!post #1`, `thumb #2`, `!asset #3`) and DText's id links to site records
+# (`pool #12`, `topic #345/p2`, `comment #9`, ...): references, not definition prose.
+_EMBED = re.compile(r"(?:!?\b(?:post|asset|thumb|pool|comment|forum|topic|user|artist|favgroup|"
+                    r"wiki|dmail|alias|implication|bur|pixiv|commit|appeal|flag|feedback)\s*#\d+"
+                    r"|!\w+\s*#\d+)(?:/p\d+)?(?::\S*)?", re.IGNORECASE)
 _LIST_ITEM = re.compile(r"^\s*[*#]+\s+")
 _WIKI_LINK = re.compile(r"\[\[([^\]|]+)(?:\|([^\]]*))?\]\]")
 _SEARCH = re.compile(r"\{\{([^}]*)\}\}")
