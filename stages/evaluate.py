@@ -245,7 +245,8 @@ class EvaluateStage(PromptsStage, Stage):
         run_dir = self.ctx.run_dir
         scorers = self.scorers()
         write_metrics_csv(rows, run_dir / "metrics.csv")
-        write_plots(run_dir, rows, traces=traces, evaluation=scorers)
+        write_plots(run_dir, rows, traces=traces, evaluation=scorers,
+                    resamples=self.cfg.evaluate.permutations)
         page = write_report_html(run_dir, rows, evaluation=scorers, traces=traces, notes=notes,
                                  resamples=self.cfg.evaluate.permutations)
         report.note = "; ".join([f"report: {page}", *notes])

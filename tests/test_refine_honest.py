@@ -151,10 +151,16 @@ def evaluate_note(bench: Path) -> str:
     return next(s["note"] for s in summary["stages"] if s["name"] == "evaluate")
 
 
-def test_a_changed_category_and_an_unfinished_trace_are_not_reported_as_they_were(bench):
+def test_a_changed_category_and_an_unfinished_trace_are_not_reported_as_they_were(bench, monkeypatch):
     """Neither changes what evaluate scores, so its per-prompt files stay current; still the
     rows must carry the benchmark's category now, and a trace left without a best round
-    (a loop killed mid-way) is counted as left out, not silently dropped."""
+    (a loop killed mid-way) is counted as left out, not silently dropped. The plots test
+    with evaluate.permutations sign patterns, as the report's tables do."""
+    import stages.plots
+
+    patterns, real = [], stages.plots.paired_test
+    monkeypatch.setattr(stages.plots, "paired_test",
+                        lambda *a, **kw: patterns.append(kw.get("resamples")) or real(*a, **kw))
     with FakeOpenAI(Script(accept=False)) as server:
         assert run(bench, server) == 0
         prompts = run_dir(bench) / "prompts.jsonl"
@@ -166,7 +172,10 @@ def test_a_changed_category_and_an_unfinished_trace_are_not_reported_as_they_wer
         trace = json.loads(cut.read_text())
         trace["best"] = None
         cut.write_text(json.dumps(trace))
-        assert run(bench, server, "upsample.skip=true", "generate.skip=true", "socratic.skip=true") == 0
+        patterns.clear()
+        assert run(bench, server, "upsample.skip=true", "generate.skip=true", "socratic.skip=true",
+                   "evaluate.permutations=1000") == 0
+    assert patterns and set(patterns) == {1000}
     got = {r["category"] for r in metric_rows(bench) if r["id"] == moved}
     assert got == {"Renamed category"}
     assert not [r for r in metric_rows(bench) if r["id"] == rows[1]["id"] and r["variant"] == "best"]
