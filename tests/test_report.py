@@ -356,3 +356,14 @@ def test_no_interval_is_drawn_as_one_of_zero_width(tmp_path, monkeypatch):
     write_plots(tmp_path, [r for r in rows if r.id == "a"], traces=[])
     curve = figures["score_by_iteration.png"].axes[0]
     assert not [p for c in curve.collections for p in c.get_paths() if len(p.vertices)]
+
+
+def test_the_method_note_says_how_each_comparison_was_tested(tmp_path):
+    """20 prompts upsampled (2^20 patterns: a random sample) and 6 with Socratic rounds (all
+    64 patterns): the page must not describe both with the first one's method."""
+    rows = shifted_rows(20, 0.0)
+    rows += [MetricRow(f"p{k}", "c", v, 0, "clipscore", 0.5 + 0.01 * k * (v == "best"), "CLIP tiny")
+             for k in range(6) for v in ("iter00", "best")]
+    text = write_report_html(tmp_path, rows, evaluation={"clipscore": CLIP}, resamples=2000)
+    note = html.unescape(re.sub(r"<[^>]+>", "", text.read_text(encoding="utf-8")))
+    assert "2,000 random sign patterns" in note and "enumerated" in note
