@@ -82,6 +82,7 @@ class EvaluateStage(PromptsStage, Stage):
                       if "llm_judge" in self.metrics else None)
         self.load_rows()
         self.traces = TraceReader(self.ctx)
+        self.mixed: set[tuple[str, int]] = set()     # (prompt, seed) pairs left out by images()
 
     async def start(self) -> None:
         await super().start()
@@ -118,13 +119,19 @@ class EvaluateStage(PromptsStage, Stage):
     # -- items ------------------------------------------------------------------------------
     def images(self, item: Item) -> list[tuple[str, int, Path, str]]:
         """(variant, seed, path, caption or '') of every image this prompt has; a round's
-        caption is kept only when the evaluation captions with the loop's own captioner."""
+        caption is kept only when the evaluation captions with the loop's own captioner. An
+        original and an upsampled image of one seed made with different generation settings
+        (a generate run that failed half-way after a change) are both left out: their
+        difference is not the prompt's alone."""
         out = []
         for seed in self.cfg.generate.seeds:
-            for variant in ("original", "upsampled"):
-                path = image_path(self.ctx.run_dir, item.id, variant, seed)
-                if path.exists():
-                    out.append((variant, seed, path, ""))
+            pair = [(variant, image_path(self.ctx.run_dir, item.id, variant, seed))
+                    for variant in ("original", "upsampled")]
+            pair = [(variant, path) for variant, path in pair if path.exists()]
+            if len(pair) == 2 and len({made_with(path) for _, path in pair}) > 1:
+                self.mixed.add((item.id, seed))
+                continue
+            out += [(variant, seed, path, "") for variant, path in pair]
         trace = self.traces.current(item)
         if trace:
             keep = self.own_captions()
@@ -227,15 +234,19 @@ class EvaluateStage(PromptsStage, Stage):
             if found is None:
                 stale += self.out(item.id).exists()
                 continue
-            rows += [MetricRow(**r) for r in found]
+            # the category is not an input (it changes no score): take the benchmark's current one
+            rows += [MetricRow(**{**r, "category": prompt.get("category", "")}) for r in found]
         traces = self.traces.used()
         notes = [n for n in (
             f"{stale} per-prompt evaluation file(s) made from other inputs were left out" if stale else "",
-            self.traces.stale_note()) if n]
+            self.traces.stale_note(),
+            f"{len(self.mixed)} original/upsampled pair(s) made with different generation settings "
+            "were left out (run the generate stage to redo them)" if self.mixed else "") if n]
         run_dir = self.ctx.run_dir
         scorers = self.scorers()
         write_metrics_csv(rows, run_dir / "metrics.csv")
-        write_plots(run_dir, rows, traces=traces, evaluation=scorers)
+        write_plots(run_dir, rows, traces=traces, evaluation=scorers,
+                    resamples=self.cfg.evaluate.permutations)
         page = write_report_html(run_dir, rows, evaluation=scorers, traces=traces, notes=notes,
                                  resamples=self.cfg.evaluate.permutations)
         report.note = "; ".join([f"report: {page}", *notes])
@@ -248,6 +259,17 @@ class EvaluateStage(PromptsStage, Stage):
             report.note += "; " + warning
             if not self.ctx.options.quiet:
                 print(warning, file=sys.stderr)
+
+
+def made_with(path: Path) -> str | None:
+    """The generation settings recorded in an image we wrote (the backend identity), or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.text.get("backend") if hasattr(img, "text") else None
+    except (OSError, SyntaxError, ValueError):
+        return None
 
 
 class TraceReader:
@@ -289,6 +311,7 @@ class TraceReader:
         except (FileNotFoundError, ValueError):
             trace = None
         if trace is not None and (trace.get("best") is None or not trace.get("iterations")):
+            self.stale.add(item.id)                 # unfinished: a loop stopped mid-way
             trace = None
         elif trace is not None and not (self.ready and self.socratic.is_done(item, self.socratic.key(item))):
             self.stale.add(item.id)

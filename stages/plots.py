@@ -17,7 +17,7 @@ import numpy as np
 from .analysis import metric_dependence, round_curve
 from .metrics import MetricRow, iteration_index, metric_order, paired, per_prompt, read_traces, stop_kind
 from .scorers import Scorer, loop_from_traces
-from .stats import mean_ci, paired_test, summarise
+from .stats import DEFAULT_RESAMPLES, mean_ci, paired_test, summarise
 from .store import atomic_write_bytes
 
 NOT_INDEPENDENT = "\n(not independent of the loop)"
@@ -73,10 +73,11 @@ def _figure_legend(fig, ax) -> None:
 
 
 def score_by_iteration(rows: list[MetricRow], traces: list[dict], path: Path,
-                       dependent: set[str]) -> Path:
+                       dependent: set[str], resamples: int = DEFAULT_RESAMPLES) -> Path:
     """Mean per round over a fixed cohort (every prompt with a round 0, carrying its last score
     forward after its loop stopped) with a 95% t band, one panel per metric (their scales
-    differ: CLIPScore 0-2.5, cosines 0-1, the judge 1-10), and the mean of the chosen best."""
+    differ: CLIPScore 0-2.5, cosines 0-1, the judge 1-10), and the mean of the chosen best.
+    No band where there is no interval (a cohort of one prompt): never a band of zero width."""
     plt = _pyplot()
     metrics = _iter_metrics(rows)
     fig, axes = _panels(plt, len(metrics), 4.6, 3.8)
@@ -84,8 +85,8 @@ def score_by_iteration(rows: list[MetricRow], traces: list[dict], path: Path,
         curve = round_curve(rows, metric)
         rounds = list(curve.rounds)
         mean = np.array([s.mean for s in curve.stats])
-        low = np.array([s.ci_low if np.isfinite(s.ci_low) else s.mean for s in curve.stats])
-        high = np.array([s.ci_high if np.isfinite(s.ci_high) else s.mean for s in curve.stats])
+        low = np.array([s.ci_low for s in curve.stats])
+        high = np.array([s.ci_high for s in curve.stats])
         ax.fill_between(rounds, low, high, color="#1f6feb", alpha=0.18, label="95% t-interval of the mean")
         ax.plot(rounds, mean, marker="o", color="#1f6feb", label="mean over the cohort")
         best_mean, _, best_n = summarise(list(per_prompt(rows, metric, "best").values()))
@@ -103,8 +104,9 @@ def score_by_iteration(rows: list[MetricRow], traces: list[dict], path: Path,
 
 
 def best_vs_first_by_category(rows: list[MetricRow], traces: list[dict], path: Path,
-                              dependent: set[str]) -> Path:
-    """Horizontal grouped bars (category names stay readable however many there are)."""
+                              dependent: set[str], resamples: int = DEFAULT_RESAMPLES) -> Path:
+    """Horizontal grouped bars (category names stay readable however many there are); a
+    category of one prompt has no interval and gets no error bar (not one of zero width)."""
     plt = _pyplot()
     metrics = [m for m in _iter_metrics(rows) if paired(rows, m, "iter00", "best")[0]]
     cats = sorted({r.category or "(none)" for r in rows if r.variant == "best"})
@@ -121,10 +123,10 @@ def best_vs_first_by_category(rows: list[MetricRow], traces: list[dict], path: P
             mean = np.array([s.mean for s in stats])
             err = np.array([[s.mean - s.ci_low, s.ci_high - s.mean] for s in stats]).T
             ax.barh(y + offset, np.nan_to_num(mean), height=0.38, color=COLORS[name],
-                    xerr=np.nan_to_num(err), capsize=3, label="first round" if name == "iter00" else "best")
+                    xerr=err, capsize=3, label="first round" if name == "iter00" else "best")
         ax.set_yticks(y, [f"{c} (n={len([i for i in ids if cat_of[i] == c])})" for c in cats])
         ax.invert_yaxis()
-        ax.set_xlabel(f"mean {metric} (95% t-interval)")
+        ax.set_xlabel(f"mean {metric} (95% t-interval; none for n=1)")
         ax.set_title(metric + (NOT_INDEPENDENT if metric in dependent else ""), fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(TITLES[path.name])
@@ -132,7 +134,8 @@ def best_vs_first_by_category(rows: list[MetricRow], traces: list[dict], path: P
     return _save(fig, path)
 
 
-def early_stop_hist(rows: list[MetricRow], traces: list[dict], path: Path, dependent: set[str]) -> Path:
+def early_stop_hist(rows: list[MetricRow], traces: list[dict], path: Path, dependent: set[str],
+                    resamples: int = DEFAULT_RESAMPLES) -> Path:
     """Rounds run per prompt, stacked by why the loop ended; and which round was chosen best."""
     plt = _pyplot()
     traces = [t for t in traces if t["iterations"]]
@@ -166,15 +169,16 @@ def early_stop_hist(rows: list[MetricRow], traces: list[dict], path: Path, depen
 
 
 def upsampled_vs_original(rows: list[MetricRow], traces: list[dict], path: Path,
-                          dependent: set[str]) -> Path:
-    """Per-prompt scatter (mean over shared seeds); points above the diagonal improved."""
+                          dependent: set[str], resamples: int = DEFAULT_RESAMPLES) -> Path:
+    """Per-prompt scatter (mean over shared seeds); points above the diagonal improved. The
+    test in the title is the report's (evaluate.permutations sign patterns)."""
     plt = _pyplot()
     metrics = [m for m in metric_order(r.metric for r in rows)
                if paired(rows, m, "original", "upsampled")[0]]
     fig, axes = _panels(plt, len(metrics), 4.0, 4.0)
     for ax, metric in zip(axes, metrics, strict=True):
         _, orig, up = paired(rows, metric, "original", "upsampled")
-        res = paired_test(orig, up)
+        res = paired_test(orig, up, resamples=resamples)
         ax.scatter(orig, up, s=18, alpha=0.7, color=COLORS["upsampled"], edgecolor="none")
         lo, hi = min(orig + up), max(orig + up)
         pad = (hi - lo) * 0.05 or 0.05
@@ -211,7 +215,7 @@ def plot_plan(rows: list[MetricRow], traces: list[dict]) -> dict[str, str]:
     }
 
 
-DRAW: dict[str, Callable[[list[MetricRow], list[dict], Path, set[str]], Path]] = {
+DRAW: dict[str, Callable[[list[MetricRow], list[dict], Path, set[str], int], Path]] = {
     "score_by_iteration.png": score_by_iteration,
     "best_vs_first_by_category.png": best_vs_first_by_category,
     "early_stop_hist.png": early_stop_hist,
@@ -220,10 +224,12 @@ DRAW: dict[str, Callable[[list[MetricRow], list[dict], Path, set[str]], Path]] =
 
 
 def write_plots(run_dir: Path, rows: list[MetricRow], *, traces: list[dict] | None = None,
-                evaluation: dict[str, Scorer] | None = None) -> list[Path]:
+                evaluation: dict[str, Scorer] | None = None,
+                resamples: int = DEFAULT_RESAMPLES) -> list[Path]:
     """Draw every plot the run has data for into `run_dir/plots/`; return the files written.
     `traces`: the current Socratic traces (default: every readable one in the run folder);
-    `evaluation`: each metric's scorer, to mark metrics not independent of the loop."""
+    `evaluation`: each metric's scorer, to mark metrics not independent of the loop;
+    `resamples`: sign patterns per test (evaluate.permutations), as in the report."""
     run_dir = Path(run_dir)
     if traces is None:
         traces = read_traces(run_dir)[0]
@@ -237,5 +243,5 @@ def write_plots(run_dir: Path, rows: list[MetricRow], *, traces: list[dict] | No
         if reason:
             path.unlink(missing_ok=True)
             continue
-        written.append(DRAW[name](rows, traces, path, dependent))
+        written.append(DRAW[name](rows, traces, path, dependent, resamples))
     return written

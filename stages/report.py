@@ -311,9 +311,12 @@ DIFF_HEAD = ("<th>n prompts</th><th>mean diff</th><th>95% interval</th><th>p</th
 
 def _method_note(comps: list[Comparison], n_category: int) -> str:
     family = sum(c.eligible for c in comps)
-    res = next((c.result for c in comps if c.result.n), None)
-    how = ("all sign patterns enumerated" if res is None or res.exact
-           else f"{res.patterns - 1:,} random sign patterns")
+    tested = [c.result for c in comps if c.result.n]
+    sampled = [r for r in tested if not r.exact]
+    how = ("all sign patterns enumerated" if not sampled
+           else f"{sampled[0].patterns - 1:,} random sign patterns" if len(sampled) == len(tested)
+           else f"{sampled[0].patterns - 1:,} random sign patterns in {len(sampled)} of {len(tested)} "
+                "comparisons, all patterns enumerated in the others")
     return (f'<p class="small">Later minus earlier, per prompt (seeds averaged first). The test is a '
             f"sign-flip permutation test of the mean difference ({how}): with no effect the two "
             "variants of a prompt are exchangeable, so it holds at any n and for any score shape; the "

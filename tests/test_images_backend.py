@@ -450,3 +450,33 @@ def test_a_broken_fp16_file_is_an_error_not_a_silent_fp32_load(tiny, cache, tmp_
     with pytest.raises(Exception) as info:
         broken.pipeline()
     assert "variant" not in str(info.value).lower()
+
+
+def test_a1111_messages_never_show_credentials_in_the_url():
+    """A login put in generate.url (user:password@host) reaches no error message: missing
+    route, unknown sampler, refused login, unreachable, and a URL without a scheme."""
+    secret = "s3cret-pw"
+
+    def fatal(url: str, **kw) -> str:
+        with pytest.raises(FatalError) as info:
+            A1111Backend(url, checkpoint=CHECKPOINT, width=64, height=64, retries=0, **kw
+                         ).generate(["a"], [1])
+        return str(info.value)
+
+    messages = []
+    with FakeA1111() as server:
+        url = server.url.replace("http://", f"http://me:{secret}@")
+        server.fail(404, '{"detail": "Not Found"}')
+        messages.append(fatal(url))
+        messages.append(fatal(url, sampler="DPM++ 9M"))
+    with FakeA1111(auth="me:another-password") as server:
+        messages.append(fatal(server.url.replace("http://", f"http://me:{secret}@")))
+    messages.append(fatal(f"http://me:{secret}@127.0.0.1:{closed_port()}"))
+    with pytest.raises(ConfigError) as info:
+        A1111Backend(f"me:{secret}@127.0.0.1:7860", checkpoint=CHECKPOINT)
+    messages.append(str(info.value))
+    assert "not found" in messages[0] and "Sampler not found" in messages[1]
+    assert "login" in messages[2] and "cannot connect" in messages[3]
+    for message in messages:
+        assert secret not in message and "me:" not in message, message
+    assert "http://127.0.0.1:" in messages[3]

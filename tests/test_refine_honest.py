@@ -144,3 +144,67 @@ def test_the_same_run_with_the_loops_own_judge_warns(bench):
     note = next(s["note"] for s in summary["stages"] if s["name"] == "evaluate")
     warning = note[note.index("warning:"):]
     assert "llm_judge" in warning and "caption_score" not in warning and "clipscore" not in warning
+
+
+def evaluate_note(bench: Path) -> str:
+    summary = json.loads((run_dir(bench) / "summary.json").read_text())
+    return next(s["note"] for s in summary["stages"] if s["name"] == "evaluate")
+
+
+def test_a_changed_category_and_an_unfinished_trace_are_not_reported_as_they_were(bench, monkeypatch):
+    """Neither changes what evaluate scores, so its per-prompt files stay current; still the
+    rows must carry the benchmark's category now, and a trace left without a best round
+    (a loop killed mid-way) is counted as left out, not silently dropped. The plots test
+    with evaluate.permutations sign patterns, as the report's tables do."""
+    import stages.plots
+
+    patterns, real = [], stages.plots.paired_test
+    monkeypatch.setattr(stages.plots, "paired_test",
+                        lambda *a, **kw: patterns.append(kw.get("resamples")) or real(*a, **kw))
+    with FakeOpenAI(Script(accept=False)) as server:
+        assert run(bench, server) == 0
+        prompts = run_dir(bench) / "prompts.jsonl"
+        rows = [json.loads(line) for line in prompts.read_text().splitlines()]
+        moved = rows[0]["id"]
+        rows[0]["category"] = "Renamed category"
+        prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        cut = run_dir(bench) / "socratic" / f"{rows[1]['id']}.json"
+        trace = json.loads(cut.read_text())
+        trace["best"] = None
+        cut.write_text(json.dumps(trace))
+        patterns.clear()
+        assert run(bench, server, "upsample.skip=true", "generate.skip=true", "socratic.skip=true",
+                   "evaluate.permutations=1000") == 0
+    assert patterns and set(patterns) == {1000}
+    got = {r["category"] for r in metric_rows(bench) if r["id"] == moved}
+    assert got == {"Renamed category"}
+    assert not [r for r in metric_rows(bench) if r["id"] == rows[1]["id"] and r["variant"] == "best"]
+    assert "1 stale Socratic trace(s) left out" in evaluate_note(bench)
+
+
+def test_an_original_and_an_upsampled_image_of_other_generation_settings_are_not_paired(bench):
+    """generate saves batch by batch: after a change of settings, a failed later batch leaves
+    a prompt with a new original and an old upsampled image. That pair differs by more than
+    the prompt, so evaluate leaves it out (and says so) instead of reporting it."""
+    from PIL import Image
+
+    from stages.backends.images import read_png_metadata, save_png
+
+    with FakeOpenAI(Script(accept=False)) as server:
+        assert run(bench, server, "socratic.skip=true") == 0
+        before = [r for r in metric_rows(bench) if r["variant"] == "upsampled"]
+        victim = sorted(p.name for p in (run_dir(bench) / "images").iterdir())[0]
+        path = run_dir(bench) / "images" / victim / "upsampled-s11.png"
+        meta = read_png_metadata(path)
+        backend = json.loads(meta["backend"])
+        backend["steps"] += 10                          # made with other settings
+        meta.update(backend=json.dumps(backend, sort_keys=True), tagcap_key="older-key")
+        with Image.open(path) as image:
+            save_png(path, image.convert("RGB"), meta)
+        assert run(bench, server, "upsample.skip=true", "generate.skip=true", "socratic.skip=true") == 0
+    rows = metric_rows(bench)
+    mixed = {(r["variant"], r["seed"]) for r in rows if r["id"] == victim}
+    assert ("upsampled", "11") not in mixed and ("original", "11") not in mixed
+    assert ("upsampled", "12") in mixed and ("original", "12") in mixed
+    assert len([r for r in rows if r["variant"] == "upsampled"]) < len(before)
+    assert "1 original/upsampled pair(s) made with different generation settings" in evaluate_note(bench)

@@ -314,3 +314,56 @@ def test_a_clear_effect_is_coloured_only_when_the_test_can_reach_it(tmp_path, n,
     if not coloured:
         assert "unbounded (n &lt; 6)" in text and "no test can reach 5%" in text
     assert "1 headline comparison(s)" in text
+
+
+def test_plots_use_the_reports_sign_patterns(tmp_path, monkeypatch):
+    """evaluate.permutations reaches the scatter's test too, so its title and the report's
+    table give the same p and interval."""
+    import stages.plots
+
+    seen = []
+    real = stages.plots.paired_test
+
+    def spy(*args, **kw):
+        seen.append(kw.get("resamples"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(stages.plots, "paired_test", spy)
+    run = make_run(tmp_path, socratic=False)
+    write_plots(run, read_metrics_csv(run / "metrics.csv"), resamples=1234)
+    assert seen and set(seen) == {1234}
+
+
+def test_no_interval_is_drawn_as_one_of_zero_width(tmp_path, monkeypatch):
+    """One prompt in a category, or a cohort of one: no interval exists, so no error bar or
+    band is drawn, rather than one of zero width that looks like certainty."""
+    import stages.plots
+
+    figures = {}
+    monkeypatch.setattr(stages.plots, "_save", lambda fig, path: figures.setdefault(path.name, fig) and path)
+    rows = []
+    for pid, cat in (("a", "one"), ("b", "two"), ("c", "two"), ("d", "two")):
+        for i, variant in enumerate(("iter00", "iter01", "best")):
+            rows.append(MetricRow(pid, cat, variant, 0, "clipscore", 0.5 + 0.1 * i + 0.01 * ord(pid), "CLIP"))
+    write_plots(tmp_path, rows, traces=[])
+    bars = figures["best_vs_first_by_category.png"].axes[0]
+    segments = [seg for c in bars.containers if type(c).__name__ == "ErrorbarContainer"
+                for seg in c.lines[2][0].get_segments()]
+    assert segments, "the categories with three prompts have error bars"
+    assert all(len(seg) and abs(seg[1][0] - seg[0][0]) > 1e-9 for seg in segments if len(seg))
+    assert sum(1 for seg in segments if not len(seg)) == 2          # category "one": both bars
+    figures.clear()
+    write_plots(tmp_path, [r for r in rows if r.id == "a"], traces=[])
+    curve = figures["score_by_iteration.png"].axes[0]
+    assert not [p for c in curve.collections for p in c.get_paths() if len(p.vertices)]
+
+
+def test_the_method_note_says_how_each_comparison_was_tested(tmp_path):
+    """20 prompts upsampled (2^20 patterns: a random sample) and 6 with Socratic rounds (all
+    64 patterns): the page must not describe both with the first one's method."""
+    rows = shifted_rows(20, 0.0)
+    rows += [MetricRow(f"p{k}", "c", v, 0, "clipscore", 0.5 + 0.01 * k * (v == "best"), "CLIP tiny")
+             for k in range(6) for v in ("iter00", "best")]
+    text = write_report_html(tmp_path, rows, evaluation={"clipscore": CLIP}, resamples=2000)
+    note = html.unescape(re.sub(r"<[^>]+>", "", text.read_text(encoding="utf-8")))
+    assert "2,000 random sign patterns" in note and "enumerated" in note

@@ -27,7 +27,7 @@ import re
 import time
 from pathlib import PurePosixPath
 
-from ..errors import ConfigError, FatalError, ItemError
+from ..errors import ConfigError, FatalError, ItemError, public_url
 
 START_HINT = "start the web UI with the --api flag (e.g. `./webui.sh --api`) or set generate.url"
 RETRY_STATUS = {502, 503, 504}
@@ -46,7 +46,9 @@ class A1111Backend:
                  timeout: float = 600, retries: int = 2, backoff: float = 1.0, auth_env: str = ""):
         self.url = url.strip().rstrip("/")
         if not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"generate.url = {url!r}: give an http:// or https:// address of the web UI")
+            shown = "" if "@" in url else f" = {url!r}"     # a login in it is never shown
+            raise ConfigError(f"generate.url{shown}: give an http:// or https:// address of the web UI")
+        self.shown = public_url(self.url)      # for messages: no login, query or fragment
         self.checkpoint = checkpoint.strip()
         if not self.checkpoint or self.checkpoint == "tiny":
             raise ConfigError(f"generate.model = {checkpoint!r}: with generate.backend = a1111 it must "
@@ -141,7 +143,7 @@ class A1111Backend:
                 reply = self.session().request(method, url, json=body, timeout=(10, self.timeout))
             except requests.ConnectionError as exc:
                 if last:
-                    raise FatalError(f"generate.url = {self.url}: cannot connect ({type(exc).__name__}); "
+                    raise FatalError(f"generate.url = {self.shown}: cannot connect ({type(exc).__name__}); "
                                      + START_HINT) from None
             except requests.Timeout:
                 raise ItemError(f"{route} gave no answer within generate.timeout = {self.timeout:g} s"
@@ -155,12 +157,12 @@ class A1111Backend:
     def _answer(self, reply, route: str) -> dict | None:
         status, text = reply.status_code, " ".join(reply.text.split())
         if status == 404 and _detail(reply) == "Not Found":
-            raise FatalError(f"generate.url = {self.url}: {route} not found (HTTP 404); " + START_HINT)
+            raise FatalError(f"generate.url = {self.shown}: {route} not found (HTTP 404); " + START_HINT)
         if status == 404:
-            raise FatalError(f"generate.url = {self.url}: {route}: HTTP 404: {text[:500]} (check "
+            raise FatalError(f"generate.url = {self.shown}: {route}: HTTP 404: {text[:500]} (check "
                              "generate.sampler, generate.scheduler and generate.refiner)")
         if status == 401:
-            raise FatalError(f"generate.url = {self.url}: the web UI asks for a login (--api-auth); put "
+            raise FatalError(f"generate.url = {self.shown}: the web UI asks for a login (--api-auth); put "
                              "USER:PASSWORD in an environment variable and name it in generate.api_auth_env")
         if status >= 400:
             raise ItemError(f"{route}: HTTP {status}: {text[:500]}")
