@@ -36,8 +36,11 @@ def review(args) -> None:
     from stages.cli import config_path
     from stages.config import load_config
     from stages.review import write_review
+    from stages.samples import is_dataset
 
     cfg = load_config(config_path(args.config), args.overrides)
+    if is_dataset(cfg.paths.images):
+        return                        # shards and tables: captions/SHARD.parquet is the output
     path, count, flagged = write_review(cfg.paths.images, cfg.paths.captions,
                                         cfg.paths.cache / "summary-caption.json")
     if not args.quiet:

@@ -106,12 +106,12 @@ def _too_big(size: tuple[int, int] | None, pixels: int, max_pixels: int) -> str:
     return f"image is {shape}{_mp(pixels)}, over Pillow's decompression-bomb limit"
 
 
-def _header_size(path: Path) -> tuple[int, int] | None:
+def _header_size(path: Path | bytes) -> tuple[int, int] | None:
     """Dimensions read by the format plugins directly, for a message when Image.open refused
     the file as a decompression bomb (its check fires before the size can be seen)."""
     from PIL import Image
 
-    with open(path, "rb") as fp:
+    with (io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb")) as fp:
         prefix = fp.read(16)
         for fmt in list(Image.ID):
             factory, accept = Image.OPEN[fmt]
@@ -126,7 +126,7 @@ def _header_size(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def _bomb_reason(path: Path, exc: Exception, max_pixels: int) -> str:
+def _bomb_reason(path: Path | bytes, exc: Exception, max_pixels: int) -> str:
     found = re.search(r"\((\d+) pixels\)", str(exc))
     pixels = int(found.group(1)) if found else 0
     try:
@@ -199,8 +199,9 @@ def _upright(img):
         return img
 
 
-def load_image(path: Path, max_pixels: int):
-    """The image at `path` as RGB (first frame, EXIF orientation applied, alpha on white).
+def load_image(path: Path | bytes, max_pixels: int):
+    """The image at `path` (or in these bytes: a shard's member) as RGB (first frame, EXIF
+    orientation applied, alpha on white).
 
     Raises ItemError with a one-line reason for an empty, truncated, oversized or
     unreadable file, or one that is not an image.
@@ -208,16 +209,17 @@ def load_image(path: Path, max_pixels: int):
     from PIL import Image
 
     try:
-        if os.path.getsize(path) == 0:
+        if (len(path) if isinstance(path, bytes) else os.path.getsize(path)) == 0:
             raise ItemError("empty file")
     except OSError as exc:
         raise ItemError(f"cannot read file: {exc.strerror or exc}") from None
+    source = io.BytesIO(path) if isinstance(path, bytes) else path
     try:
         with warnings.catch_warnings():
             # our max_pixels check is the guard; Pillow's warning would only break the
             # progress bar (its hard limit still raises, handled below)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ItemError(_too_big((width, height), width * height, max_pixels))
@@ -227,7 +229,8 @@ def load_image(path: Path, max_pixels: int):
     except ItemError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ItemError(_bomb_reason(Path(path), exc, max_pixels)) from None
+        raise ItemError(_bomb_reason(path if isinstance(path, bytes) else Path(path), exc,
+                                     max_pixels)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         raise ItemError(_reason(exc)) from None
 
