@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import ItemError
 from .stage import Item
 
 # [input] keys: what an item's image and tags are (declared where they change an output)

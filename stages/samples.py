@@ -27,7 +27,6 @@ a duplicated key fails that key, a truncated tar fails from where it breaks (nam
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -303,7 +302,7 @@ def _parquet_items(path: Path, unit: str, columns: InputColumns):
     for batch in table.iter_batches(batch_size=LIST_BATCH, columns=listed):
         keys = batch.column(0).to_pylist()
         tags = batch.column(1).to_pylist() if columns.tags else [None] * len(keys)
-        for key, value in zip(keys, tags):
+        for key, value in zip(keys, tags, strict=True):
             if key is None:
                 yield _failed(f"{unit}/row-{row}", unit, f"row {row} of {path.name} has no "
                               f"{columns.key}; give every row a key")
@@ -392,7 +391,8 @@ class SampleReader:
             batch = self._batches.get((shard, index))
             if batch is None:
                 batch = self._read_batch(shard, index)
-            self._batches.move_to_end((shard, index))
+            else:
+                self._batches.move_to_end((shard, index))
             return batch[within] if within < len(batch) else None
 
     def _read_batch(self, shard: str, index: int) -> list:
@@ -403,14 +403,13 @@ class SampleReader:
             batches = pq.ParquetFile(shard).iter_batches(batch_size=READ_BATCH,
                                                          columns=[self.columns.image])
             cursor = (0, iter(batches))
-        at, batches = cursor
-        values: list = []
-        for at, batch in zip(itertools.count(at), batches):   # noqa: B007 - `at` is kept
-            values = batch.column(0).to_pylist()
-            self._batches[(shard, at)] = values
+        position, batches = cursor
+        for batch in batches:
+            self._batches[(shard, position)] = batch.column(0).to_pylist()
             while len(self._batches) > KEPT_BATCHES:
                 self._batches.popitem(last=False)
-            if at == index:
+            position += 1
+            if position > index:
                 break
-        self._cursors[shard] = (at + 1, batches)
+        self._cursors[shard] = (position, batches)
         return self._batches.get((shard, index), [])
