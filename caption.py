@@ -58,8 +58,12 @@ def export(args) -> int:
     fmt, out = args.export
     if fmt != "hf":
         raise ConfigError(f"--export {fmt!r}: unknown format; accepted: hf")
-    count = export_hf(load_config(config_path(args.config), args.overrides), Path(out))
-    print(f"export: {count} captioned images written to {out}/dataset and {out}/imagefolder")
+    cfg = load_config(config_path(args.config), args.overrides)
+    count = export_hf(cfg, Path(out))
+    from stages.samples import is_dataset
+
+    where = f"{out}/dataset" + ("" if is_dataset(cfg.paths.images) else f" and {out}/imagefolder")
+    print(f"export: {count} captioned images written to {where}")
     return 0
 
 
