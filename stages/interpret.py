@@ -272,6 +272,7 @@ class InterpretStage(Stage):
         record (caption included) goes to the cache until its shard's Parquet is written."""
         if self.input.dataset:
             atomic_write_json(self.record_path(item.id), {"sample_key": item.data.key, **provenance})
+            faults.point("interpret.sample_recorded")
             return
         c = self.cfg.interpret
         txt = artifact(self.cfg.paths.captions, item.id, ".txt")
@@ -340,6 +341,8 @@ class InterpretStage(Stage):
             if records is None:
                 waiting += 1
                 continue
+            if not records:
+                continue                          # nothing captioned: no empty file
             if write_shard(self.cfg.paths.captions, unit, records):
                 written += 1
             else:

@@ -221,13 +221,14 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
     """Headers only (data skipped by seeking), then the samples in member order."""
     stamp, size = _stamp(path), os.path.getsize(path)
     groups: dict[str, dict[str, list[tuple[int, int, str]]]] = {}
-    problem = ""
+    problem, last = "", ""
     try:
         with tarfile.open(path, "r:") as tar:
             while True:
                 member = tar.next()
                 tar.members.clear()                 # keep no index of the whole shard
                 if member is None:
+                    problem = _end_problem(path, tar.offset, size)
                     break
                 if not member.isfile():
                     continue
@@ -236,10 +237,13 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
                     break
                 key, ext = _split_member(member.name)
                 if key and ext:
+                    last = key
                     groups.setdefault(key, {}).setdefault(ext, []).append(
                         (member.offset_data, member.size, member.name))
     except (tarfile.TarError, OSError, EOFError) as exc:
         problem = f"truncated or not a tar: {exc}"
+    if problem and last:
+        groups.pop(last, None)         # the sample being read when it broke may miss members
     want_tags = (("json", "json") if columns.tags_json_field
                  else (columns.tags.lower(), "text") if columns.tags else None)
     with open(path, "rb") as fh:
@@ -263,8 +267,19 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
                 tags, kind = fh.read(t_len), want_tags[1]
             yield _item(Sample(str(path), unit, key, offset, length, member, tags, kind, stamp))
     if problem:
-        yield _failed(f"{unit}.tar", unit, f"{problem}; the {len(groups)} samples before it are "
-                      "kept, the rest of this shard is lost: rewrite the shard")
+        yield _failed(f"{unit}.tar", unit, f"{problem}; the {len(groups)} samples before "
+                      f"{last or 'it'} are kept, the rest of this shard is lost: rewrite the shard")
+
+
+def _end_problem(path: Path, offset: int, size: int) -> str:
+    """'' when the archive ends with its end-of-archive marker (two zero blocks), else why:
+    tarfile takes a cut inside a header for a clean end."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        tail = fh.read(1024)
+    if len(tail) == 1024 and not tail.strip(b"\0"):
+        return ""
+    return "truncated: the end-of-archive marker is missing"
 
 
 def _failed_key(unit: str, key: str, reason: str):
