@@ -437,6 +437,9 @@ def _cross_checks(cfg: Config) -> None:
         if url != "local" and not url.startswith(("http://", "https://")):
             raise ConfigError(where + f"llm.base_url: {url!r} is not a URL; use 'local' or "
                               "http(s)://HOST:PORT/v1")
+    if cfg.input.image_column.lower() in (cfg.input.tags_column.lower(), "json"):
+        raise ConfigError(where + f"input.image_column = {cfg.input.image_column!r}: the same as "
+                          "input.tags_column or KEY.json; name the image member or column, e.g. jpg")
     if not cfg.generate.seeds:
         raise ConfigError(where + "generate.seeds is empty; give at least one integer seed")
     if cfg.vision.backend == "blip" and not cfg.vision.model:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -260,3 +261,25 @@ def test_listing_keys_tags_from_json_and_patterns(tmp_path):
     assert expand_braces("{a,b}{1..2}") == ["a1", "a2", "b1", "b2"]
     assert safe_key("../x/y") == "%2E.%2Fx%2Fy" and safe_key("a b") == "a%20b"
     assert len({safe_key(k) for k in ("a/b", "a_b", "a%2Fb")}) == 3
+
+
+@pytest.mark.parametrize("setting, problem", [
+    ("input.image_column=txt", "the same as input.tags_column"),
+    ("input.image_column=my jpg", "input.image_column = 'my jpg': 'my jpg' is not accepted"),
+    ("input.key_column=", "input.key_column = '': '' is not accepted"),
+])
+def test_input_settings_are_checked_at_load(setting, problem):
+    from stages.config import load_config
+    from stages.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_config(ROOT / "config.ini", [setting])
+
+
+def test_no_shard_found_is_one_clear_line(tmp_path, capsys):
+    with FakeOpenAI(reply) as server:
+        assert run(str(tmp_path / "shards" / "{00000..00003}.tar"), tmp_path, server) == 1
+        assert run(str(tmp_path / "none" / "*.tar"), tmp_path, server) == 2
+    captured = capsys.readouterr()
+    assert "FAILED 00000.tar: shard file not found" in captured.out
+    assert "no .tar shard or .parquet table found" in captured.err
