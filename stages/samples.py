@@ -91,12 +91,16 @@ def is_dataset(images: Path) -> bool:
         return False
     from .imageio import is_image_name
 
+    found = False
     try:
-        names = os.listdir(images)
+        with os.scandir(images) as entries:           # stops at the first image
+            for entry in entries:
+                if is_image_name(entry.name):
+                    return False
+                found = found or os.path.splitext(entry.name)[1].lower() in SHARD_SUFFIXES
     except OSError:
         return False
-    return (any(Path(n).suffix.lower() in SHARD_SUFFIXES for n in names)
-            and not any(is_image_name(n) for n in names))
+    return found
 
 
 _BRACE = re.compile(r"\{([^{}]*)\}")

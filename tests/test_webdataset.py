@@ -283,3 +283,22 @@ def test_no_shard_found_is_one_clear_line(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "FAILED 00000.tar: shard file not found" in captured.out
     assert "no .tar shard or .parquet table found" in captured.err
+
+
+@pytest.mark.slow
+def test_shards_on_a_local_ray_instance_then_local_rerun_makes_no_call(tmp_path):
+    """The stage code is executor-generic: Ray actors read samples by their offsets, the
+    driver writes the shard Parquet files from the per-sample records."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ray[data]'")
+    data = tmp_path / "data"
+    expected = {f"{s:05d}": write_shard(data / f"{s:05d}.tar", s * 10, 3) for s in range(2)}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        with FakeOpenAI(reply) as server:
+            assert run(str(data / "*.tar"), tmp_path, server, "run.executor=ray") == 0
+            assert {u: [r["key"] for r in got] for u, got in rows(tmp_path / "captions").items()} == expected
+            calls = len(server.chat_requests)
+            assert run(str(data / "*.tar"), tmp_path, server) == 0
+            assert len(server.chat_requests) == calls
+    finally:
+        ray.shutdown()
