@@ -59,7 +59,7 @@ class ImageInput:
         if self.dataset:
             from .samples import shard_files, shard_units
 
-            shard_units(shard_files(self.images))
+            shard_units(shard_files(self.images, self.cfg.paths.captions))
         else:
             from .folder import check_images_folder
 
@@ -69,14 +69,14 @@ class ImageInput:
         if self.dataset:
             from .samples import dataset_items
 
-            return dataset_items(self.images, self.columns, self.shard)
+            return dataset_items(self.images, self.columns, self.shard, self.cfg.paths.captions)
         from .folder import image_items
 
         return image_items(self.images)
 
     def count(self) -> int | None:
         if self.dataset:
-            return None
+            return None               # it would read every shard's index once more
         from .folder import count_images
 
         return count_images(self.images)

@@ -124,10 +124,11 @@ def expand_braces(pattern: str) -> list[str]:
     return [out for choice in choices for out in expand_braces(head + choice + tail)]
 
 
-def shard_files(images: Path) -> list[Path]:
-    """The shard and table files `paths.images` names, in order. A brace pattern may name
-    files that are missing (each is then one failed item); a glob or folder that finds
-    nothing is a configuration error."""
+def shard_files(images: Path, exclude: Path | None = None) -> list[Path]:
+    """The shard and table files `paths.images` names, in order, leaving out any under
+    `exclude` (the captions folder: our own output is never input). A brace pattern may
+    name files that are missing (each is then one failed item); a glob or folder that
+    finds nothing is a configuration error."""
     text = str(images)
     found: list[Path] = []
     if images.is_dir() and not _is_pattern(text):
@@ -142,7 +143,8 @@ def shard_files(images: Path) -> list[Path]:
                 found += sorted(Path(p) for p in glob.glob(part))
             else:
                 found.append(Path(part))
-    found = [p for p in dict.fromkeys(found) if p.suffix.lower() in SHARD_SUFFIXES]
+    found = [p for p in dict.fromkeys(found) if p.suffix.lower() in SHARD_SUFFIXES
+             and not (exclude and p.resolve().is_relative_to(exclude.resolve()))]
     if not found:
         raise ConfigError(f"paths.images = {images}: no .tar shard or .parquet table found; point "
                           "it at a folder of images, a shard, a glob or brace pattern "
@@ -171,11 +173,12 @@ def safe_key(key: str) -> str:
 
 # -- listing ------------------------------------------------------------------------------
 
-def dataset_items(images: Path, columns: InputColumns, shard: tuple[int, int] = (0, 1)):
+def dataset_items(images: Path, columns: InputColumns, shard: tuple[int, int] = (0, 1),
+                  exclude: Path | None = None):
     """Every sample of every shard in this --shard partition, lazily, as Items."""
     from .stage import in_shard
 
-    for path, unit in shard_units(shard_files(images)):
+    for path, unit in shard_units(shard_files(images, exclude)):
         if not in_shard(unit, shard):
             continue
         if not path.is_file():
@@ -185,11 +188,6 @@ def dataset_items(images: Path, columns: InputColumns, shard: tuple[int, int] = 
             yield from _tar_items(path, unit, columns)
         else:
             yield from _parquet_items(path, unit, columns)
-
-
-def count_samples(images: Path, columns: InputColumns, shard: tuple[int, int] = (0, 1)) -> None:
-    """Counting would read every shard's index once more: the bar shows a running count."""
-    return None
 
 
 def _failed(item_id: str, unit: str, reason: str):

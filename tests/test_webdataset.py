@@ -276,6 +276,16 @@ def test_input_settings_are_checked_at_load(setting, problem):
         load_config(ROOT / "config.ini", [setting])
 
 
+def test_captions_inside_the_input_folder_are_never_read_as_input(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_shard(data / "00000.tar", 0, 2)
+    with FakeOpenAI(reply) as server:
+        for _ in range(2):
+            assert run(str(data), tmp_path, server, f"paths.captions={data / 'out'}") == 0
+    assert "interpret: 0 ok, 2 reused, 0 failed" in capsys.readouterr().out
+    assert (data / "out" / "00000.parquet").exists()
+
+
 def test_no_shard_found_is_one_clear_line(tmp_path, capsys):
     with FakeOpenAI(reply) as server:
         assert run(str(tmp_path / "shards" / "{00000..00003}.tar"), tmp_path, server) == 1
