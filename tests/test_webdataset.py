@@ -312,3 +312,28 @@ def test_shards_on_a_local_ray_instance_then_local_rerun_makes_no_call(tmp_path)
             assert len(server.chat_requests) == calls
     finally:
         ray.shutdown()
+
+
+def test_table_images_as_bytes_paths_structs_and_urls_read_back_by_row(tmp_path):
+    from stages.errors import ItemError
+    from stages.samples import SampleReader
+
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "a.jpg").write_bytes(photo_bytes(0))
+    pq.write_table(pa.table({"key": ["p", "s", "u"], "jpg": [
+        "pics/a.jpg", None, "https://example.invalid/x.jpg"]}), tmp_path / "mixed.parquet")
+    items = list(dataset_items(tmp_path / "mixed.parquet", InputColumns(tags="")))
+    reader = SampleReader(InputColumns(tags=""))
+    assert reader.image_bytes(items[0].data) == photo_bytes(0)           # a path beside the table
+    with pytest.raises(ItemError, match="no image"):
+        reader.image_bytes(items[1].data)
+    with pytest.raises(ItemError, match="does not download"):
+        reader.image_bytes(items[2].data)
+    # Many batches, read out of order: each row's own bytes (the window restarts as needed).
+    n = 700
+    pq.write_table(pa.table({"key": [str(i) for i in range(n)],
+                             "jpg": [{"bytes": f"row{i}".encode(), "path": None} for i in range(n)]}),
+                   tmp_path / "big.parquet", row_group_size=100)
+    items = {i.data.key: i.data for i in dataset_items(tmp_path / "big.parquet", InputColumns(tags=""))}
+    for row in (0, 650, 5, 699, 64, 63, 1, 400):
+        assert reader.image_bytes(items[str(row)]) == f"row{row}".encode()
