@@ -213,7 +213,10 @@ def _stamp(path: Path) -> str:
 
 
 def _split_member(name: str) -> tuple[str, str]:
-    """WebDataset's rule: the key is the path up to the first dot of the base name."""
+    """WebDataset's rule: the key is the path up to the first dot of the base name (a
+    leading `./`, as `tar -C dir .` writes, is not part of it)."""
+    while name.startswith("./"):
+        name = name[2:]
     folder, _, base = name.rpartition("/")
     stem, _, ext = base.partition(".")
     return (f"{folder}/{stem}" if folder else stem), ext.lower()

@@ -261,6 +261,10 @@ def test_listing_keys_tags_from_json_and_patterns(tmp_path):
     assert expand_braces("{a,b}{1..2}") == ["a1", "a2", "b1", "b2"]
     assert safe_key("../x/y") == "%2E.%2Fx%2Fy" and safe_key("a b") == "a%20b"
     assert len({safe_key(k) for k in ("a/b", "a_b", "a%2Fb")}) == 3
+    with tarfile.open(tmp_path / "dot.tar", "w") as tar:            # as `tar -C dir .` writes
+        add(tar, "./sub.v1/k1.jpg", photo_bytes(0))
+        add(tar, "./sub.v1/k1.txt", b"cat")
+    assert [i.id for i in dataset_items(tmp_path / "dot.tar", InputColumns())] == ["dot/sub.v1%2Fk1"]
 
 
 @pytest.mark.parametrize("setting, problem", [
