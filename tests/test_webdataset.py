@@ -306,7 +306,9 @@ def test_shards_on_a_local_ray_instance_then_local_rerun_makes_no_call(tmp_path)
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ray[data]'")
     data = tmp_path / "data"
     expected = {f"{s:05d}": write_shard(data / f"{s:05d}.tar", s * 10, 3) for s in range(2)}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    # address="local": a new instance even when another Ray cluster runs on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             ignore_reinit_error=True)
     try:
         with FakeOpenAI(reply) as server:
             assert run(str(data / "*.tar"), tmp_path, server, "run.executor=ray") == 0
