@@ -36,8 +36,11 @@ def review(args) -> None:
     from stages.cli import config_path
     from stages.config import load_config
     from stages.review import write_review
+    from stages.samples import is_dataset
 
     cfg = load_config(config_path(args.config), args.overrides)
+    if is_dataset(cfg.paths.images):
+        return                        # shards and tables: captions/SHARD.parquet is the output
     path, count, flagged = write_review(cfg.paths.images, cfg.paths.captions,
                                         cfg.paths.cache / "summary-caption.json",
                                         cfg.paths.cache / "interrogate")
@@ -56,8 +59,12 @@ def export(args) -> int:
     fmt, out = args.export
     if fmt != "hf":
         raise ConfigError(f"--export {fmt!r}: unknown format; accepted: hf")
-    count = export_hf(load_config(config_path(args.config), args.overrides), Path(out))
-    print(f"export: {count} captioned images written to {out}/dataset and {out}/imagefolder")
+    cfg = load_config(config_path(args.config), args.overrides)
+    count = export_hf(cfg, Path(out))
+    from stages.samples import is_dataset
+
+    where = f"{out}/dataset" + ("" if is_dataset(cfg.paths.images) else f" and {out}/imagefolder")
+    print(f"export: {count} captioned images written to {where}")
     return 0
 
 

@@ -26,6 +26,9 @@ Figures (ratios are the point; absolute numbers depend on the machine):
   intervals on 3,000 simulated no-effect datasets per score shape and size (the lowest
   coverage over the shapes), and how often a no-effect report colours anything
   (benchmarks/interval_coverage.py).
+- folder_items_per_s_Nk / shards_items_per_s_Nk, folder_rss_mb_Nk / shards_rss_mb_Nk:
+  caption.py over N distinct small images as 20 WebDataset shards and as a folder (local
+  server at zero latency, tags stage skipped): items/s over stage time, peak RSS.
 - caption_quality_*: caption.py with the embedded default (SmolLM2 + classifier) on the
   sample folder images/ (stages/quality.py): the share of captions that name the subject
   their first tag states, the mean share of content tags mentioned, how many captions are
@@ -316,6 +319,49 @@ def bench_rss_run(tmp: Path, sizes: list[int], results: dict) -> None:
         results["rss_run_growth"] = round(peaks[-1] / peaks[0], 3)
 
 
+def bench_shards(tmp: Path, n: int, results: dict, shards: int = 20) -> None:
+    """caption.py (openai vision + interpret, tags skipped) over n distinct 8x8 PNGs with
+    unique tags, as `shards` WebDataset shards and as one folder, against the local server
+    at zero latency, each in its own process: items/s (stage time) and peak RSS."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    project = tmp / "shards-bench"
+    folder, tars = project / "folder", project / "tars"
+    folder.mkdir(parents=True)
+    tars.mkdir()
+    per = n // shards
+    for s in range(shards):
+        with tarfile.open(tars / f"{s:05d}.tar", "w") as tar:
+            for i in range(s * per, (s + 1) * per):
+                buf = io.BytesIO()
+                Image.new("RGB", (8, 8), (i % 256, i // 256 % 256, 77)).save(buf, format="PNG")
+                files = {f"{i:09d}.png": buf.getvalue(),
+                         f"{i:09d}.txt": f"tag_{i % 97}, shared_tag, item_{i}".encode()}
+                for name, data in files.items():
+                    (folder / name).write_bytes(data)
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    pattern = str(tars / f"{{00000..{shards - 1:05d}}}.tar")
+    with Server(0.0) as server:
+        for label, images in (("folder", folder), ("shards", pattern)):
+            out = project / label
+            cmd = [sys.executable, str(ROOT / "caption.py"), *caption_args(
+                out, server.url, "vision.backend=openai", f"paths.images={images}",
+                "input.image_column=png")]
+            results[f"{label}_rss_mb_{n / 1000:g}k"] = peak_rss_mb(cmd)
+            summary = json.loads((out / "cache" / "summary-caption.json").read_text())
+            ran = [s for s in summary["stages"] if s["state"] == "ran"]
+            done = min(s["ok"] + s["reused"] for s in ran)
+            results[f"{label}_items_per_s_{n / 1000:g}k"] = round(
+                done / sum(s["seconds"] for s in ran), 1)
+            results[f"{label}_items_ok_{n / 1000:g}k"] = done
+    shutil.rmtree(project, ignore_errors=True)
+
+
 def bench_coverage(datasets: int, results: dict) -> None:
     from interval_coverage import simulate
 
@@ -355,7 +401,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small samples (~3 minutes)")
     parser.add_argument("--skip", default="", help="comma-separated groups to skip: "
-                        "saturation,concurrency,upsample,sdxl,rss,coverage,quality")
+                        "saturation,concurrency,upsample,sdxl,rss,coverage,shards,quality")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     q = args.quick
@@ -372,6 +418,7 @@ def main() -> int:
             ("sdxl", lambda: bench_tiny_sdxl(8 if q else 32, results)),
             ("rss", lambda: bench_rss(tmp, [10_000, 100_000], results)),
             ("coverage", lambda: bench_coverage(3000, results)),
+            ("shards", lambda: bench_shards(tmp, 2000 if q else 20_000, results)),
             ("quality", lambda: bench_caption_quality(tmp, results)),
         ]
         for name, fn in groups:

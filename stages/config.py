@@ -49,6 +49,22 @@ class PathsConfig:
     runs: Path = _key(Path("runs"), path=True)
 
 
+_COLUMN = r"[^\s,;#]+"
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How samples are read when paths.images names WebDataset shards or Parquet tables."""
+
+    image_column: str = _key("jpg", pattern=_COLUMN, describe="a column name / member "
+                             "extension such as jpg (no spaces or commas)")
+    tags_column: str = _key("txt", pattern=r"[^\s,;#]*", describe="a column name / member "
+                            "extension such as txt, or empty for no tags")
+    key_column: str = _key("key", pattern=_COLUMN, describe="a column name such as key")
+    tags_json_field: str = _key("", pattern=r"[^\s,;#]*", describe="a field name of KEY.json "
+                                "such as tags, or empty")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     name: str = _key("default", pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}",
@@ -199,6 +215,7 @@ METRICS = ("clipscore", "image_similarity", "caption_score", "llm_judge")
 class Config:
     source: Path
     paths: PathsConfig
+    input: InputConfig
     run: RunConfig
     llm: LLMConfig
     vision: VisionConfig
@@ -420,6 +437,9 @@ def _cross_checks(cfg: Config) -> None:
         if url != "local" and not url.startswith(("http://", "https://")):
             raise ConfigError(where + f"llm.base_url: {url!r} is not a URL; use 'local' or "
                               "http(s)://HOST:PORT/v1")
+    if cfg.input.image_column.lower() in (cfg.input.tags_column.lower(), "json"):
+        raise ConfigError(where + f"input.image_column = {cfg.input.image_column!r}: the same as "
+                          "input.tags_column or KEY.json; name the image member or column, e.g. jpg")
     if not cfg.generate.seeds:
         raise ConfigError(where + "generate.seeds is empty; give at least one integer seed")
     if cfg.vision.backend == "blip" and not cfg.vision.model:

@@ -3,6 +3,10 @@
 `PATH/dataset/` is written with `Dataset.save_to_disk` (columns image, caption, tags, id);
 `PATH/imagefolder/` holds the images (hard-linked when possible) with a `metadata.jsonl`
 that `datasets.load_dataset("imagefolder", data_dir=...)` reads as it is.
+
+With WebDataset shards or Parquet tables as input, only `PATH/dataset/` is written (with a
+`key` column too), from the shards' caption Parquet files and the images read from the
+shards sample by sample; an imagefolder would unpack every shard to disk.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ def export_hf(cfg: Config, out: Path) -> int:
     """Write both layouts; return the number of captioned images exported."""
     import datasets
 
+    from .samples import is_dataset
+
+    if is_dataset(cfg.paths.images):
+        return export_hf_samples(cfg, out)
     rows = list(captioned(cfg))
     if not rows:
         raise ConfigError(f"--export: no captions in {cfg.paths.captions}; run caption.py first")
@@ -67,3 +75,54 @@ def export_hf(cfg: Config, out: Path) -> int:
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     return len(rows)
+
+
+def _sample_rows(cfg: Config):
+    """Captioned samples, shard by shard: the captions of one shard in memory at a time."""
+    from .inputs import ImageInput
+    from .shardout import read_shard
+
+    source = ImageInput(cfg)
+    unit, captions = None, {}
+    for item in source.items():
+        if item.error:
+            continue
+        if item.unit != unit:
+            unit, captions = item.unit, read_shard(cfg.paths.captions, item.unit)
+        row = captions.get(item.id)
+        if row is not None:
+            yield {"image": {"bytes": source.image(item), "path": None}, "caption": row["caption"],
+                   "tags": row["tags"], "id": item.id, "key": row["key"]}
+
+
+def export_hf_samples(cfg: Config, out: Path) -> int:
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string"),
+                                  "tags": datasets.Sequence(datasets.Value("string")),
+                                  "id": datasets.Value("string"), "key": datasets.Value("string")})
+    work = out / ".export-cache"
+    try:
+        table = datasets.Dataset.from_generator(_sample_rows, features=features,
+                                                gen_kwargs={"cfg": cfg}, cache_dir=str(work))
+    except datasets.exceptions.DatasetGenerationError as exc:
+        if isinstance(exc.__cause__, ConfigError):
+            raise exc.__cause__ from None
+        raise
+    except ValueError as exc:                 # an empty generator
+        if "no examples" not in str(exc).lower() and "empty" not in str(exc).lower():
+            raise
+        table = None
+    if table is None or len(table) == 0:
+        shutil.rmtree(work, ignore_errors=True)
+        raise ConfigError(f"--export: no shard captions in {cfg.paths.captions}; run caption.py first")
+    target = out / "dataset"
+    tmp = out / ".dataset.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    table.save_to_disk(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    count = len(table)
+    del table
+    shutil.rmtree(work, ignore_errors=True)
+    return count

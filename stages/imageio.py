@@ -106,12 +106,12 @@ def _too_big(size: tuple[int, int] | None, pixels: int, max_pixels: int) -> str:
     return f"image is {shape}{_mp(pixels)}, over Pillow's decompression-bomb limit"
 
 
-def _header_size(path: Path) -> tuple[int, int] | None:
+def _header_size(path: Path | bytes) -> tuple[int, int] | None:
     """Dimensions read by the format plugins directly, for a message when Image.open refused
     the file as a decompression bomb (its check fires before the size can be seen)."""
     from PIL import Image
 
-    with open(path, "rb") as fp:
+    with (io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb")) as fp:
         prefix = fp.read(16)
         for fmt in list(Image.ID):
             factory, accept = Image.OPEN[fmt]
@@ -126,7 +126,7 @@ def _header_size(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def _bomb_reason(path: Path, exc: Exception, max_pixels: int) -> str:
+def _bomb_reason(path: Path | bytes, exc: Exception, max_pixels: int) -> str:
     found = re.search(r"\((\d+) pixels\)", str(exc))
     pixels = int(found.group(1)) if found else 0
     try:
@@ -199,8 +199,9 @@ def _upright(img):
         return img
 
 
-def load_image(path: Path, max_pixels: int):
-    """The image at `path` as RGB (first frame, EXIF orientation applied, alpha on white).
+def load_image(path: Path | bytes, max_pixels: int):
+    """The image at `path` (or in these bytes: a shard's member) as RGB (first frame, EXIF
+    orientation applied, alpha on white).
 
     Raises ItemError with a one-line reason for an empty, truncated, oversized or
     unreadable file, or one that is not an image.
@@ -214,7 +215,7 @@ def load_image(path: Path, max_pixels: int):
     return _opened(path, max_pixels, decode)
 
 
-def check_image(path: Path, max_pixels: int) -> None:
+def check_image(path: Path | bytes, max_pixels: int) -> None:
     """Raise the ItemError `load_image` would for a file that is not a whole, readable image,
     without decoding its pixels (a 12 MP photo costs a header read, not a decode).
 
@@ -224,14 +225,16 @@ def check_image(path: Path, max_pixels: int) -> None:
     TIFF) are decoded: Pillow cannot check them otherwise.
     """
 
+    source = path if isinstance(path, bytes) else Path(path)
+
     def verify(img):
         if img.format == "PNG":
             img.verify()
         elif img.format in ("JPEG", "MPO"):
-            if not _jpeg_complete(Path(path), img.tile[0][2] if img.tile else 0):
+            if not _jpeg_complete(source, img.tile[0][2] if img.tile else 0):
                 raise ItemError("truncated image data")
         elif img.format == "WEBP":
-            if not _riff_complete(Path(path)):
+            if not _riff_complete(source):
                 raise ItemError("truncated image data")
         else:
             img.seek(0)
@@ -240,21 +243,27 @@ def check_image(path: Path, max_pixels: int) -> None:
     _opened(path, max_pixels, verify)
 
 
-def _jpeg_complete(path: Path, scan_start: int) -> bool:
+def _jpeg_complete(path: Path | bytes, scan_start: int) -> bool:
     """An end-of-image marker (FF D9) after the first scan's start; trailing bytes after it
     (some cameras append data) are allowed. FF D9 cannot occur inside scan data (0xFF is
     stuffed there), so a file cut anywhere in its scans has none."""
-    size = os.path.getsize(path)
+    size = len(path) if isinstance(path, bytes) else os.path.getsize(path)
     start = max(scan_start, size - (1 << 16))
+    if isinstance(path, bytes):
+        return b"\xff\xd9" in path[start:]
     with open(path, "rb") as fh:
         fh.seek(start)
         return b"\xff\xd9" in fh.read()
 
 
-def _riff_complete(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    return len(head) == 8 and int.from_bytes(head[4:8], "little") + 8 <= os.path.getsize(path)
+def _riff_complete(path: Path | bytes) -> bool:
+    if isinstance(path, bytes):
+        head, size = path[:8], len(path)
+    else:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        size = os.path.getsize(path)
+    return len(head) == 8 and int.from_bytes(head[4:8], "little") + 8 <= size
 
 
 def _opened(path: Path, max_pixels: int, use):
@@ -263,16 +272,17 @@ def _opened(path: Path, max_pixels: int, use):
     from PIL import Image
 
     try:
-        if os.path.getsize(path) == 0:
+        if (len(path) if isinstance(path, bytes) else os.path.getsize(path)) == 0:
             raise ItemError("empty file")
     except OSError as exc:
         raise ItemError(f"cannot read file: {exc.strerror or exc}") from None
+    source = io.BytesIO(path) if isinstance(path, bytes) else path
     try:
         with warnings.catch_warnings():
             # our max_pixels check is the guard; Pillow's warning would only break the
             # progress bar (its hard limit still raises, handled below)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise ItemError(_too_big((width, height), width * height, max_pixels))
@@ -280,7 +290,8 @@ def _opened(path: Path, max_pixels: int, use):
     except ItemError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ItemError(_bomb_reason(Path(path), exc, max_pixels)) from None
+        raise ItemError(_bomb_reason(path if isinstance(path, bytes) else Path(path), exc,
+                                     max_pixels)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
         raise ItemError(_reason(exc)) from None
 

@@ -26,7 +26,8 @@ from . import faults
 from .compose import compose, vision_subject
 from .config import Config
 from .errors import ConfigError, ItemError
-from .folder import artifact, check_images_folder, count_images, image_digest, image_items, read_tags
+from .folder import artifact
+from .inputs import ImageInput, input_keys
 from .stage import Declaration, Item, Stage, StageReport
 from .store import atomic_write_json, atomic_write_text, read_json, sha256_bytes, sha256_text
 from .tagroles import EMOTICONS, TIME, content_tags, infos
@@ -70,16 +71,10 @@ def interrogation(cache: Path, item_id: str) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def decoded_before(cache: Path, item: Item) -> bool:
-    """Whether the interrogate stage decoded this very file (same size and mtime as its record):
-    then it is a valid image and need not be decoded again just to be checked."""
-    try:
-        record = read_json(artifact(cache / "interrogate", item.id, ".json"))
-        st = item.data.stat()
-    except (OSError, ValueError):
-        return False
-    return (isinstance(record, dict) and record.get("size") == st.st_size
-            and record.get("mtime_ns") == st.st_mtime_ns)
+def decoded_before(cache: Path, item: Item, source: ImageInput) -> bool:
+    """Whether the interrogate stage decoded this very file or sample (same stamp as its
+    record): then it is a valid image and need not be decoded again just to be checked."""
+    return source.unchanged(item, interrogation(cache, item.id))
 
 
 class InterpretStage(Stage):
@@ -94,12 +89,13 @@ class InterpretStage(Stage):
     def declare(cls, cfg: Config) -> Declaration:
         c = cfg.interpret
         beside = ("interpret.beside_extension",) if c.write_beside_images else ()
+        reads, operational = input_keys(cfg, image=True, tags=True)
         return Declaration(
             config=("interpret.template", "interpret.shorten_template", "interpret.candidates",
                     "interpret.trigger_words",
                     "interpret.max_clip_tokens", "interpret.write_beside_images") + beside,
-            reads=("tags.blacklist", "tags.drop_meta"), backends=("chat",),
-            operational=("interpret.overwrite", "interrogate.max_pixels")
+            reads=("tags.blacklist", "tags.drop_meta") + reads, backends=("chat",),
+            operational=("interpret.overwrite", "interrogate.max_pixels") + operational
             + (() if beside else ("interpret.beside_extension",)))
 
     def prepare(self) -> None:
@@ -111,7 +107,13 @@ class InterpretStage(Stage):
         if c.write_beside_images and not c.beside_extension.startswith("."):
             raise ConfigError(f"{self.cfg.source}: interpret.beside_extension = "
                               f"{c.beside_extension!r}: must start with a dot, e.g. .caption")
-        check_images_folder(self.cfg.paths.images)
+        self.input = ImageInput(self.cfg, self.ctx.options.shard)
+        self.input.check()
+        if self.input.dataset and c.write_beside_images:
+            raise ConfigError(f"{self.cfg.source}: interpret.write_beside_images needs a folder of "
+                              "images; with shards or Parquet the captions go to "
+                              "paths.captions/SHARD.parquet (set it to false)")
+        self.units: dict[str, dict] = {}              # dataset input: shard -> its ids, done ids
         self.template = self.load_template("interpret.template", PLACEHOLDERS)
         self.shorten = self.load_template("interpret.shorten_template", {"caption", "max_tokens", "tokens"})
         tag_store = TagStore(self.cfg.paths.cache / "tags.json")
@@ -127,17 +129,34 @@ class InterpretStage(Stage):
         return f"no images found in {self.cfg.paths.images}"
 
     def items(self):
-        return image_items(self.cfg.paths.images)
+        if not self.input.dataset:
+            yield from self.input.items()
+            return
+        unit = None
+        for item in self.input.items():
+            if item.unit != unit:
+                if unit is not None:
+                    self.units[unit]["listed"] = True
+                unit = item.unit
+                self.units.setdefault(unit, {"ids": set(), "keys": {}, "listed": False})
+            self.units[unit]["ids"].add(item.id)
+            yield item
+        if unit is not None:
+            self.units[unit]["listed"] = True
 
     def count(self) -> int | None:
-        return count_images(self.cfg.paths.images)
+        return self.input.count()
+
+    def record_path(self, item_id: str) -> Path:
+        """A dataset sample's caption and provenance until its shard's Parquet is written."""
+        return artifact(self.cfg.paths.cache / "interpret", item_id, ".json")
 
     def inputs(self, item: Item) -> dict:
         """Tags (after hygiene), their summaries and the vision answer: the texts the caption
         is made from, as they are on disk now."""
-        tags = read_tags(item.data, self.cfg)
+        tags = self.input.tags(item)
         record = interrogation(self.cfg.paths.cache, item.id)
-        digest = image_digest(item.data, record)
+        digest = self.input.digest(item, record)
         if record is not None and record.get("image_sha256") != digest:
             where = artifact(self.cfg.paths.cache / "interrogate", item.id, ".json")
             raise ItemError(f"the vision answer in {where} describes an earlier version of this "
@@ -153,6 +172,14 @@ class InterpretStage(Stage):
                         templates=(self.template.literal(), self.shorten.literal()))
 
     def is_done(self, item: Item, key: str) -> bool:
+        if self.input.dataset:
+            if item.unit in self.units:                 # read when the shard's Parquet is written
+                self.units[item.unit]["keys"][item.id] = key
+            try:
+                record = read_json(self.record_path(item.id))
+            except (FileNotFoundError, ValueError):
+                return False
+            return isinstance(record, dict) and record.get("key") == key
         txt = artifact(self.cfg.paths.captions, item.id, ".txt")
         if not txt.exists():
             return False
@@ -191,8 +218,9 @@ class InterpretStage(Stage):
         from .imageio import check_image
 
         c = self.cfg.interpret
-        if not decoded_before(self.cfg.paths.cache, item):      # a broken image gets no caption
-            await asyncio.to_thread(check_image, item.data, self.cfg.interrogate.max_pixels)
+        if not decoded_before(self.cfg.paths.cache, item, self.input):  # a broken image: no caption
+            source = await asyncio.to_thread(self.input.image, item)
+            await asyncio.to_thread(check_image, source, self.cfg.interrogate.max_pixels)
         inputs = self.inputs(item)
         if not inputs["tags"] and not inputs["vision"]:
             raise ItemError("no tags and no vision answer to caption from (add NAME.txt or "
@@ -225,7 +253,7 @@ class InterpretStage(Stage):
             flags.append(OVER_LIMIT)
         self.over_limit += over
         await asyncio.to_thread(self._write, item, caption, {
-            "id": item.id, "image": str(item.data), "caption": caption,
+            "id": item.id, "image": self.input.where(item), "caption": caption,
             "caption_sha256": sha256_text(caption + "\n"), "key": key,
             "flags": flags, "score": round(verdict.score, 3), "coverage": round(verdict.coverage, 3),
             "reasons": verdict.reasons if chosen is not None else [
@@ -254,7 +282,12 @@ class InterpretStage(Stage):
             details -= 1
 
     def _write(self, item: Item, caption: str, provenance: dict) -> None:
-        """Provenance first, then the caption (see the module docstring)."""
+        """Provenance first, then the caption (see the module docstring). A dataset sample's
+        record (caption included) goes to the cache until its shard's Parquet is written."""
+        if self.input.dataset:
+            atomic_write_json(self.record_path(item.id), {"sample_key": item.data.key, **provenance})
+            faults.point("interpret.sample_recorded")
+            return
         c = self.cfg.interpret
         txt = artifact(self.cfg.paths.captions, item.id, ".txt")
         try:
@@ -296,6 +329,8 @@ class InterpretStage(Stage):
 
     def finish(self, report: StageReport) -> None:
         notes = []
+        if self.input.dataset:
+            notes += self._write_shards(report)
         fallbacks = self.fallbacks + self.fallbacks_before
         over_limit = self.over_limit + self.over_limit_before
         if fallbacks:
@@ -309,3 +344,46 @@ class InterpretStage(Stage):
             notes.append(f"{self.kept} existing captions kept (interpret.overwrite = false)")
         notes += [f"the unreadable tag store was moved to {p.name}" for p in self.moved_aside]
         report.note = "; ".join(notes)
+
+    def _write_shards(self, report: StageReport) -> list[str]:
+        """One Parquet per shard whose every sample was settled in this run (captioned now or
+        before, or failed with its reason): a killed or limited run writes none for the
+        shards it did not finish, and its rerun resumes from the per-sample records."""
+        from .shardout import write_shard
+
+        failed = {item_id for item_id, _ in report.failed}
+        written, unchanged, waiting = 0, 0, 0
+        for unit, state in sorted(self.units.items()):
+            records = self._settled(state, failed) if state["listed"] else None
+            if records is None:
+                waiting += 1
+                continue
+            if not records:
+                continue                          # nothing captioned: no empty file
+            if write_shard(self.cfg.paths.captions, unit, records):
+                written += 1
+            else:
+                unchanged += 1
+        notes = []
+        if written or unchanged:
+            notes.append(f"{written} shard Parquet files written, {unchanged} unchanged "
+                         f"(in {self.cfg.paths.captions})")
+        if waiting:
+            notes.append(f"{waiting} shards not finished in this run: their Parquet waits for a rerun")
+        return notes
+
+    def _settled(self, state: dict, failed: set[str]) -> list[dict] | None:
+        """The caption records of a shard whose every sample has one made from its current
+        key (by this run's executor or an earlier run) or failed now; None while any waits."""
+        records = []
+        for item_id in sorted(state["ids"]):
+            if item_id in failed:
+                continue
+            try:
+                record = read_json(self.record_path(item_id))
+            except (FileNotFoundError, ValueError):
+                return None
+            if not isinstance(record, dict) or record.get("key") != state["keys"].get(item_id):
+                return None
+            records.append(record)
+        return records

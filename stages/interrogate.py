@@ -9,15 +9,15 @@ image to know that nothing changed.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
 from .config import Config
 from .errors import ItemError
-from .folder import artifact, check_images_folder, count_images, image_digest, image_items, read_tags
+from .folder import artifact
+from .inputs import ImageInput, input_keys
 from .stage import Declaration, Item, Stage
-from .store import atomic_write_json, read_json, sha256_file
+from .store import atomic_write_json, read_json, sha256_bytes
 
 
 class InterrogateStage(Stage):
@@ -27,13 +27,15 @@ class InterrogateStage(Stage):
     def declare(cls, cfg: Config) -> Declaration:
         asks = cfg.vision.backend != "classifier"      # the classifier reads no question
         hint = asks and cfg.interrogate.tags_hint
+        reads, operational = input_keys(cfg, image=True, tags=hint)
         return Declaration(
             config=("interrogate.template", "interrogate.tags_hint") if asks else (),
-            reads=("tags.blacklist", "tags.drop_meta") if hint else (),
-            backends=("vision",), operational=("interrogate.max_pixels",))
+            reads=(("tags.blacklist", "tags.drop_meta") if hint else ()) + reads,
+            backends=("vision",), operational=("interrogate.max_pixels",) + operational)
 
     def prepare(self) -> None:
-        check_images_folder(self.cfg.paths.images)
+        self.input = ImageInput(self.cfg, self.ctx.options.shard)
+        self.input.check()
         self.template = (self.load_template("interrogate.template", {"tags"}) if self._asks()
                          else None)
         self._records: dict[str, dict | None] = {}     # read by inputs(), reused by is_done()
@@ -65,21 +67,21 @@ class InterrogateStage(Stage):
         return f"no images found in {self.cfg.paths.images}"
 
     def items(self):
-        return image_items(self.cfg.paths.images)
+        return self.input.items()
 
     def count(self) -> int | None:
-        return count_images(self.cfg.paths.images)
+        return self.input.count()
 
     def _asks(self) -> bool:
         return self.ctx.cfg.vision.backend != "classifier"
 
     def _hint(self, item: Item) -> list[str]:
-        return read_tags(item.data, self.cfg) if self._asks() and self.cfg.interrogate.tags_hint else []
+        return self.input.tags(item) if self._asks() and self.cfg.interrogate.tags_hint else []
 
     def inputs(self, item: Item) -> dict:
         record = self._records[item.id] = self._record(item)
         try:
-            digest = image_digest(item.data, record)
+            digest = self.input.digest(item, record)
         except OSError as exc:
             raise ItemError(f"cannot read the image: {exc.strerror or exc}") from None
         return {"image": digest, "hint": self._hint(item)}
@@ -91,15 +93,17 @@ class InterrogateStage(Stage):
     async def process(self, item: Item, key: str) -> None:
         from .imageio import load_image
 
-        st = os.stat(item.data)
-        digest = await asyncio.to_thread(sha256_file, item.data)
-        image = await asyncio.to_thread(load_image, item.data, self.cfg.interrogate.max_pixels)
+        stamp = self.input.stamp(item)
+        source = await asyncio.to_thread(self.input.image, item)
+        data = source if isinstance(source, bytes) else await asyncio.to_thread(source.read_bytes)
+        digest = sha256_bytes(data)
+        image = await asyncio.to_thread(load_image, data, self.cfg.interrogate.max_pixels)
         hint = self._hint(item)
         question = (self.template.render(tags=", ".join(hint) or "(none)")[0]["content"]
                     if self.template else "")
         answer = await self.vision().describe(image, question, hint)
         atomic_write_json(self.out(item), {
-            "id": item.id, "image": str(item.data), "image_sha256": digest,
-            "size": st.st_size, "mtime_ns": st.st_mtime_ns, "width": image.width,
+            "id": item.id, "image": self.input.where(item), "image_sha256": digest,
+            **stamp, "width": image.width,
             "height": image.height, "vision": self.vision().identity(), "answer": answer,
             "key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})

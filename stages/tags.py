@@ -18,7 +18,7 @@ import time
 
 from .config import Config
 from .errors import ItemError
-from .folder import check_images_folder, image_items, read_tags, tag_file
+from .inputs import INPUT_ALL, ImageInput
 from .stage import Declaration, Item, Stage, StageReport
 from .summary import FROM_DEFINITION, choose_summary, short_definition
 from .tagstore import TagStore
@@ -42,10 +42,12 @@ class TagsStage(Stage):
             config=("tags.template", "tags.include_tags_without_wiki", "tags.source"),
             reads=source, backends=("chat",),
             operational=("tags.blacklist", "tags.drop_meta", "tags.user_agent",
-                         "tags.requests_per_second", "tags.timeout", "tags.retries", "llm.backoff"))
+                         "tags.requests_per_second", "tags.timeout", "tags.retries", "llm.backoff")
+            + INPUT_ALL)         # which tags exist, never what a tag's summary is
 
     def prepare(self) -> None:
-        check_images_folder(self.cfg.paths.images)
+        self.input = ImageInput(self.cfg)       # every shard: tags, not samples, are split
+        self.input.check()
         self.template = self.load_template("tags.template", {"tag", "wiki"})
         self.store = TagStore(self.cfg.paths.cache / "tags.json")
         self.known = self.store.load(read_only=self.ctx.options.dry_run)
@@ -76,15 +78,14 @@ class TagsStage(Stage):
     def items(self):
         """Failed items for tag files that cannot be read, then every tag once, sorted."""
         seen: set[str] = set()
-        for image in image_items(self.cfg.paths.images):
+        for image in self.input.items():
             if image.error:
                 yield image
                 continue
             try:
-                seen.update(read_tags(image.data, self.cfg))
+                seen.update(self.input.tags(image))
             except ItemError as exc:
-                name = tag_file(image.data).relative_to(self.cfg.paths.images).as_posix()
-                yield Item(name, error=str(exc))
+                yield Item(self.input.tag_source(image), error=str(exc))
         for tag in sorted(seen):
             yield Item(tag)
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import os
 import shutil
+import tarfile
 import typing
 from pathlib import Path
 
@@ -50,6 +52,15 @@ def world(tmp_path_factory):
     (images / "cat.txt").write_text("cat, animal, highres\n", encoding="utf-8")
     Image.fromarray(data.coffee()).resize((96, 64)).save(images / "cup.jpg")
     (images / "cup.txt").write_text("cup, table\n", encoding="utf-8")
+    shard_members = {"cat.jpg": (images / "cat.jpg").read_bytes(), "cat.txt": b"cat, animal, highres\n",
+                     "cat.json": json.dumps({"tags": ["cup", "table"]}).encode(),
+                     "cat.tags": b"animal, table\n", "cat.png": (images / "cup.jpg").read_bytes()}
+    (root / "shards").mkdir()
+    with tarfile.open(root / "shards" / "00000.tar", "w") as tar:   # img2dataset's layout
+        for name, blob in shard_members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
     (root / "data").mkdir()
     (root / "data" / "wiki.json").write_text(json.dumps({
         "cat": "A small furry animal kept as a pet.", "animal": "Any living creature that is not a plant.",
@@ -122,6 +133,10 @@ SCENARIOS = {
     "interrogate/openai": ("interrogate", {"vision.backend": "openai"}, "cat"),
     "interrogate/blip": ("interrogate", {"vision.backend": "blip", "vision.model": "models/blip-a"}, "cat"),
     "interpret": ("interpret", {}, "cat"),
+    # WebDataset shard input: [input] keys change what a sample's image and tags are
+    "interpret/shards": ("interpret", {"paths.images": "shards"}, "00000/cat"),
+    "interrogate/openai-shards": ("interrogate", {"paths.images": "shards",
+                                                  "vision.backend": "openai"}, "00000/cat"),
     "upsample": ("upsample", {}, "p1"),
     "generate/diffusers": ("generate", {}, "p1"),
     "generate/a1111": ("generate", {"generate.backend": "a1111", "generate.model": "sdxl-base"}, "p1"),
@@ -166,7 +181,12 @@ SPECIAL = {
                                                w["root"] / "runs" / "other", dirs_exist_ok=True),
                                "other")[-1],
     "paths.runs": lambda w, sc: str(folder_copy(w, w["root"] / "runs", "runs")),
-    "paths.images": lambda w, sc: str(folder_copy(w, w["root"] / "images", "images")),
+    "paths.images": lambda w, sc: (str(folder_copy(w, w["root"] / "shards", "shards")) if "shards" in sc
+                                   else str(folder_copy(w, w["root"] / "images", "images"))),
+    "input.image_column": lambda w, sc: "png",             # cat.png: another picture
+    "input.tags_column": lambda w, sc: "tags",             # cat.tags: other tags
+    "input.tags_json_field": lambda w, sc: "tags",         # cat.json's "tags": other tags
+    "input.key_column": lambda w, sc: "id",
     "paths.cache": lambda w, sc: str(folder_copy(w, w["root"] / "cache", "cache")),
     "paths.captions": lambda w, sc: str(w["root"] / "other-captions"),
 }
@@ -176,6 +196,7 @@ NOT_APPLICABLE = {
     ("socratic/clip", "socratic.select"): "select = judge needs vision.backend = openai",
     ("tags/embedded-llm", "llm.backend"): "llm.backend = vllm needs llm.model",
     ("socratic/judge", "vision.backend"): "select = judge needs vision.backend = openai",
+    ("interpret/shards", "interpret.write_beside_images"): "shard captions go to SHARD.parquet",
 }
 NOT_APPLICABLE.update({(sc, "generate.backend"): "a1111 needs generate.model to name a web UI "
                        "checkpoint, not 'tiny'" for sc in SCENARIOS if sc != "generate/a1111"})

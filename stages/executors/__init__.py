@@ -51,7 +51,7 @@ def pending(stage: Stage, options: RunOptions, report: StageReport,
     `--limit` ends the listing (said there)."""
     todo = 0
     for item in stage.items():
-        if not in_shard(item.id, options.shard):
+        if not in_shard(item.split_on, options.shard):
             continue
         if options.limit and todo + report.reused + len(report.failed) >= options.limit:
             report.limited = f"--limit {options.limit}"

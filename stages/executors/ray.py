@@ -85,7 +85,7 @@ def run_stage_on_ray(stage, report, options) -> None:
 
     pending = []
     for item in stage.items():
-        if not in_shard(item.id, options.shard):
+        if not in_shard(item.split_on, options.shard):
             continue
         if options.limit and len(pending) + report.reused + len(report.failed) >= options.limit:
             report.limited = f"--limit {options.limit}"

@@ -1,0 +1,71 @@
+"""Captions of a WebDataset shard or Parquet table as one Parquet file: `CAPTIONS/SHARD.parquet`.
+
+One row per captioned sample, in key order: `key` (the sample key as the shard has it),
+`id` (the item id), `caption`, `tags` (after hygiene), `score` (the verifier's grounding
+score), `flags` (`fallback`, `over_clip_tokens`) and `provenance` (the whole record as
+JSON: inputs, models, template hashes, verdicts, the item key). Written atomically
+(temp file + rename); a file whose rows are already these is left as it is. It loads with
+`datasets.load_dataset("parquet", data_files="captions/*.parquet")` or pandas/pyarrow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .store import hash_value
+
+ROWS_DIGEST = b"tagcap.rows_sha256"
+
+
+def shard_path(captions: Path, unit: str) -> Path:
+    return captions / f"{unit}.parquet"
+
+
+def write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
+    """Write the shard's Parquet from its caption records; False when it already holds them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = sorted(records, key=lambda r: str(r.get("sample_key", r.get("id"))))
+    digest = hash_value([[r.get("id"), r.get("key"), r.get("caption_sha256")] for r in records])
+    path = shard_path(captions, unit)
+    try:
+        if (pq.read_schema(path).metadata or {}).get(ROWS_DIGEST) == digest.encode():
+            return False
+    except (OSError, pa.ArrowException):
+        pass
+    schema = pa.schema([("key", pa.string()), ("id", pa.string()), ("caption", pa.string()),
+                        ("tags", pa.list_(pa.string())), ("score", pa.float64()),
+                        ("flags", pa.list_(pa.string())), ("provenance", pa.string())],
+                       metadata={ROWS_DIGEST: digest.encode()})
+    table = pa.Table.from_pylist([{
+        "key": str(r.get("sample_key", "")), "id": r.get("id"), "caption": r.get("caption"),
+        "tags": [str(t) for t in r.get("tags", [])], "score": r.get("score"),
+        "flags": [str(f) for f in r.get("flags", [])],
+        "provenance": json.dumps(r, ensure_ascii=False, sort_keys=True)} for r in records],
+        schema=schema)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def read_shard(captions: Path, unit: str) -> dict[str, dict]:
+    """id -> row of a written shard Parquet ({} when there is none)."""
+    import pyarrow.parquet as pq
+
+    path = shard_path(captions, unit)
+    if not path.exists():
+        return {}
+    rows = pq.read_table(path, columns=["id", "key", "caption", "tags"]).to_pylist()
+    return {row["id"]: row for row in rows}
