@@ -174,7 +174,14 @@ def _chunk_source(feeder: Any, readers: int):
 
 class RayExecutor:
     async def run(self, stage, options, report) -> None:
-        await asyncio.to_thread(run_stage_on_ray, stage, report, options)
+        """Process the stage's pending items on Ray; fill `report` like the local executor."""
+        size = max(1, stage.in_flight * 2)             # items per batch (and per chunk)
+        todo = pending(stage, options, report)
+        first = _chunk(itertools.islice(todo, size))
+        if not first["id"]:                            # nothing to do: no cluster work at all
+            return
+        connect()                                      # in the main thread (Ray's signal handlers)
+        await asyncio.to_thread(_run_on_ray, stage, options, report, first, todo, size)
 
 
 def connect() -> Any:
@@ -187,17 +194,18 @@ def connect() -> Any:
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False,
                  include_dashboard=False, logging_level=logging.WARNING)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)      # no per-dataset chatter
+    import ray.data  # sets up its loggers; then quiet their console
+    quiet = [h for h in logging.getLogger("ray.data").handlers if h.name == "console"]
+    for handler in quiet:                      # no per-dataset chatter (Ray's log file keeps it)
+        handler.setLevel(logging.WARNING)
+    if not quiet:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)   # nor "bars off"
     return ray
 
 
-def run_stage_on_ray(stage, report, options) -> None:
-    """Process the stage's pending items on Ray; fill `report` like the local executor."""
-    size = max(1, stage.in_flight * 2)                 # items per batch (and per chunk)
-    todo = pending(stage, options, report)
-    first = _chunk(itertools.islice(todo, size))
-    if not first["id"]:                                # nothing to do: no cluster work at all
-        return
+def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int) -> None:
+    """Stream `first` and then the rest of `todo` through a pool of actors; count results."""
     ray = connect()
     ctx = stage.ctx
     actors, per_actor = actor_pool(stage, ray.cluster_resources())
@@ -211,9 +219,7 @@ def run_stage_on_ray(stage, report, options) -> None:
     sent: dict[str, None] = {}                 # items handed to the cluster, not yet reported
     lock = threading.Lock()
     listing = _Listing(first, todo, size, feeder, sent, lock)
-    dataset = ray.data.read_datasource(
-        _chunk_source(feeder, readers=max(1, min(actors, 4))),
-        ray_remote_args={"num_cpus": 0, "scheduling_strategy": here})
+    dataset = ray.data.read_datasource(_chunk_source(feeder, readers=max(1, min(actors, 4))), num_cpus=0)
     results = dataset.map_batches(
         StageWorker, batch_size=size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
         **per_actor,
