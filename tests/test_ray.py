@@ -23,7 +23,6 @@ from PIL import Image
 import caption
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ray[data]'")
-pytestmark = pytest.mark.slow           # runs by default and in CI (see pyproject.toml)
 ROOT = Path(__file__).resolve().parent.parent
 HANG_GUARD_S = 120                      # wide bound that only catches a hung run, not a slow one
 
@@ -74,6 +73,7 @@ def caption_ids(tmp: Path) -> list[str]:
     return sorted(p.stem for p in (tmp / "captions").glob("*.txt"))
 
 
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
 def test_many_batches_with_broken_files_then_a_rerun_that_calls_nothing(cluster, tmp_path):
     """60 images in batches of 4 over 2 actors (many batches each), plus two broken files:
     exit 1, every valid image captioned once, the broken ones failed by name, every model
@@ -115,6 +115,7 @@ def actors_on(node) -> int:
         return 0
 
 
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
 def test_a_worker_node_removed_mid_run_then_a_rerun_loses_and_duplicates_nothing(cluster, tmp_path):
     """A second worker node joins, so 3 actors (1 CPU each) must use both workers; the new
     node is removed, with its actors, while captions are being written. That run ends
@@ -162,6 +163,7 @@ def test_a_worker_node_removed_mid_run_then_a_rerun_loses_and_duplicates_nothing
         assert (tmp_path / "captions" / f"{name}.txt").read_text().count("\n") <= 1
 
 
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
 def test_unreachable_or_unusable_server_stops_with_exit_2_and_one_line(cluster, tmp_path, capsys):
     """A server no one can reach: exit 2 and one line. A server that cannot take images
     (a FatalError inside the actors): also exit 2 and one line, not one failure per item."""
@@ -186,6 +188,7 @@ def test_unreachable_or_unusable_server_stops_with_exit_2_and_one_line(cluster, 
     assert "FAILED" not in out
 
 
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
 def test_embedded_llama_server_starts_once_per_actor_not_per_batch(cluster, tmp_path):
     """llm.base_url = local: each actor starts one llama.cpp server for the whole stage,
     although there are more batches than actors (12 tags in batches of 4 over 2 actors)."""
@@ -205,3 +208,39 @@ def test_embedded_llama_server_starts_once_per_actor_not_per_batch(cluster, tmp_
     assert starts and len(starts) == len(set(starts)) <= 2, starts     # one start per actor
     store = json.loads((tmp_path / "cache" / "tags.json").read_text())["tags"]
     assert set(words) <= set(store)
+
+
+def stage_for(tmp: Path, name: str, *sets: str):
+    from stages.config import load_config
+    from stages.registry import stage_class
+    from stages.stage import Context, RunOptions
+
+    cfg = load_config(ROOT / "config.ini", [f"paths.cache={tmp / 'cache'}", *sets], cwd=tmp)
+    return stage_class(name)(Context(cfg, program="caption", options=RunOptions(quiet=True)))
+
+
+def test_pool_size_comes_from_config_or_the_cluster_and_gpu_backends_ask_for_gpus(tmp_path):
+    from stages.errors import ConfigError
+    from stages.executors.ray import actor_pool
+
+    cluster = {"CPU": 48.0, "GPU": 4.0}
+    cpu_only = {"CPU": 48.0}
+    assert actor_pool(stage_for(tmp_path, "interpret"), cluster) == (48, {"num_cpus": 1})
+    assert actor_pool(stage_for(tmp_path, "interpret", "run.ray_actors=5"), cluster) == (5, {"num_cpus": 1})
+    vllm = stage_for(tmp_path, "interpret", "llm.backend=vllm", "llm.model=some/model")
+    assert actor_pool(vllm, cluster) == (4, {"num_gpus": 1})
+    with pytest.raises(ConfigError, match="has none"):
+        actor_pool(vllm, cpu_only)
+    blip = ("vision.backend=blip", "vision.model=some/blip")
+
+    def blip_pool(device: str, resources: dict) -> tuple:
+        return actor_pool(stage_for(tmp_path, "interrogate", *blip, f"vision.device={device}"), resources)
+
+    assert blip_pool("cuda", cluster) == (4, {"num_gpus": 1})
+    assert blip_pool("auto", cluster) == (4, {"num_gpus": 1})
+    assert blip_pool("auto", cpu_only) == (48, {"num_cpus": 1})
+    assert blip_pool("cpu", cluster) == (48, {"num_cpus": 1})
+    assert actor_pool(stage_for(tmp_path, "tags", "llm.backend=vllm", "llm.model=m", "run.ray_actors=2"),
+                      cluster) == (2, {"num_gpus": 1})
+    with pytest.raises(ConfigError, match="run.ray_actors"):
+        stage_for(tmp_path, "interpret", "run.ray_actors=-1")
