@@ -70,6 +70,9 @@ class StageWorker:
             self._wait(self.stage.start())
         except ToolkitError as exc:
             self.fatal = str(exc)
+        except Exception as exc:  # a stage that cannot start on a worker stops the run, once
+            self.fatal = (f"the {stage} stage could not start on a Ray worker: "
+                          f"{type(exc).__name__}: {exc}")[:500]
 
     def _wait(self, coro) -> Any:
         """Run `coro` on this actor's own loop and wait for it."""
