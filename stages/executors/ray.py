@@ -144,13 +144,14 @@ class _Feeder:
 
     async def get(self) -> dict | None:
         chunk = await self.queue.get()
-        if chunk is None:                    # the end: leave it for the other readers
+        if chunk is None:                    # the end: leave it for any later reader (a retry)
             self.queue.put_nowait(None)
         return chunk
 
 
-def _chunk_source(feeder: Any, readers: int):
-    """A Ray Data datasource whose read tasks pull chunks from `feeder` until it closes."""
+def _chunk_source(feeder: Any):
+    """A Ray Data datasource with one read task (on the driver's node) that pulls chunks
+    from `feeder` until it closes; one is enough, as it only moves chunks along."""
     import pyarrow as pa
     import ray
     from ray.data.block import BlockMetadata
@@ -170,7 +171,7 @@ def _chunk_source(feeder: Any, readers: int):
         def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                            data_context: Any = None) -> list:
             meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
-            return [ReadTask(read, meta) for _ in range(readers)]
+            return [ReadTask(read, meta)]
 
     return PendingItems()
 
@@ -212,6 +213,8 @@ def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int) 
     ray = connect()
     ctx = stage.ctx
     actors, per_actor = actor_pool(stage, ray.cluster_resources())
+    if len(first["id"]) < size:                # the whole stage is one batch: one actor
+        actors = 1
     from ray.data import ActorPoolStrategy, DataContext
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -222,7 +225,7 @@ def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int) 
     sent: dict[str, None] = {}                 # items handed to the cluster, not yet reported
     lock = threading.Lock()
     listing = _Listing(first, todo, size, feeder, sent, lock)
-    dataset = ray.data.read_datasource(_chunk_source(feeder, readers=max(1, min(actors, 4))), num_cpus=0)
+    dataset = ray.data.read_datasource(_chunk_source(feeder), num_cpus=0)
     results = dataset.map_batches(
         StageWorker, batch_size=size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
         **per_actor,
