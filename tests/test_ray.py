@@ -209,6 +209,9 @@ def test_embedded_llama_server_starts_once_per_actor_not_per_batch(cluster, tmp_
     batches = -(-len(words) // 4)               # llm.concurrency 1: 2 tags in flight, batches of 4
     assert batches > 2                          # more batches than actors: some actor had several
     assert starts and len(starts) == len(set(starts)) <= 2, starts     # one start per actor
+    # ... and each actor stopped its server when the stage ended.
+    stops = re.findall(r"tagcap: stopped llama\.cpp on \S+ for process (\d+)", log)
+    assert sorted(stops) == sorted(starts), log[-2000:]
     store = json.loads((tmp_path / "cache" / "tags.json").read_text())["tags"]
     assert set(words) <= set(store)
 

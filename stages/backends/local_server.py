@@ -131,6 +131,12 @@ class LocalServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+        try:
+            with open(self.log_path, "ab") as log:
+                log.write(f"tagcap: stopped llama.cpp on {self.base_url} for process {os.getpid()}\n"
+                          .encode())
+        except OSError:
+            pass
 
 
 def _serve(gguf: str, port: int, parallel: int, n_ctx: int, threads: int, parent: int) -> None:
