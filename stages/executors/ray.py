@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, FatalError, ToolkitError
+from ..resources import evaluation_vision
 from . import outcome, pending
 
 CHUNKS_QUEUED_PER_ACTOR = 2     # chunks waiting in the feeder per actor (backpressure)
@@ -340,9 +341,9 @@ def uses_gpu(stage, cluster_gpus: int) -> bool:
     def on_gpu(device: str) -> bool:
         return device == "cuda" or (device == "auto" and cluster_gpus > 0)
 
-    if backends & {"chat"} and cfg.llm.backend == "vllm":
+    if "chat" in backends and cfg.llm.backend == "vllm":
         return True
-    if backends & {"vision", "eval_vision"} and cfg.vision.backend in ("classifier", "blip") \
-            and on_gpu(cfg.vision.device):
+    visions = [cfg.vision] * ("vision" in backends) + [evaluation_vision(cfg)] * ("eval_vision" in backends)
+    if any(v.backend in ("classifier", "blip") and on_gpu(v.device) for v in visions):
         return True
     return "images" in backends and cfg.generate.backend == "diffusers" and on_gpu(cfg.generate.device)
