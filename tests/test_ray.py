@@ -141,7 +141,7 @@ def test_a_worker_node_removed_mid_run_then_a_rerun_loses_and_duplicates_nothing
         args = cli(tmp_path, server.url, "run.ray_actors=3", "llm.concurrency=1")
         local = [a if a != "run.executor=ray" else "run.executor=local" for a in args]
         assert caption.main(local + ["--only", "tags,interrogate"]) == 0     # quick, in process
-        server.latency = 0.05                               # keeps the interpret stage busy a while
+        server.latency = 0.1                                # keeps the interpret stage busy a while
         remover = threading.Thread(target=remove_when_captioning, daemon=True)
         remover.start()
         first = caption.main(args + ["--only", "interpret"])
