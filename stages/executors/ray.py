@@ -6,7 +6,7 @@ How a stage runs:
   work, in chunks, to a small feeder actor on the driver's node (a bounded queue: the
   listing waits while the cluster is busy, so neither the pending items nor the results are
   ever all in memory).
-- A Ray Dataset reads those chunks (read tasks on the driver's node, pulling from the
+- A Ray Dataset reads those chunks (one read task on the driver's node, pulling from the
   feeder) and `map_batches` sends them through a pool of `StageWorker` actors. An actor
   lives for the whole stage: it has one event loop (in its own thread), builds its Context,
   stage and backends once (an embedded llama.cpp server starts once per actor, at its first
@@ -132,7 +132,7 @@ class StageWorker:
 
 
 class _Feeder:
-    """Bounded queue of item chunks between the driver's listing and the read tasks."""
+    """Bounded queue of item chunks between the driver's listing and the read task."""
 
     def __init__(self, capacity: int):
         self.queue: asyncio.Queue = asyncio.Queue(max(1, capacity))
