@@ -70,6 +70,7 @@ class RunConfig:
     name: str = _key("default", pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}",
                      describe="a plain folder name (letters, digits, '.', '_', '-'; no slashes)")
     executor: str = _key("local", choices=("local", "ray"))
+    ray_actors: int = _key(0, min=0, max=100_000)
     progress: bool = _key(True)
 
 

@@ -1,45 +1,252 @@
-"""run.executor = ray: the caption stages mapped over a Ray Dataset on a local Ray instance."""
+"""run.executor = ray on a simulated two-node Ray cluster (`ray.cluster_utils.Cluster`).
+
+The cluster is this module's own (a head without CPUs, so every actor runs on a worker
+node); the tests attach to it by its address, never to another cluster. The caption
+program runs in this process as the Ray driver, against the real local OpenAI-compatible
+test server (and, for the embedded-server test, the real llama.cpp server).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from fakes import FakeOpenAI
-from test_faults import make_images
+from PIL import Image
 
 import caption
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ray[data]'")
 ROOT = Path(__file__).resolve().parent.parent
+HANG_GUARD_S = 120                      # wide bound that only catches a hung run, not a slow one
 
 
-@pytest.mark.slow
-def test_caption_on_a_local_ray_instance_resumes_like_local(tmp_path):
-    make_images(tmp_path / "images", 8)
-    (tmp_path / "images" / "broken.png").write_text("not an image")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    saved = os.environ.pop("RAY_ADDRESS", None)          # never attach to another cluster
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     try:
-        with FakeOpenAI() as server:
-            args = ["--config", str(ROOT / "config.ini"), "--quiet"]
-            for item in (f"llm.base_url={server.url}", f"paths.images={tmp_path / 'images'}",
-                         f"paths.captions={tmp_path / 'captions'}", f"paths.cache={tmp_path / 'cache'}",
-                         "vision.backend=openai", "run.executor=ray", "llm.backoff=0.01",
-                         f"tags.wiki_file={ROOT / 'data' / 'wiki.json'}"):
-                args += ["--set", item]
-            assert caption.main(args) == 1                      # the broken file fails
-            captions = sorted(p.stem for p in (tmp_path / "captions").glob("*.txt"))
-            assert captions == [f"img{i:03d}" for i in range(8)]
-            summary = json.loads((tmp_path / "cache" / "summary-caption.json").read_text())
-            stages = {s["name"]: s for s in summary["stages"]}
-            assert stages["interpret"]["ok"] == 8
-            assert [f["id"] for f in stages["interrogate"]["failed"]] == ["broken"]
-            assert summary["calls"]["calls"] >= 16
-            calls = len(server.chat_requests)
-            # The local executor sees the Ray run's work as done: zero calls.
-            local = [a if a != "run.executor=ray" else "run.executor=local" for a in args]
-            assert caption.main(local) == 1
-            assert len(server.chat_requests) == calls
+        nodes.add_node(num_cpus=2)
+        ray.init(address=nodes.address, log_to_driver=False, logging_level=logging.WARNING)
+        yield nodes
     finally:
         ray.shutdown()
+        nodes.shutdown()
+        if saved is not None:
+            os.environ["RAY_ADDRESS"] = saved
+
+
+def make_folder(folder: Path, n: int, tags: str = "cat, animal") -> list[str]:
+    """n tiny real PNGs with tag files; their ids."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = [f"img{i:03d}" for i in range(n)]
+    for i, name in enumerate(ids):
+        Image.new("RGB", (24, 16), (i * 4 % 256, 90, (200 - i) % 256)).save(folder / f"{name}.png")
+        (folder / f"{name}.txt").write_text(tags + "\n")
+    return ids
+
+
+def cli(tmp: Path, url: str, *extra: str) -> list[str]:
+    args = ["--config", str(ROOT / "config.ini"), "--quiet"]
+    for item in (f"llm.base_url={url}", f"paths.images={tmp / 'images'}",
+                 f"paths.captions={tmp / 'captions'}", f"paths.cache={tmp / 'cache'}",
+                 "vision.backend=openai", "run.executor=ray", "llm.backoff=0.01",
+                 f"tags.wiki_file={ROOT / 'data' / 'wiki.json'}", *extra):
+        args += ["--set", item]
+    return args
+
+
+def summary(tmp: Path) -> tuple[dict, dict]:
+    data = json.loads((tmp / "cache" / "summary-caption.json").read_text())
+    return data, {s["name"]: s for s in data["stages"]}
+
+
+def caption_ids(tmp: Path) -> list[str]:
+    return sorted(p.stem for p in (tmp / "captions").glob("*.txt"))
+
+
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
+def test_many_batches_with_broken_files_then_a_rerun_that_calls_nothing(cluster, tmp_path):
+    """60 images in batches of 4 over 2 actors (many batches each), plus two broken files:
+    exit 1, every valid image captioned once, the broken ones failed by name, every model
+    call counted once; the rerun makes no call at all."""
+    ids = make_folder(tmp_path / "images", 60)
+    (tmp_path / "images" / "broken1.png").write_text("not an image")
+    (tmp_path / "images" / "broken2.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    with FakeOpenAI() as server:
+        args = cli(tmp_path, server.url, "run.ray_actors=2", "llm.concurrency=1")
+        assert caption.main(args) == 1                      # the broken files fail
+        assert caption_ids(tmp_path) == ids
+        data, stages = summary(tmp_path)
+        for name in ("interrogate", "interpret"):
+            assert stages[name]["ok"] == 60 and stages[name]["reused"] == 0, name
+            assert sorted(f["id"] for f in stages[name]["failed"]) == ["broken1", "broken2"], name
+        # Every call an actor made reached the driver's count exactly once.
+        assert data["calls"]["calls"] == len(server.chat_requests) > 60
+        calls = len(server.chat_requests)
+
+        assert caption.main(args) == 1
+        assert len(server.chat_requests) == calls           # nothing asked again
+        data, stages = summary(tmp_path)
+        assert data["calls"]["calls"] == 0
+        assert stages["interpret"]["reused"] == 60 and stages["interpret"]["ok"] == 0
+        # ... and the local executor sees the Ray run's work as done too.
+        local = [a if a != "run.executor=ray" else "run.executor=local" for a in args]
+        assert caption.main(local) == 1
+        assert len(server.chat_requests) == calls
+
+
+def actors_on(node) -> int:
+    """Stage actors running on a node of the simulated cluster (its raylet's worker processes)."""
+    import psutil
+
+    try:
+        raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+        return sum("StageWorker" in " ".join(p.cmdline()) for p in raylet.children(recursive=True))
+    except (psutil.Error, KeyError, IndexError):
+        return 0
+
+
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
+def test_a_worker_node_removed_mid_run_then_a_rerun_loses_and_duplicates_nothing(cluster, tmp_path):
+    """A second worker node joins, so 3 actors (1 CPU each) must use both workers; the new
+    node is removed, with its actors, while the interpret stage writes captions (the
+    earlier stages ran locally, to keep the test short). That run ends
+    (Ray restarts the lost actors and retries their batches, or the items are reported as
+    lost); a rerun completes every item exactly once with a consistent summary."""
+    ids = make_folder(tmp_path / "images", 40)
+    extra = cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    removed: list[int] = []
+
+    def remove_when_captioning() -> None:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while time.monotonic() < deadline:
+            busy = actors_on(extra)
+            if busy and len(list((tmp_path / "captions").glob("*.txt"))) >= 8:
+                cluster.remove_node(extra)
+                removed.append(busy)
+                return
+            time.sleep(0.05)
+
+    with FakeOpenAI() as server:
+        args = cli(tmp_path, server.url, "run.ray_actors=3", "llm.concurrency=1")
+        local = [a if a != "run.executor=ray" else "run.executor=local" for a in args]
+        assert caption.main(local + ["--only", "tags,interrogate"]) == 0     # quick, in process
+        server.latency = 0.1                                # keeps the interpret stage busy a while
+        remover = threading.Thread(target=remove_when_captioning, daemon=True)
+        remover.start()
+        first = caption.main(args + ["--only", "interpret"])
+        remover.join(HANG_GUARD_S)
+        assert removed and removed[0] >= 1, "the node was never removed with an actor on it"
+        assert first in (0, 1, 2)
+        done_first = caption_ids(tmp_path)
+        if first != 2:                          # a finished run's summary adds up
+            s = summary(tmp_path)[1]["interpret"]
+            assert s["ok"] + s["reused"] + len(s["failed"]) == len(ids), s
+            assert all("Ray worker stopped" in f["reason"] for f in s["failed"]), s
+
+        server.latency = 0.0
+        assert caption.main(args) == 0
+    assert caption_ids(tmp_path) == ids
+    data, stages = summary(tmp_path)
+    for name in ("interrogate", "interpret"):
+        s = stages[name]
+        assert s["failed"] == [] and s["ok"] + s["reused"] == len(ids), (name, s)
+    assert stages["interpret"]["reused"] >= len(done_first) >= 8
+    for name in ids:                                        # one caption each, one line
+        assert (tmp_path / "captions" / f"{name}.txt").read_text().count("\n") <= 1
+
+
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
+def test_unreachable_or_unusable_server_stops_with_exit_2_and_one_line(cluster, tmp_path, capsys):
+    """A server no one can reach: exit 2 and one line. A server that cannot take images
+    (a FatalError inside the actors): also exit 2 and one line, not one failure per item."""
+    make_folder(tmp_path / "images", 12)
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    capsys.readouterr()
+    assert caption.main(cli(tmp_path, closed, "llm.timeout=2")) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "cannot reach the LLM server" in err, err
+    assert "FAILED" not in out
+
+    with FakeOpenAI(reject_images=True) as server:
+        assert caption.main(cli(tmp_path, server.url, "run.ray_actors=2", "llm.concurrency=1")
+                            + ["--only", "interrogate"]) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1, err
+    assert "vision.backend = openai" in err and "image input is not supported" in err
+    assert "FAILED" not in out
+
+
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
+def test_embedded_llama_server_starts_once_per_actor_not_per_batch(cluster, tmp_path):
+    """llm.base_url = local: each actor starts one llama.cpp server for the whole stage,
+    although there are more batches than actors (12 tags in batches of 4 over 2 actors)."""
+    words = ["amber", "basalt", "cobalt", "dune", "ember", "fjord", "glacier", "harbor",
+             "iris", "jade", "kelp", "lagoon"]
+    make_folder(tmp_path / "images", 2, tags=", ".join(words))
+    wiki = {w: f"The word {w} names a thing. It is used in many pictures of {w} scenes. "
+               f"Artists draw {w} often." for w in words}
+    (tmp_path / "wiki.json").write_text(json.dumps(wiki))
+    args = cli(tmp_path, "local", "run.ray_actors=2", "llm.concurrency=1", "llm.local_parallel=1",
+               "llm.local_threads=1", "llm.local_ctx=1024", f"tags.wiki_file={tmp_path / 'wiki.json'}")
+    assert caption.main(args + ["--only", "tags"]) in (0, 1)
+    log = (tmp_path / "cache" / "llama-server.log").read_text(errors="replace")
+    starts = re.findall(r"tagcap: starting llama\.cpp on port \d+ for process (\d+)", log)
+    batches = -(-len(words) // 4)               # llm.concurrency 1: 2 tags in flight, batches of 4
+    assert batches > 2                          # more batches than actors: some actor had several
+    assert starts and len(starts) == len(set(starts)) <= 2, starts     # one start per actor
+    # ... and each actor stopped its server when the stage ended.
+    stops = re.findall(r"tagcap: stopped llama\.cpp on \S+ for process (\d+)", log)
+    assert sorted(stops) == sorted(starts), log[-2000:]
+    store = json.loads((tmp_path / "cache" / "tags.json").read_text())["tags"]
+    assert set(words) <= set(store)
+
+
+def stage_for(tmp: Path, name: str, *sets: str):
+    from stages.config import load_config
+    from stages.registry import stage_class
+    from stages.stage import Context, RunOptions
+
+    cfg = load_config(ROOT / "config.ini", [f"paths.cache={tmp / 'cache'}", *sets], cwd=tmp)
+    return stage_class(name)(Context(cfg, program="caption", options=RunOptions(quiet=True)))
+
+
+def test_pool_size_comes_from_config_or_the_cluster_and_gpu_backends_ask_for_gpus(tmp_path):
+    from stages.errors import ConfigError
+    from stages.executors.ray import actor_pool
+
+    cluster = {"CPU": 48.0, "GPU": 4.0}
+    cpu_only = {"CPU": 48.0}
+    assert actor_pool(stage_for(tmp_path, "interpret"), cluster) == (48, {"num_cpus": 1})
+    assert actor_pool(stage_for(tmp_path, "interpret", "run.ray_actors=5"), cluster) == (5, {"num_cpus": 1})
+    vllm = stage_for(tmp_path, "interpret", "llm.backend=vllm", "llm.model=some/model")
+    assert actor_pool(vllm, cluster) == (4, {"num_gpus": 1})
+    with pytest.raises(ConfigError, match="has none"):
+        actor_pool(vllm, cpu_only)
+    blip = ("vision.backend=blip", "vision.model=some/blip")
+
+    def blip_pool(device: str, resources: dict) -> tuple:
+        return actor_pool(stage_for(tmp_path, "interrogate", *blip, f"vision.device={device}"), resources)
+
+    assert blip_pool("cuda", cluster) == (4, {"num_gpus": 1})
+    assert blip_pool("auto", cluster) == (4, {"num_gpus": 1})
+    assert blip_pool("auto", cpu_only) == (48, {"num_cpus": 1})
+    assert blip_pool("cpu", cluster) == (48, {"num_cpus": 1})
+    assert actor_pool(stage_for(tmp_path, "tags", "llm.backend=vllm", "llm.model=m", "run.ray_actors=2"),
+                      cluster) == (2, {"num_gpus": 1})
+    with pytest.raises(ConfigError, match="run.ray_actors"):
+        stage_for(tmp_path, "interpret", "run.ray_actors=-1")

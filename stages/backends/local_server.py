@@ -77,6 +77,10 @@ class LocalServer:
         port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
+        # One line per start, naming the process that owns the server (a Ray actor starts
+        # one for its whole stage; the log shows it).
+        log.write(f"tagcap: starting llama.cpp on port {port} for process {os.getpid()}\n".encode())
+        log.flush()
         cmd = [sys.executable, "-m", "stages.backends.local_server", str(self.gguf), str(port),
                str(self.parallel), str(self.ctx_per_slot * self.parallel), str(self.threads),
                str(os.getpid())]
@@ -127,6 +131,12 @@ class LocalServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+        try:
+            with open(self.log_path, "ab") as log:
+                log.write(f"tagcap: stopped llama.cpp on {self.base_url} for process {os.getpid()}\n"
+                          .encode())
+        except OSError:
+            pass
 
 
 def _serve(gguf: str, port: int, parallel: int, n_ctx: int, threads: int, parent: int) -> None:

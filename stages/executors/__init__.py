@@ -74,11 +74,20 @@ def disk_full(exc: OSError) -> FatalError:
                       "space and rerun: finished items are kept")
 
 
+def outcome(exc: BaseException) -> tuple[str, str]:
+    """("fatal", message) for a FatalError or a full disk (they stop the run), else
+    ("failed", reason) for that item alone."""
+    if isinstance(exc, FatalError):
+        return "fatal", str(exc)
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return "fatal", str(disk_full(exc))
+    return "failed", str(exc) if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"[:300]
+
+
 def record(report: StageReport, item_id: str, exc: BaseException) -> None:
     """A failed item's reason in the report (FatalError and a full disk are not items' faults)."""
     if isinstance(exc, FatalError):
         raise exc
     if isinstance(exc, OSError) and exc.errno in DISK_FULL:
         raise disk_full(exc) from None
-    reason = str(exc) if isinstance(exc, ItemError) else f"{type(exc).__name__}: {exc}"[:300]
-    report.failed.append((item_id, reason))
+    report.failed.append((item_id, outcome(exc)[1]))

@@ -1,12 +1,25 @@
 """Ray Data executor (`run.executor = ray`): the same stage item functions across a cluster.
 
-The driver lists a stage's items and keeps those that are not done (the same keys as the
-local executor, so both resume each other's work). The rest become a Ray Dataset that
-`map_batches` sends through a pool of actors: each actor builds its own Context and stage
-from the same config (backends load once per actor) and processes its batch with the
-stage's own `process`, with bounded async concurrency. Results come back as one status
-row per item; the driver fills the stage report. Outputs are written by the actors to the
-shared filesystem exactly as in a local run.
+How a stage runs:
+- The driver lists the stage's items lazily with the same `pending()` as the local executor
+  (same keys, so either executor resumes the other's work) and hands the items that need
+  work, in chunks, to a small feeder actor on the driver's node (a bounded queue: the
+  listing waits while the cluster is busy, so neither the pending items nor the results are
+  ever all in memory).
+- A Ray Dataset reads those chunks (one read task on the driver's node, pulling from the
+  feeder) and `map_batches` sends them through a pool of `StageWorker` actors. An actor
+  lives for the whole stage: it has one event loop (in its own thread), builds its Context,
+  stage and backends once (an embedded llama.cpp server starts once per actor, at its first
+  call), processes every batch it is given on that loop, and closes its backends when it
+  ends (Ray Data calls `__del__` when the pool shuts down; `close()` does the work).
+- The driver consumes one status row per item as batches finish (`iter_batches`) and fills
+  the stage report. A `FatalError` in an actor (a server it cannot reach, a full disk)
+  stops the run with that one message, as in a local run.
+- Outputs are written by the actors to the shared filesystem exactly as in a local run
+  (per item, atomically), so an item whose worker dies is simply redone by the next run.
+
+The pool size is `run.ray_actors` (0: one actor per CPU of the cluster, or per GPU when
+the stage's backends run on GPUs; such actors ask Ray for one GPU each).
 
 Optional: `pip install "ray[data]"`. Connects to `RAY_ADDRESS` when set, else starts a
 local instance.
@@ -15,111 +28,322 @@ local instance.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
+import os
 import pickle
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-from ..errors import ConfigError, FatalError, ItemError
+from ..errors import ConfigError, FatalError, ToolkitError
+from ..resources import evaluation_vision
+from . import outcome, pending
+
+CHUNKS_QUEUED_PER_ACTOR = 2     # chunks waiting in the feeder per actor (backpressure)
+LOST = ("its Ray worker stopped before reporting it ({why}); rerun to finish it "
+        "(finished items are kept)")
 
 
 class StageWorker:
-    """A Ray actor: one stage instance with its own backends, fed batches of items."""
+    """A Ray Data actor: one stage instance with its own event loop and backends, for the
+    life of the stage. Ray Data calls it once per batch of items."""
 
     def __init__(self, config: str, overrides: list[str], cwd: str, program: str, stage: str):
         from ..config import load_config
         from ..registry import stage_class
         from ..stage import Context, RunOptions
 
-        cfg = load_config(Path(config), overrides, cwd=Path(cwd))
-        self.ctx = Context(cfg, program=program, options=RunOptions(quiet=True))
-        self.stage = stage_class(stage)(self.ctx)
-        self.stage.prepare()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="tagcap-stage-loop",
+                                       daemon=True)
+        self.thread.start()
+        self.ctx = None
+        self.stage = None
+        self.fatal = ""          # why this actor cannot work: every batch reports it
+        try:
+            cfg = load_config(Path(config), overrides, cwd=Path(cwd))
+            self.ctx = Context(cfg, program=program, options=RunOptions(quiet=True))
+            self.stage = stage_class(stage)(self.ctx)
+            self.stage.prepare()
+            self._wait(self.stage.start())
+        except ToolkitError as exc:
+            self.fatal = str(exc)
+        except Exception as exc:  # a stage that cannot start on a worker stops the run, once
+            self.fatal = (f"the {stage} stage could not start on a Ray worker: "
+                          f"{type(exc).__name__}: {exc}")[:500]
+
+    def _wait(self, coro) -> Any:
+        """Run `coro` on this actor's own loop and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def __call__(self, batch: dict) -> dict:
-        items = [pickle.loads(blob) for blob in batch["item"]]
-        before = self.ctx.stats.calls
-        statuses = asyncio.run(self._run(items))
-        return {"id": [i.id for i in items], "status": [s for s, _ in statuses],
-                "reason": [r for _, r in statuses],
-                "calls": [self.ctx.stats.calls - before] + [0] * (len(items) - 1)}
+        ids = [str(i) for i in batch["id"]]
+        if self.fatal:
+            statuses = [("fatal", self.fatal)] * len(ids)
+            spent = {"calls": 0, "cache_hits": 0, "retries": 0}
+        else:
+            work = [pickle.loads(blob) for blob in batch["item"]]
+            before = self.ctx.stats.as_dict()
+            statuses = self._wait(self._run(work, [str(k) for k in batch["key"]]))
+            after = self.ctx.stats.as_dict()
+            spent = {name: after[name] - before[name] for name in after}
+        first = [True] + [False] * (len(ids) - 1)           # the batch's counts ride on its first row
+        return {"id": ids, "status": [s for s, _ in statuses], "reason": [r for _, r in statuses],
+                **{name: [n if f else 0 for f in first] for name, n in spent.items()}}
 
-    async def _run(self, items: list) -> list[tuple[str, str]]:
-        await self.stage.start()
-        sem = asyncio.Semaphore(self.stage.concurrency)
+    async def _run(self, items: list, keys: list[str]) -> list[tuple[str, str]]:
+        slots = asyncio.Semaphore(self.stage.in_flight)
 
-        async def one(item) -> tuple[str, str]:
-            async with sem:
+        async def one(item, key: str) -> tuple[str, str]:
+            async with slots:
                 try:
-                    await self.stage.process(item, self.stage.key(item))
+                    await self.stage.process(item, key)
                     return "ok", ""
-                except (ItemError, FatalError) as exc:
-                    return "failed", str(exc)
-                except Exception as exc:  # one bad item never stops a batch
-                    return "failed", f"{type(exc).__name__}: {exc}"[:300]
+                except Exception as exc:  # one bad item never stops a batch; fatal ones stop the run
+                    return outcome(exc)
 
         try:
-            return list(await asyncio.gather(*(one(i) for i in items)))
+            return list(await asyncio.gather(*(one(i, k) for i, k in zip(items, keys, strict=True))))
         finally:
-            self.stage.flush()
-            await self._close_async_backends()
+            await asyncio.to_thread(self.stage.flush)
 
-    async def _close_async_backends(self) -> None:
-        await self.ctx.aclose()
+    def close(self) -> None:
+        """Close the backends (stops an embedded server) and the loop; idempotent."""
+        loop, self.loop = self.loop, None
+        if loop is None:
+            return
+        try:
+            if self.ctx is not None:
+                asyncio.run_coroutine_threadsafe(self.ctx.aclose(), loop).result(timeout=60)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            self.thread.join(timeout=10)
+            if not self.thread.is_alive():
+                loop.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # an actor going away must not fail on its way out
+            pass
+
+
+class _Feeder:
+    """Bounded queue of item chunks between the driver's listing and the read task."""
+
+    def __init__(self, capacity: int):
+        self.queue: asyncio.Queue = asyncio.Queue(max(1, capacity))
+
+    async def put(self, chunk: dict) -> None:
+        await self.queue.put(chunk)
+
+    async def close(self) -> None:
+        await self.queue.put(None)
+
+    async def get(self) -> dict | None:
+        chunk = await self.queue.get()
+        if chunk is None:                    # the end: leave it for any later reader (a retry)
+            self.queue.put_nowait(None)
+        return chunk
+
+
+def _chunk_source(feeder: Any):
+    """A Ray Data datasource with one read task (on the driver's node) that pulls chunks
+    from `feeder` until it closes; one is enough, as it only moves chunks along."""
+    import pyarrow as pa
+    import ray
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    def read() -> Iterator[Any]:
+        while (chunk := ray.get(feeder.get.remote())) is not None:
+            yield pa.table(chunk)
+
+    class PendingItems(Datasource):
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def supports_distributed_reads(self) -> bool:
+            return False                     # read tasks stay on the driver's node
+
+        def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                           data_context: Any = None) -> list:
+            meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+            return [ReadTask(read, meta)]
+
+    return PendingItems()
 
 
 class RayExecutor:
     async def run(self, stage, options, report) -> None:
-        import asyncio
+        """Process the stage's pending items on Ray; fill `report` like the local executor."""
+        size = max(1, stage.in_flight * 2)             # items per batch (and per chunk)
+        todo = pending(stage, options, report)
+        first = _chunk(itertools.islice(todo, size))
+        if not first["id"]:                            # nothing to do: no cluster work at all
+            return
+        connect()                                      # in the main thread (Ray's signal handlers)
+        await asyncio.to_thread(_run_on_ray, stage, options, report, first, todo, size)
 
-        await asyncio.to_thread(run_stage_on_ray, stage, report, options)
 
-
-def run_stage_on_ray(stage, report, options) -> None:
-    """Process the stage's pending items on Ray; fill `report` like the local executor."""
+def connect() -> Any:
+    """The `ray` module, connected to `RAY_ADDRESS` (or a local instance) unless it already is."""
     try:
         import ray
     except ImportError:
         raise ConfigError("run.executor = ray needs Ray: pip install \"ray[data]\" "
                           "(or set run.executor = local)") from None
-    from ..stage import in_shard
-    from . import triage
-
-    pending = []
-    for item in stage.items():
-        if not in_shard(item.split_on, options.shard):
-            continue
-        if options.limit and len(pending) + report.reused + len(report.failed) >= options.limit:
-            report.limited = f"--limit {options.limit}"
-            break
-        state, key_or_reason = triage(stage, item)
-        if state == "failed":
-            report.failed.append((item.id, key_or_reason))
-        elif state == "done":
-            report.reused += 1
-        else:
-            pending.append({"item": pickle.dumps(item)})
-    if not pending:
-        return
     if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False,
+                 include_dashboard=False, logging_level=logging.WARNING)
+    import ray.data  # sets up its loggers; then quiet their console
+    quiet = [h for h in logging.getLogger("ray.data").handlers if h.name == "console"]
+    for handler in quiet:                      # no per-dataset chatter (Ray's log file keeps it)
+        handler.setLevel(logging.WARNING)
+    if not quiet:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)   # nor "bars off"
+    return ray
+
+
+def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int) -> None:
+    """Stream `first` and then the rest of `todo` through a pool of actors; count results."""
+    ray = connect()
     ctx = stage.ctx
-    cfg_path = str(Path(ctx.cfg.source).resolve())
-    dataset = ray.data.from_items(pending)
+    actors, per_actor = actor_pool(stage, ray.cluster_resources())
+    if len(first["id"]) < size:                # the whole stage is one batch: one actor
+        actors = 1
+    from ray.data import ActorPoolStrategy, DataContext
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    DataContext.get_current().enable_progress_bars = bool(ctx.cfg.run.progress and not options.quiet)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    feeder = ray.remote(_Feeder).options(num_cpus=0, scheduling_strategy=here).remote(
+        CHUNKS_QUEUED_PER_ACTOR * actors)
+    sent: dict[str, None] = {}                 # items handed to the cluster, not yet reported
+    lock = threading.Lock()
+    listing = _Listing(first, todo, size, feeder, sent, lock)
+    dataset = ray.data.read_datasource(_chunk_source(feeder), num_cpus=0)
     results = dataset.map_batches(
-        StageWorker, batch_size=max(1, stage.concurrency * 2), batch_format="numpy",
-        fn_constructor_kwargs={"config": cfg_path, "overrides": list(ctx.overrides),
-                               "cwd": str(Path.cwd()),
-                               "program": ctx.program, "stage": stage.name},
-        concurrency=ray_actors(ctx)).take_all()
-    for row in results:
-        ctx.stats.calls += int(row["calls"])
-        if row["status"] == "ok":
+        StageWorker, batch_size=size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
+        **per_actor,
+        fn_constructor_kwargs={"config": str(Path(ctx.cfg.source).resolve()),
+                               "overrides": list(ctx.overrides), "cwd": str(Path.cwd()),
+                               "program": ctx.program, "stage": stage.name})
+    listing.start()
+    try:
+        with warnings.catch_warnings():        # "fewer inputs than actors": the stream is lazy
+            warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
+            for rows in results.iter_batches(batch_format="numpy", batch_size=None):
+                _settle_rows(rows, ctx, report, sent, lock)
+        listing.join()
+    except ray.exceptions.RayError as exc:
+        why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise FatalError(f"the Ray run of the {stage.name} stage stopped: {why}; rerun to go on "
+                         "(finished items are kept)") from None
+    finally:
+        listing.stop()
+        ray.kill(feeder)
+    if listing.error is not None:
+        raise listing.error
+    for item_id in sent:                       # handed out, never reported: a worker went away
+        report.failed.append((item_id, LOST.format(why="no result came back")))
+
+
+def _chunk(pairs: Iterable[tuple[Any, str]]) -> dict[str, list]:
+    """Items and their keys as the columns of one block."""
+    chunk: dict[str, list] = {"id": [], "key": [], "item": []}
+    for item, key in pairs:
+        chunk["id"].append(item.id)
+        chunk["key"].append(key)
+        chunk["item"].append(pickle.dumps(item))
+    return chunk
+
+
+class _Listing(threading.Thread):
+    """The rest of the driver's lazy listing, in a thread: chunks of pending items into the
+    feeder, which blocks while the cluster is busy."""
+
+    def __init__(self, first: dict, todo: Iterator, size: int, feeder: Any, sent: dict,
+                 lock: threading.Lock):
+        super().__init__(name="tagcap-ray-listing", daemon=True)
+        self.first, self.todo, self.size = first, todo, size
+        self.feeder, self.sent, self.lock = feeder, sent, lock
+        self.error: BaseException | None = None
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        import ray
+
+        try:
+            chunk = self.first
+            while chunk["id"] and not self.stopped.is_set():
+                with self.lock:
+                    self.sent.update(dict.fromkeys(chunk["id"]))
+                ray.get(self.feeder.put.remote(chunk))
+                chunk = _chunk(itertools.islice(self.todo, self.size))
+        except BaseException as exc:  # a FatalError in the listing stops the run (re-raised by the driver)
+            if not self.stopped.is_set():
+                self.error = exc
+        finally:
+            if not self.stopped.is_set():
+                try:
+                    ray.get(self.feeder.close.remote())
+                except ray.exceptions.RayError:
+                    pass
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def _settle_rows(rows: dict, ctx, report, sent: dict, lock: threading.Lock) -> None:
+    """Count one batch of status rows; a fatal status stops the run."""
+    for name in ("calls", "cache_hits", "retries"):
+        setattr(ctx.stats, name, getattr(ctx.stats, name) + int(sum(rows[name])))
+    for item_id, status, reason in zip(rows["id"], rows["status"], rows["reason"], strict=True):
+        item_id, status, reason = str(item_id), str(status), str(reason)
+        if status == "fatal":
+            raise FatalError(reason)
+        with lock:
+            if item_id not in sent:            # a batch done twice (a retried task): count it once
+                continue
+            del sent[item_id]
+        if status == "ok":
             report.ok += 1
         else:
-            report.failed.append((str(row["id"]), str(row["reason"])))
+            report.failed.append((item_id, reason))
 
 
-def ray_actors(ctx) -> int:
-    import ray
+def actor_pool(stage, cluster: dict) -> tuple[int, dict]:
+    """(number of actors, Ray resources per actor) for `stage` on a cluster with `cluster`
+    resources: `run.ray_actors`, else one per CPU, or one per GPU (and one GPU each) when
+    the stage's backends run on GPUs."""
+    gpus = int(cluster.get("GPU", 0))
+    cfg = stage.ctx.cfg
+    wanted = cfg.run.ray_actors
+    if uses_gpu(stage, gpus):
+        if not gpus:
+            raise ConfigError(f"the {stage.name} stage runs its model on a GPU, but the Ray cluster "
+                              "has none: add GPU nodes, or set the device to cpu")
+        return wanted or gpus, {"num_gpus": 1}
+    return wanted or max(1, int(cluster.get("CPU", 1))), {"num_cpus": 1}
 
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    return max(1, min(cpus, 8))
+
+def uses_gpu(stage, cluster_gpus: int) -> bool:
+    """True when one of the stage's backends loads a model on a GPU (vLLM, a local vision
+    model or diffusers on cuda, or on auto where the cluster has GPUs)."""
+    cfg = stage.ctx.cfg
+    backends = set(stage.declared.backends)
+
+    def on_gpu(device: str) -> bool:
+        return device == "cuda" or (device == "auto" and cluster_gpus > 0)
+
+    if "chat" in backends and cfg.llm.backend == "vllm":
+        return True
+    visions = [cfg.vision] * ("vision" in backends) + [evaluation_vision(cfg)] * ("eval_vision" in backends)
+    if any(v.backend in ("classifier", "blip") and on_gpu(v.device) for v in visions):
+        return True
+    return "images" in backends and cfg.generate.backend == "diffusers" and on_gpu(cfg.generate.device)
