@@ -9,7 +9,9 @@ crash leaves behind is the same on every run. The points:
   (every artifact, cache entry, tag store and run record goes through it);
 - `store.after_replace`: an atomic write has just been renamed into place;
 - `interpret.between_writes`: a caption's provenance (NAME.json) is written, NAME.txt is not;
-- `interpret.before_beside`: the caption is written, its copy beside the image is not.
+- `interpret.before_beside`: the caption is written, its copy beside the image is not;
+- `interpret.sample_recorded`: a shard sample's caption is in the cache, its shard's Parquet
+  file is not written yet.
 
 Unset (always, outside tests) a point costs one environment lookup.
 """
@@ -21,7 +23,7 @@ import signal
 import threading
 
 POINTS = ("store.before_replace", "store.after_replace", "interpret.between_writes",
-          "interpret.before_beside")
+          "interpret.before_beside", "interpret.sample_recorded")
 _reached: dict[str, int] = {}       # per process, only while TAGCAP_KILL_AT names a point
 _lock = threading.Lock()
 
