@@ -32,6 +32,5 @@ def public_url(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if not parts.scheme:
         return url
-    host = parts.hostname or ""
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    netloc = parts.netloc.rpartition("@")[2]       # host[:port] as written, login dropped
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -231,3 +231,12 @@ def test_a_server_that_dies_mid_run_is_backed_off_and_the_others_finish(tmp_path
         assert len(results) == 40 and all(r.text.startswith("caption for: q") for r in results)
         assert len(b.chat_requests) == seen_by_b["n"]          # nothing reached b after its death
         assert len(a.chat_requests) >= 40 - seen_by_b["n"]     # a carried everything else
+
+
+def test_public_url_drops_the_login_and_never_raises():
+    from stages.errors import public_url
+
+    assert public_url("http://user:s3cret@host:7860/v1?key=s3cret#x") == "http://host:7860/v1"
+    assert public_url("https://[::1]:8000/v1") == "https://[::1]:8000/v1"
+    # a malformed port is shown as written, not turned into a crash inside an error message
+    assert public_url("http://me:s3cret@127.0.0.1:7860-alt/") == "http://127.0.0.1:7860-alt/"
