@@ -209,11 +209,54 @@ def test_embedded_llama_server_starts_once_per_actor_not_per_batch(cluster, tmp_
     batches = -(-len(words) // 4)               # llm.concurrency 1: 2 tags in flight, batches of 4
     assert batches > 2                          # more batches than actors: some actor had several
     assert starts and len(starts) == len(set(starts)) <= 2, starts     # one start per actor
-    # ... and each actor stopped its server when the stage ended.
-    stops = re.findall(r"tagcap: stopped llama\.cpp on \S+ for process (\d+)", log)
+    # ... and each actor stops its server when the stage ends (actors exit in the background
+    # after their last batch, so the log is read until it says so, or the hang guard).
+    deadline = time.monotonic() + HANG_GUARD_S
+    while True:
+        log = (tmp_path / "cache" / "llama-server.log").read_text(errors="replace")
+        stops = re.findall(r"tagcap: stopped llama\.cpp on \S+ for process (\d+)", log)
+        if sorted(stops) == sorted(starts) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert sorted(stops) == sorted(starts), log[-2000:]
     store = json.loads((tmp_path / "cache" / "tags.json").read_text())["tags"]
     assert set(words) <= set(store)
+
+
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
+def test_the_listing_waits_for_the_cluster_instead_of_running_ahead(cluster):
+    """The driver lists items only as fast as the cluster takes them: with room for one
+    queued chunk, the listing stops one chunk past it; then every item arrives, in
+    order, and the listing ends the stream."""
+    import itertools
+
+    from stages.executors.ray import _chunk, _Feeder, _Listing
+    from stages.stage import Item
+
+    drawn: list[int] = []
+
+    def todo():
+        for i in range(100):
+            drawn.append(i)
+            yield Item(f"i{i:03d}"), f"key{i}"
+
+    feeder = ray.remote(_Feeder).options(num_cpus=0).remote(1)
+    items = todo()
+    sent: dict[str, None] = {}
+    listing = _Listing(_chunk(itertools.islice(items, 4)), items, 4, feeder, sent, threading.Lock())
+    listing.start()
+    deadline = time.monotonic() + HANG_GUARD_S
+    while len(drawn) < 8 and time.monotonic() < deadline:      # one chunk queued, one waiting
+        time.sleep(0.05)
+    time.sleep(1.0)                                             # room to run ahead, were it eager
+    assert len(drawn) == 8, len(drawn)
+    got: list[str] = []
+    while (chunk := ray.get(feeder.get.remote())) is not None:
+        got += chunk["id"]
+    listing.join(HANG_GUARD_S)
+    assert got == [f"i{i:03d}" for i in range(100)] and list(sent) == got
+    assert listing.error is None
+    ray.kill(feeder)
 
 
 def stage_for(tmp: Path, name: str, *sets: str):
