@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -24,6 +25,15 @@ from fakes import FakeOpenAI  # noqa: E402
 def fake_llm():
     with FakeOpenAI() as server:
         yield server
+
+
+@pytest.fixture
+def refused_port():
+    """A local port that refuses connections: bound (so no other process can take it while
+    the test runs) but never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import configparser
 import dataclasses
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -118,12 +117,12 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("program", ["caption.py", "refine.py"])
-def test_help_is_fast_because_heavy_imports_are_lazy(program):
-    started = time.monotonic()
+def test_help_imports_no_heavy_library(program):
+    """`--help` stays quick because torch, transformers, diffusers and openai load lazily;
+    the test checks that (what is imported), not a time, which depends on the machine."""
     result = run_cli(str(ROOT / program), "--help")
     assert result.returncode == 0
     assert "--dry-run" in result.stdout and "--shard" in result.stdout
-    assert time.monotonic() - started < 2.0
     script = str(ROOT / program)
     probe = run_cli("-c", "import sys, runpy; sys.argv=['x','--help']\n"
                     f"try:\n runpy.run_path({script!r}, run_name='__main__')\n"

@@ -4,7 +4,6 @@ PNG metadata, and the web UI backend against a local fake of its API."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 import zlib
 from pathlib import Path
@@ -18,6 +17,7 @@ from stages.errors import ConfigError, FatalError, ItemError
 
 PROMPTS = ["a red car on the left of a blue bus", "Café crème, 東京", "a cat"]
 FAST = {"width": 32, "height": 32, "steps": 2}     # the tiny model's smallest useful work
+HANG_GUARD_S = 60                                  # hang guard, not a performance bound
 
 
 def pixels(image) -> np.ndarray:
@@ -29,12 +29,6 @@ def same_up_to_rounding(a, b) -> bool:
     at most one intensity level on a few values, never a different picture."""
     diff = np.abs(pixels(a) - pixels(b))
     return int(diff.max()) <= 1 and np.count_nonzero(diff) <= diff.size // 1000
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -194,17 +188,17 @@ def test_uncached_hub_model_fails_fast_when_offline(tmp_path, monkeypatch):
         DiffusersBackend("nobody-here/no-such-model", cache_dir=tmp_path).generate(["a"], [1])
     message = str(info.value)
     assert "offline" in message and "hf download nobody-here/no-such-model" in message and "tiny" in message
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < HANG_GUARD_S
 
 
-def test_uncached_hub_model_fails_fast_when_the_hub_is_unreachable(tmp_path, monkeypatch):
+def test_uncached_hub_model_fails_fast_when_the_hub_is_unreachable(tmp_path, monkeypatch, refused_port):
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{refused_port}")
     started = time.monotonic()
     with pytest.raises(FatalError, match="cannot be reached"):
         DiffusersBackend("nobody-here/no-such-model", cache_dir=tmp_path).generate(["a"], [1])
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < HANG_GUARD_S
 
 
 @pytest.mark.parametrize("kwargs, key", [({"width": 60}, "generate.width"),
@@ -380,16 +374,17 @@ def test_a1111_reports_404_and_422_bodies_as_they_are():
         assert len(server.requests) == 2, "4xx is not retried"
 
 
-def test_a1111_without_api_flag_or_unreachable_is_fatal():
+def test_a1111_without_api_flag_or_unreachable_is_fatal(refused_port):
     with FakeA1111() as server:
         server.fail(404, '{"detail": "Not Found"}')
         with pytest.raises(FatalError, match="--api"):
             web_ui(server).generate(["a"], [1])
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{refused_port}"
     started = time.monotonic()
     with pytest.raises(FatalError) as info:
         A1111Backend(url, checkpoint=CHECKPOINT, retries=1, backoff=0.01).generate(["a"], [1])
-    assert url in str(info.value) and "--api" in str(info.value) and time.monotonic() - started < 5
+    assert url in str(info.value) and "--api" in str(info.value)
+    assert time.monotonic() - started < HANG_GUARD_S
 
 
 def test_a1111_basic_auth_from_the_environment(monkeypatch):

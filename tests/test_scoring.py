@@ -119,7 +119,7 @@ def test_unreachable_hub_and_bad_folder_fail_fast_with_the_key(cache, tmp_path, 
     start = time.monotonic()
     with pytest.raises(FatalError, match=r"evaluate\.clip_model = nobody/no-such-clip.*`tiny`"):
         ClipScorer("nobody/no-such-clip", cache_dir=cache).embed_texts(["a cat"])
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 60      # hang guard, not a performance bound
     (tmp_path / "empty").mkdir()
     with pytest.raises(FatalError, match="does not hold a saved CLIP model"):
         ClipScorer(str(tmp_path / "empty"), cache_dir=cache).embed_texts(["a cat"])

@@ -201,7 +201,7 @@ def test_unreachable_hub_fails_fast_naming_the_model_and_fix(monkeypatch):
     with pytest.raises(FatalError, match=r"^vision\.model = nobody/no-such-blip: .*cannot be reached; "
                                          r"download it on a connected machine .*set vision\.model"):
         BlipVision(model="nobody/no-such-blip").load()
-    assert time.monotonic() - start < 15
+    assert time.monotonic() - start < 60      # hang guard, not a performance bound
 
 
 def test_folders_without_a_blip_model_are_fatal(tmp_path):

@@ -181,7 +181,7 @@ def test_concurrent_requests_go_to_one_engine_in_batches(tmp_path, standin):
     assert all(standin.sampling_params.constraint(p) == ("json", SCHEMA) for _, p in _sent(standin))
     # Asked again: every answer comes from the cache, no engine call.
     again = _ask(_backend(tmp_path), prompts)
-    assert all(r.cached for r in again) and len(engine.calls) <= 2
+    assert all(r.cached for r in again) and len(engine.calls) <= 2 and len(standin.ENGINES) == 1
 
 
 def test_a_request_vllm_refuses_fails_only_its_own_item(tmp_path, standin):
