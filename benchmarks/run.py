@@ -22,6 +22,9 @@ Figures (ratios are the point; absolute numbers depend on the machine):
 - tiny_sdxl_images_per_s_b1 / _b4: the tiny random SDXL on CPU at batch 1 and 4.
 - rss_mb_10k_items / rss_mb_100k_items: peak RSS of `caption.py --dry-run` over generated
   folders of small tagged images.
+- rss_mb_run_2k / rss_mb_run_20k / rss_run_growth: peak RSS of real caption runs (interpret
+  through the local server at zero latency, one candidate per image) over 2,000 and 20,000
+  tiny tagged images, and their ratio (goal <= 1.25: memory does not grow with the folder).
 - ci_coverage_n5 / _n10 / _n30, false_flag_rate_n5 / _n10 / _n30: the report's paired
   intervals on 3,000 simulated no-effect datasets per score shape and size (the lowest
   coverage over the shapes), and how often a no-effect report colours anything
@@ -401,7 +404,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small samples (~3 minutes)")
     parser.add_argument("--skip", default="", help="comma-separated groups to skip: "
-                        "saturation,concurrency,upsample,sdxl,rss,coverage,shards,quality")
+                        "saturation,saturation50,concurrency,upsample,sdxl,rss,rssrun,coverage,shards,"
+                        "quality")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     q = args.quick
@@ -417,6 +421,7 @@ def main() -> int:
             ("upsample", lambda: bench_upsample(tmp, 24 if q else 96, results)),
             ("sdxl", lambda: bench_tiny_sdxl(8 if q else 32, results)),
             ("rss", lambda: bench_rss(tmp, [10_000, 100_000], results)),
+            ("rssrun", lambda: bench_rss_run(tmp, [2_000, 20_000], results)),
             ("coverage", lambda: bench_coverage(3000, results)),
             ("shards", lambda: bench_shards(tmp, 2000 if q else 20_000, results)),
             ("quality", lambda: bench_caption_quality(tmp, results)),

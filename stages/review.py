@@ -18,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import html
 import io
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .folder import artifact, image_items, read_tag_text
-from .store import atomic_write_bytes, atomic_write_text, read_json, sha256_bytes
+from .stage import Item
+from .store import atomic_write_bytes, atomic_write_chunks, read_json, sha256_bytes
 
 THUMB_SIDE = 160
 FLAG_ORDER = ("failed", "fallback", "vision_guess", "over_clip_tokens", "kept", "missing")
@@ -110,55 +112,58 @@ def vision_answer(interrogations: Path | None, item_id: str) -> str:
     return str(record.get("answer", "")) if isinstance(record, dict) else ""
 
 
+def card_for(item: Item, captions: Path, failed: dict[str, str], thumbs: Path,
+             interrogations: Path | None = None) -> Card:
+    """One image's card, from what is on disk (its thumbnail made when missing)."""
+    card = Card(item.id)
+    if item.error:
+        card.flags.append("failed")
+        card.reasons.append(item.error)
+        return card
+    name = thumbnail(item.data, thumbs)
+    card.thumb = f"thumbs/{name}" if name else ""
+    try:
+        card.tags = (read_tag_text(item.data) or "").strip()
+    except Exception as exc:        # noqa: BLE001 - shown, never fatal
+        card.tags = f"(unreadable: {exc})"
+    txt = artifact(captions, item.id, ".txt")
+    try:
+        meta = read_json(artifact(captions, item.id, ".json"))
+    except (FileNotFoundError, ValueError):
+        meta = None
+    meta = meta if isinstance(meta, dict) else {}
+    try:
+        written = txt.read_bytes()
+    except FileNotFoundError:
+        written = None
+    if written is not None:
+        card.caption = written.decode("utf-8", "replace").strip()
+    # what the caption was made from; for a caption we did not make (or none yet), what
+    # the vision backend says now
+    card.vision = str(meta.get("vision", "")) or vision_answer(interrogations, item.id)
+    if written is not None and sha256_bytes(written) == meta.get("caption_sha256"):
+        card.score, card.coverage = meta.get("score"), meta.get("coverage")
+        card.flags += [str(f) for f in meta.get("flags", [])]
+        card.reasons += [str(r) for r in meta.get("reasons", [])]
+        if meta.get("over_limit") and "over_clip_tokens" not in card.flags:
+            card.flags.append("over_clip_tokens")
+    elif written is not None:
+        card.flags.append("kept")
+        card.reasons.append("not written by this tool (or edited by hand): kept as it is")
+    if item.id in failed:
+        card.flags.insert(0, "failed")
+        card.reasons.insert(0, failed[item.id])
+    elif written is None:
+        card.flags.append("missing")
+    return card
+
+
 def collect(images: Path, captions: Path, summary_file: Path,
             interrogations: Path | None = None) -> list[Card]:
     failed = failures(summary_file)
     thumbs = captions / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
-    cards = []
-    for item in image_items(images):
-        card = Card(item.id)
-        if item.error:
-            card.flags.append("failed")
-            card.reasons.append(item.error)
-            cards.append(card)
-            continue
-        name = thumbnail(item.data, thumbs)
-        card.thumb = f"thumbs/{name}" if name else ""
-        try:
-            card.tags = (read_tag_text(item.data) or "").strip()
-        except Exception as exc:        # noqa: BLE001 - shown, never fatal
-            card.tags = f"(unreadable: {exc})"
-        txt = artifact(captions, item.id, ".txt")
-        try:
-            meta = read_json(artifact(captions, item.id, ".json"))
-        except (FileNotFoundError, ValueError):
-            meta = None
-        meta = meta if isinstance(meta, dict) else {}
-        try:
-            written = txt.read_bytes()
-        except FileNotFoundError:
-            written = None
-        if written is not None:
-            card.caption = written.decode("utf-8", "replace").strip()
-        # what the caption was made from; for a caption we did not make (or none yet), what
-        # the vision backend says now
-        card.vision = str(meta.get("vision", "")) or vision_answer(interrogations, item.id)
-        if written is not None and sha256_bytes(written) == meta.get("caption_sha256"):
-            card.score, card.coverage = meta.get("score"), meta.get("coverage")
-            card.flags += [str(f) for f in meta.get("flags", [])]
-            card.reasons += [str(r) for r in meta.get("reasons", [])]
-            if meta.get("over_limit") and "over_clip_tokens" not in card.flags:
-                card.flags.append("over_clip_tokens")
-        elif written is not None:
-            card.flags.append("kept")
-            card.reasons.append("not written by this tool (or edited by hand): kept as it is")
-        if item.id in failed:
-            card.flags.insert(0, "failed")
-            card.reasons.insert(0, failed[item.id])
-        elif written is None:
-            card.flags.append("missing")
-        cards.append(card)
+    cards = [card_for(item, captions, failed, thumbs, interrogations) for item in image_items(images)]
     return sorted(cards, key=lambda c: c.rank)
 
 
@@ -184,43 +189,77 @@ document.getElementById('shown').textContent=n;}
 
 
 def render(cards: list[Card], title: str = "Captions") -> str:
-    esc = html.escape
     counts = {f: sum(f in c.flags for c in cards) for f in FLAG_ORDER}
     flagged = sum(bool(c.flags) for c in cards)
-    options = ['<option value="all">all</option>', '<option value="flagged">flagged</option>']
-    options += [f'<option value="{f}">{f} ({n})</option>' for f, n in counts.items() if n]
-    body = []
-    for card in cards:
-        picture = (f'<img src="{esc(card.thumb)}" alt="{esc(card.id)}" loading="lazy">'
-                   if card.thumb else '<div class="noimg">no preview</div>')
-        flags = "".join(f'<span class="flag">{esc(f)}</span>' for f in card.flags)
-        score = ("" if card.score is None else
-                 f"grounding score {card.score:.2f}, tag coverage {card.coverage or 0:.0%}")
-        reasons = "".join(f'<div class="reason">{esc(r)}</div>' for r in card.reasons)
-        body.append(
-            f'<div class="card{" flagged" if card.flags else ""}" data-id="{esc(card.id)}" '
+    return "".join(_page(title, counts, len(cards), flagged, map(_card_html, cards)))
+
+
+def _card_html(card: Card) -> str:
+    esc = html.escape
+    picture = (f'<img src="{esc(card.thumb)}" alt="{esc(card.id)}" loading="lazy">'
+               if card.thumb else '<div class="noimg">no preview</div>')
+    flags = "".join(f'<span class="flag">{esc(f)}</span>' for f in card.flags)
+    score = ("" if card.score is None else
+             f"grounding score {card.score:.2f}, tag coverage {card.coverage or 0:.0%}")
+    reasons = "".join(f'<div class="reason">{esc(r)}</div>' for r in card.reasons)
+    return (f'<div class="card{" flagged" if card.flags else ""}" data-id="{esc(card.id)}" '
             f'data-flags="{esc(" ".join(card.flags))}">{picture}<div>'
             f'<div><b>{esc(card.id)}</b> {flags}</div>'
             f'<div class="caption">{esc(card.caption) or "<i>(no caption)</i>"}</div>'
             f'<div class="meta">tags: {esc(card.tags) or "(none)"}</div>'
             f'<div class="meta">vision: {esc(card.vision) or "(none)"}</div>'
             f'<div class="meta">{score}</div>{reasons}</div></div>')
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f'<title>{esc(title)}</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head>'
-            f'<body onload="apply()"><header><b>{esc(title)}</b>: {len(cards)} images, '
-            f'{flagged} flagged, <span id="shown">{len(cards)}</span> shown. '
-            f'Show <select id="flag" onchange="apply()">{"".join(options)}</select> '
-            f'<input id="q" type="search" placeholder="search" oninput="apply()"></header>\n'
-            + "\n".join(body) + "\n</body></html>\n")
+
+
+def _page(title: str, counts: dict[str, int], total: int, flagged: int,
+          cards_html: Iterable[str]) -> Iterator[str]:
+    esc = html.escape
+    options = ['<option value="all">all</option>', '<option value="flagged">flagged</option>']
+    options += [f'<option value="{f}">{f} ({n})</option>' for f, n in counts.items() if n]
+    yield (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+           f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+           f'<title>{esc(title)}</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head>'
+           f'<body onload="apply()"><header><b>{esc(title)}</b>: {total} images, '
+           f'{flagged} flagged, <span id="shown">{total}</span> shown. '
+           f'Show <select id="flag" onchange="apply()">{"".join(options)}</select> '
+           f'<input id="q" type="search" placeholder="search" oninput="apply()"></header>\n')
+    first = True
+    for chunk in cards_html:
+        yield chunk if first else "\n" + chunk
+        first = False
+    yield "\n</body></html>\n"
 
 
 def write_review(images: Path, captions: Path, summary_file: Path,
                  interrogations: Path | None = None) -> tuple[Path, int, int]:
     """Write captions/index.html; returns (path, images, flagged). `interrogations` is the
-    interrogate stage's folder (cache/interrogate), for images without our provenance."""
-    cards = collect(images, captions, summary_file, interrogations)
-    path = captions / "index.html"
-    atomic_write_text(path, render(cards, f"Captions of {images.name}"))
-    return path, len(cards), sum(bool(c.flags) for c in cards)
+    interrogate stage's folder (cache/interrogate), for images without our provenance.
 
+    Two passes, so memory does not grow with the folder: the first makes the thumbnails and
+    keeps only each card's rank, id and file suffix (for the order and the header counts),
+    the second renders the cards in that order straight into the file.
+    """
+    failed = failures(summary_file)
+    thumbs = captions / "thumbs"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    counts, flagged = dict.fromkeys(FLAG_ORDER, 0), 0
+    order: list[tuple[tuple, str, Item | None]] = []     # rank, suffix, the item when it failed
+    for item in image_items(images):
+        card = card_for(item, captions, failed, thumbs, interrogations)
+        for flag in FLAG_ORDER:
+            counts[flag] += flag in card.flags
+        flagged += bool(card.flags)
+        order.append((card.rank, item.data.suffix if item.data and not item.error else "",
+                      item if item.error else None))
+    order.sort(key=lambda entry: entry[0])
+
+    def cards() -> Iterator[str]:
+        for (_, item_id), suffix, item in order:
+            item = item or Item(item_id, images / (item_id + suffix))
+            yield _card_html(card_for(item, captions, failed, thumbs, interrogations))
+
+    path = captions / "index.html"
+    chunks = (text.encode("utf-8") for text in _page(f"Captions of {images.name}", counts,
+                                                    len(order), flagged, cards()))
+    atomic_write_chunks(path, chunks)
+    return path, len(order), flagged

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ _FILE_MODE = 0o666 & ~_umask()
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so readers see either the old file or the whole new one."""
+    atomic_write_chunks(path, (data,))
+
+
+def atomic_write_chunks(path: str | os.PathLike, chunks: Iterable[bytes]) -> None:
+    """`atomic_write_bytes` for data made piece by piece (never all held at once)."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -32,7 +38,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     os.fchmod(fd, _FILE_MODE)                      # mkstemp makes 0600; artifacts are shared
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for chunk in chunks:
+                fh.write(chunk)
         faults.point("store.before_replace")
         os.replace(tmp, path)
         faults.point("store.after_replace")

@@ -447,7 +447,7 @@ def test_a_broken_fp16_file_is_an_error_not_a_silent_fp32_load(tiny, cache, tmp_
     assert "variant" not in str(info.value).lower()
 
 
-def test_a1111_messages_never_show_credentials_in_the_url():
+def test_a1111_messages_never_show_credentials_in_the_url(refused_port):
     """A login put in generate.url (user:password@host) reaches no error message: missing
     route, unknown sampler, refused login, unreachable, and a URL without a scheme."""
     secret = "s3cret-pw"
@@ -466,7 +466,7 @@ def test_a1111_messages_never_show_credentials_in_the_url():
         messages.append(fatal(url, sampler="DPM++ 9M"))
     with FakeA1111(auth="me:another-password") as server:
         messages.append(fatal(server.url.replace("http://", f"http://me:{secret}@")))
-    messages.append(fatal(f"http://me:{secret}@127.0.0.1:{closed_port()}"))
+    messages.append(fatal(f"http://me:{secret}@127.0.0.1:{refused_port}"))
     with pytest.raises(ConfigError) as info:
         A1111Backend(f"me:{secret}@127.0.0.1:7860", checkpoint=CHECKPOINT)
     messages.append(str(info.value))
