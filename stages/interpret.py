@@ -136,13 +136,37 @@ class InterpretStage(Stage):
         for item in self.input.items():
             if item.unit != unit:
                 if unit is not None:
-                    self.units[unit]["listed"] = True
+                    self._listed(unit)
                 unit = item.unit
-                self.units.setdefault(unit, {"ids": set(), "keys": {}, "listed": False})
+                self.units.setdefault(unit, {"ids": set(), "keys": {}, "listed": False,
+                                             "done": 0, "written": None})
             self.units[unit]["ids"].add(item.id)
             yield item
         if unit is not None:
-            self.units[unit]["listed"] = True
+            self._listed(unit)
+
+    def _listed(self, unit: str) -> None:
+        self.units[unit]["listed"] = True
+        if self._complete(unit):
+            self._write_shard(unit)
+
+    def _complete(self, unit: str) -> bool:
+        """Every sample of the shard listed and captioned (now or before) in this process."""
+        state = self.units.get(unit)
+        return bool(state) and state["listed"] and state["written"] is None \
+            and state["done"] == len(state["ids"])
+
+    def _write_shard(self, unit: str) -> None:
+        """The shard's Parquet as soon as all its samples are captioned; its ids are then
+        dropped, so memory holds only the shards in progress."""
+        from .shardout import write_shard
+
+        state = self.units[unit]
+        records = self._settled(state, set())
+        if records:
+            state["written"] = write_shard(self.cfg.paths.captions, unit, records)
+            state["ids"], state["keys"] = set(), {}
+            faults.point("interpret.shard_written")
 
     def count(self) -> int | None:
         return self.input.count()
@@ -179,7 +203,10 @@ class InterpretStage(Stage):
                 record = read_json(self.record_path(item.id))
             except (FileNotFoundError, ValueError):
                 return False
-            return isinstance(record, dict) and record.get("key") == key
+            done = isinstance(record, dict) and record.get("key") == key
+            if done and item.unit in self.units:
+                self.units[item.unit]["done"] += 1
+            return done
         txt = artifact(self.cfg.paths.captions, item.id, ".txt")
         if not txt.exists():
             return False
@@ -265,6 +292,10 @@ class InterpretStage(Stage):
             "trigger_words": list(c.trigger_words), "llm": chat.identity(**self.chat_overrides()),
             "templates": {"interpret": self.template.hash, "shorten": self.shorten.hash},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        if self.input.dataset and item.unit in self.units:
+            self.units[item.unit]["done"] += 1
+            if self._complete(item.unit):
+                await asyncio.to_thread(self._write_shard, item.unit)
 
     def _compose(self, inputs: dict) -> tuple[str, int]:
         """The fallback caption, with fewer details until it fits max_clip_tokens."""
@@ -347,13 +378,17 @@ class InterpretStage(Stage):
 
     def _write_shards(self, report: StageReport) -> list[str]:
         """One Parquet per shard whose every sample was settled in this run (captioned now or
-        before, or failed with its reason): a killed or limited run writes none for the
-        shards it did not finish, and its rerun resumes from the per-sample records."""
+        before, or failed with its reason); shards with no failure were written as soon as
+        they were complete. A killed or limited run writes none for the shards it did not
+        finish, and its rerun resumes from the per-sample records."""
         from .shardout import write_shard
 
         failed = {item_id for item_id, _ in report.failed}
         written, unchanged, waiting = 0, 0, 0
         for unit, state in sorted(self.units.items()):
+            if state["written"] is not None:          # written as soon as it was complete
+                written, unchanged = written + state["written"], unchanged + (not state["written"])
+                continue
             records = self._settled(state, failed) if state["listed"] else None
             if records is None:
                 waiting += 1

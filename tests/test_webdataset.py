@@ -227,6 +227,33 @@ def test_killed_mid_shard_resumes_inside_it(tmp_path):
     assert [r["key"] for r in rows(tmp_path / "captions")["00000"]] == keys
 
 
+def test_a_complete_shard_is_written_before_the_run_ends(tmp_path):
+    """Killed right after the first shard's Parquet is written: it is there and whole, the
+    other shard's is not; the rerun writes the other and leaves the first as it is."""
+    data = tmp_path / "data"
+    expected = {f"{s:05d}": write_shard(data / f"{s:05d}.tar", s * 10, 3) for s in range(2)}
+    with FakeOpenAI(reply) as server:
+        args = [sys.executable, str(ROOT / "caption.py"), "--quiet", "--config", str(ROOT / "config.ini")]
+        for item in llm_overrides(server.url, **{
+                "vision.backend": "openai", "paths.images": str(data),
+                "paths.captions": str(tmp_path / "captions"), "paths.cache": str(tmp_path / "cache"),
+                "tags.wiki_file": str(ROOT / "data" / "wiki.json"), "llm.concurrency": "1"}):
+            args += ["--set", item]
+        killed = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                                env={**os.environ, "TAGCAP_KILL_AT": "interpret.shard_written"})
+        assert killed.returncode == -9, killed.stderr
+        written = {u: [r["key"] for r in got] for u, got in rows(tmp_path / "captions").items()}
+        assert len(written) == 1                         # whichever finished first, whole
+        (unit, keys), = written.items()
+        assert keys == expected[unit]
+        first = (tmp_path / "captions" / f"{unit}.parquet").stat().st_mtime_ns
+        resumed = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert "1 shard Parquet files written, 1 unchanged" in resumed.stdout
+    assert {u: [r["key"] for r in got] for u, got in rows(tmp_path / "captions").items()} == expected
+    assert (tmp_path / "captions" / f"{unit}.parquet").stat().st_mtime_ns == first
+
+
 def test_shard_split_has_no_gap_and_no_overlap(dataset, tmp_path, capsys):
     data, expected = dataset
     seen: list[str] = []
