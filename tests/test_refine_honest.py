@@ -209,3 +209,13 @@ def test_an_original_and_an_upsampled_image_of_other_generation_settings_are_not
     assert ("upsampled", "12") in mixed and ("original", "12") in mixed
     assert len([r for r in rows if r["variant"] == "upsampled"]) < len(before)
     assert "1 original/upsampled pair(s) made with different generation settings" in evaluate_note(bench)
+
+
+def test_an_unreadable_trace_is_redone_by_the_loop(bench):
+    """A trace file that holds JSON but not a trace (a list) is redone, not a crash."""
+    with FakeOpenAI(Script(accept=False)) as server:
+        assert run(bench, server, "evaluate.skip=true") == 0
+        broken = sorted((run_dir(bench) / "socratic").glob("*.json"))[0]
+        broken.write_text('["not a trace"]')
+        assert run(bench, server, "upsample.skip=true", "generate.skip=true", "evaluate.skip=true") == 0
+    assert json.loads(broken.read_text())["best"] is not None
