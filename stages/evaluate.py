@@ -308,10 +308,13 @@ class TraceReader:
             return self._cache[item.id]
         try:
             trace = read_json(self.ctx.run_dir / "socratic" / f"{item.id}.json")
-        except (FileNotFoundError, ValueError):
+        except FileNotFoundError:
             trace = None
-        if trace is not None and (trace.get("best") is None or not trace.get("iterations")):
-            self.stale.add(item.id)                 # unfinished: a loop stopped mid-way
+        except ValueError:
+            trace = []                              # unreadable: counted below, never used
+        if trace is not None and (not isinstance(trace, dict) or trace.get("best") is None
+                                  or not trace.get("iterations")):
+            self.stale.add(item.id)                 # unreadable, or unfinished (a loop stopped mid-way)
             trace = None
         elif trace is not None and not (self.ready and self.socratic.is_done(item, self.socratic.key(item))):
             self.stale.add(item.id)

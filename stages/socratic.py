@@ -100,7 +100,7 @@ class SocraticStage(PromptsStage, Stage):
             trace = read_json(self.out(item.id))
         except (FileNotFoundError, ValueError):
             return None
-        return trace if trace.get("key") == key else None
+        return trace if isinstance(trace, dict) and trace.get("key") == key else None
 
     def finished_at(self, its: list[dict]) -> int | None:
         """How many rounds the loop makes with the current settings given these verdicts, or

@@ -154,7 +154,7 @@ def evaluate_note(bench: Path) -> str:
 def test_a_changed_category_and_an_unfinished_trace_are_not_reported_as_they_were(bench, monkeypatch):
     """Neither changes what evaluate scores, so its per-prompt files stay current; still the
     rows must carry the benchmark's category now, and a trace left without a best round
-    (a loop killed mid-way) is counted as left out, not silently dropped. The plots test
+    (a loop killed mid-way) or unreadable is counted as left out, not silently dropped. The plots test
     with evaluate.permutations sign patterns, as the report's tables do."""
     import stages.plots
 
@@ -172,6 +172,7 @@ def test_a_changed_category_and_an_unfinished_trace_are_not_reported_as_they_wer
         trace = json.loads(cut.read_text())
         trace["best"] = None
         cut.write_text(json.dumps(trace))
+        (run_dir(bench) / "socratic" / f"{rows[2]['id']}.json").write_text('["not a trace"]')
         patterns.clear()
         assert run(bench, server, "upsample.skip=true", "generate.skip=true", "socratic.skip=true",
                    "evaluate.permutations=1000") == 0
@@ -179,7 +180,7 @@ def test_a_changed_category_and_an_unfinished_trace_are_not_reported_as_they_wer
     got = {r["category"] for r in metric_rows(bench) if r["id"] == moved}
     assert got == {"Renamed category"}
     assert not [r for r in metric_rows(bench) if r["id"] == rows[1]["id"] and r["variant"] == "best"]
-    assert "1 stale Socratic trace(s) left out" in evaluate_note(bench)
+    assert "2 stale Socratic trace(s) left out" in evaluate_note(bench)
 
 
 def test_an_original_and_an_upsampled_image_of_other_generation_settings_are_not_paired(bench):
@@ -208,3 +209,13 @@ def test_an_original_and_an_upsampled_image_of_other_generation_settings_are_not
     assert ("upsampled", "12") in mixed and ("original", "12") in mixed
     assert len([r for r in rows if r["variant"] == "upsampled"]) < len(before)
     assert "1 original/upsampled pair(s) made with different generation settings" in evaluate_note(bench)
+
+
+def test_an_unreadable_trace_is_redone_by_the_loop(bench):
+    """A trace file that holds JSON but not a trace (a list) is redone, not a crash."""
+    with FakeOpenAI(Script(accept=False)) as server:
+        assert run(bench, server, "evaluate.skip=true") == 0
+        broken = sorted((run_dir(bench) / "socratic").glob("*.json"))[0]
+        broken.write_text('["not a trace"]')
+        assert run(bench, server, "upsample.skip=true", "generate.skip=true", "evaluate.skip=true") == 0
+    assert json.loads(broken.read_text())["best"] is not None
