@@ -185,6 +185,9 @@ document.querySelectorAll('.card').forEach(function(c){var fl=c.dataset.flags.sp
 var ok=(f==='all'||(f==='flagged'&&c.dataset.flags!=='')||fl.indexOf(f)>=0)&&
 (q===''||c.textContent.toLowerCase().indexOf(q)>=0);c.style.display=ok?'':'none';n+=ok;});
 document.getElementById('shown').textContent=n;}
+function start(){var h=new URLSearchParams(location.hash.slice(1));
+if(h.get('flag'))document.getElementById('flag').value=h.get('flag');
+if(h.get('q'))document.getElementById('q').value=h.get('q');apply();}
 """
 
 
@@ -219,7 +222,7 @@ def _page(title: str, counts: dict[str, int], total: int, flagged: int,
     yield (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
            f'<title>{esc(title)}</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head>'
-           f'<body onload="apply()"><header><b>{esc(title)}</b>: {total} images, '
+           f'<body onload="start()"><header><b>{esc(title)}</b>: {total} images, '
            f'{flagged} flagged, <span id="shown">{total}</span> shown. '
            f'Show <select id="flag" onchange="apply()">{"".join(options)}</select> '
            f'<input id="q" type="search" placeholder="search" oninput="apply()"></header>\n')

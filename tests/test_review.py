@@ -123,3 +123,62 @@ def test_cards_without_our_provenance_still_show_the_vision_answer(tmp_path):
     parsed.feed((captions / "index.html").read_text())
     text = " ".join(parsed.text)
     assert "vision: most likely a hand lamp" in text and "vision: most likely a none lamp" in text
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+
+def test_review_page_in_headless_chromium(tmp_path):
+    """The page as a real browser runs it: relative thumbnails load from file://, the filter
+    named in the link hides every other card, and the shown count follows."""
+    import re
+    import subprocess
+
+    import numpy as np
+    import pytest
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium installed (apt install chromium)")
+    images, captions = tmp_path / "images", tmp_path / "captions"
+    images.mkdir()
+    captions.mkdir()
+    for name in ("good", "fallback", "long"):
+        Image.new("RGB", (300, 200), (0, 128, 128)).save(images / f"{name}.png")
+        (images / f"{name}.txt").write_text("cat")
+    caption(captions, "good", "A cat.", flags=[], score=0.9, coverage=1.0, reasons=[])
+    caption(captions, "fallback", "A cat.", flags=["fallback"], score=0.5, coverage=0.5,
+            reasons=["no candidate passed"])
+    caption(captions, "long", "A long cat.", flags=["over_clip_tokens"], score=0.8,
+            coverage=1.0, reasons=[], over_limit=True)
+    page, _, _ = write_review(images, captions, tmp_path / "summary.json")
+    base = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+            "--user-data-dir=" + str(tmp_path / "profile")]
+
+    def dom(fragment: str) -> tuple[dict[str, bool], str]:
+        out = subprocess.run([*base, "--dump-dom", page.as_uri() + fragment], capture_output=True,
+                             text=True, timeout=120).stdout          # timeout: a hang guard
+        cards = {m.group(2): "display: none" not in m.group(1)
+                 for m in re.finditer(r'<div class="card[^"]*"([^>]*?)data-id="([^"]+)"', out)}
+        # the style attribute may come before or after data-id
+        for m in re.finditer(r'<div class="card[^"]*" data-id="([^"]+)"[^>]*style="([^"]*)"', out):
+            cards[m.group(1)] = "display: none" not in m.group(2)
+        shown = re.search(r'<span id="shown">(\d+)</span>', out)
+        return cards, shown.group(1) if shown else ""
+
+    cards, shown = dom("")
+    assert cards == {"fallback": True, "long": True, "good": True} and shown == "3"
+    cards, shown = dom("#flag=fallback")
+    assert cards == {"fallback": True, "long": False, "good": False} and shown == "1"
+    cards, shown = dom("#flag=all&q=long")
+    assert cards == {"fallback": False, "long": True, "good": False} and shown == "1"
+
+    shot = tmp_path / "shot.png"
+    subprocess.run([*base, f"--screenshot={shot}", "--window-size=900,700", page.as_uri()],
+                   capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
+    teal = np.all(np.abs(pixels.astype(int) - (0, 128, 128)) <= 12, axis=1)
+    assert teal.sum() > 3 * 100 * 60, "the relative thumbnails did not load in the browser"
