@@ -161,6 +161,8 @@ class InterpretStage(Stage):
         dropped, so memory holds only the shards in progress."""
         from .shardout import write_shard
 
+        if self.ctx.options.dry_run:
+            return                                    # a plan writes nothing
         state = self.units[unit]
         records = self._settled(state, set())
         if records:

@@ -252,6 +252,12 @@ def test_a_complete_shard_is_written_before_the_run_ends(tmp_path):
         assert "1 shard Parquet files written, 1 unchanged" in resumed.stdout
     assert {u: [r["key"] for r in got] for u, got in rows(tmp_path / "captions").items()} == expected
     assert (tmp_path / "captions" / f"{unit}.parquet").stat().st_mtime_ns == first
+    # A plan writes nothing, even for a shard whose samples are all captioned.
+    (tmp_path / "captions" / f"{unit}.parquet").unlink()
+    with FakeOpenAI(reply) as server:
+        assert run(str(data), tmp_path, server, flags=("--dry-run",)) == 0
+        assert not server.chat_requests
+    assert not (tmp_path / "captions" / f"{unit}.parquet").exists()
 
 
 def test_shard_split_has_no_gap_and_no_overlap(dataset, tmp_path, capsys):
