@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Performance figures, measured in one run on this machine; prints `name: value` lines.
 
-    python benchmarks/run.py --quick     # under ~3 minutes on 2 cores
+    python benchmarks/run.py --quick     # 30 minutes measured on 2 busy cores
     python benchmarks/run.py             # larger samples
 
 Figures (ratios are the point; absolute numbers depend on the machine):
@@ -402,7 +402,7 @@ def bench_caption_quality(tmp: Path, results: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small samples (~3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small samples (the 2k/20k memory runs stay)")
     parser.add_argument("--skip", default="", help="comma-separated groups to skip: "
                         "saturation,saturation50,concurrency,upsample,sdxl,rss,rssrun,coverage,shards,"
                         "quality")
