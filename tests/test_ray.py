@@ -293,3 +293,43 @@ def test_pool_size_comes_from_config_or_the_cluster_and_gpu_backends_ask_for_gpu
                       cluster) == (2, {"num_gpus": 1})
     with pytest.raises(ConfigError, match="run.ray_actors"):
         stage_for(tmp_path, "interpret", "run.ray_actors=-1")
+
+
+def test_stage_tallies_made_in_an_actor_reach_the_driver_once(tmp_path):
+    """The counters process() keeps for finish() (interpret's fallbacks) are made in the
+    actor's copy of the stage: they ride back with the batch and reach the driver's stage,
+    which reports them; a batch seen twice (a retried task) adds nothing more. The actor
+    runs in this process, without Ray, exactly as Ray Data calls it."""
+    import asyncio
+    import pickle
+
+    from stages.executors import pending
+    from stages.executors.ray import StageWorker, _settle_rows
+    from stages.stage import StageReport
+
+    make_folder(tmp_path / "images", 6)
+    with FakeOpenAI(lambda request: "A lighthouse keeper holds a lantern.") as server:
+        sets = [a for a in cli(tmp_path, server.url)[3:] if a != "--set"]
+        sets.append("llm.concurrency=1")
+        driver = stage_for(tmp_path, "interpret", *sets)
+        driver.prepare()
+        asyncio.run(driver.start())
+        report = StageReport("interpret")
+        todo = list(pending(driver, driver.ctx.options, report))
+        assert len(todo) == 6
+        batch = {"id": [i.id for i, _ in todo], "key": [k for _, k in todo],
+                 "item": [pickle.dumps(i) for i, _ in todo]}
+        worker = StageWorker(str(ROOT / "config.ini"), sets, str(tmp_path), "caption", "interpret")
+        try:
+            assert worker.fatal == ""
+            rows = worker(batch)
+        finally:
+            worker.close()
+    assert worker.stage.fallbacks == 6 and driver.fallbacks == 0
+    sent = dict.fromkeys(batch["id"])
+    _settle_rows(rows, driver, report, sent, threading.Lock())
+    _settle_rows(rows, driver, report, sent, threading.Lock())          # the same batch again
+    assert report.ok == 6 and driver.fallbacks == 6 and not sent
+    assert driver.ctx.stats.calls == 2 * len(server.chat_requests) > 0  # calls made: both times
+    driver.finish(report)
+    assert "6 fallback captions" in report.note, report.note

@@ -43,6 +43,8 @@ from ..resources import evaluation_vision
 from . import outcome, pending
 
 CHUNKS_QUEUED_PER_ACTOR = 2     # chunks waiting in the feeder per actor (backpressure)
+STATS = ("calls", "cache_hits", "retries")      # the call counts each batch reports
+TALLY = "tally_"                # column prefix of a stage's tallies (Stage.tallies)
 LOST = ("its Ray worker stopped before reporting it ({why}); rerun to finish it "
         "(finished items are kept)")
 
@@ -63,6 +65,7 @@ class StageWorker:
         self.ctx = None
         self.stage = None
         self.fatal = ""          # why this actor cannot work: every batch reports it
+        self.tallies = tuple(stage_class(stage).tallies)
         try:
             cfg = load_config(Path(config), overrides, cwd=Path(cwd))
             self.ctx = Context(cfg, program=program, options=RunOptions(quiet=True))
@@ -83,16 +86,22 @@ class StageWorker:
         ids = [str(i) for i in batch["id"]]
         if self.fatal:
             statuses = [("fatal", self.fatal)] * len(ids)
-            spent = {"calls": 0, "cache_hits": 0, "retries": 0}
+            spent = {name: 0 for name in STATS + tuple(TALLY + t for t in self.tallies)}
         else:
             work = [pickle.loads(blob) for blob in batch["item"]]
-            before = self.ctx.stats.as_dict()
+            before = self._counts()
             statuses = self._wait(self._run(work, [str(k) for k in batch["key"]]))
-            after = self.ctx.stats.as_dict()
+            after = self._counts()
             spent = {name: after[name] - before[name] for name in after}
         first = [True] + [False] * (len(ids) - 1)           # the batch's counts ride on its first row
         return {"id": ids, "status": [s for s, _ in statuses], "reason": [r for _, r in statuses],
                 **{name: [n if f else 0 for f in first] for name, n in spent.items()}}
+
+    def _counts(self) -> dict[str, int]:
+        """The call stats and the stage's tallies (prefixed), as they stand."""
+        stats = self.ctx.stats.as_dict()
+        return {**{name: int(stats[name]) for name in STATS},
+                **{TALLY + name: int(getattr(self.stage, name)) for name in self.tallies}}
 
     async def _run(self, items: list, keys: list[str]) -> list[tuple[str, str]]:
         slots = asyncio.Semaphore(self.stage.in_flight)
@@ -238,7 +247,7 @@ def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int) 
         with warnings.catch_warnings():        # "fewer inputs than actors": the stream is lazy
             warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
             for rows in results.iter_batches(batch_format="numpy", batch_size=None):
-                _settle_rows(rows, ctx, report, sent, lock)
+                _settle_rows(rows, stage, report, sent, lock)
         listing.join()
     except ray.exceptions.RayError as exc:
         why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -299,11 +308,15 @@ class _Listing(threading.Thread):
         self.stopped.set()
 
 
-def _settle_rows(rows: dict, ctx, report, sent: dict, lock: threading.Lock) -> None:
-    """Count one batch of status rows; a fatal status stops the run."""
-    for name in ("calls", "cache_hits", "retries"):
-        setattr(ctx.stats, name, getattr(ctx.stats, name) + int(sum(rows[name])))
-    for item_id, status, reason in zip(rows["id"], rows["status"], rows["reason"], strict=True):
+def _settle_rows(rows: dict, stage, report, sent: dict, lock: threading.Lock) -> None:
+    """Count one batch of status rows into `report`, the call stats and the driver's stage
+    (its tallies); a fatal status stops the run. The call stats count every call an actor
+    made, a retried batch's too (they really happened); items and tallies count once."""
+    stats = stage.ctx.stats
+    for name in STATS:
+        setattr(stats, name, getattr(stats, name) + int(sum(rows[name])))
+    for row, (item_id, status, reason) in enumerate(zip(rows["id"], rows["status"], rows["reason"],
+                                                        strict=True)):
         item_id, status, reason = str(item_id), str(status), str(reason)
         if status == "fatal":
             raise FatalError(reason)
@@ -311,6 +324,8 @@ def _settle_rows(rows: dict, ctx, report, sent: dict, lock: threading.Lock) -> N
             if item_id not in sent:            # a batch done twice (a retried task): count it once
                 continue
             del sent[item_id]
+        for name in stage.tallies:
+            setattr(stage, name, getattr(stage, name) + int(rows[TALLY + name][row]))
         if status == "ok":
             report.ok += 1
         else:
