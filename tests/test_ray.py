@@ -333,3 +333,34 @@ def test_stage_tallies_made_in_an_actor_reach_the_driver_once(tmp_path):
     assert driver.ctx.stats.calls == 2 * len(server.chat_requests) > 0  # calls made: both times
     driver.finish(report)
     assert "6 fallback captions" in report.note, report.note
+
+
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
+def test_webdataset_shards_on_ray_one_parquet_each_written_once_by_the_driver(cluster, tmp_path):
+    """Shard samples (tar offsets, picklable) go through the actors; each shard's Parquet is
+    written once, by the driver at the end of the stage (the actors only write per-sample
+    records), with every sample once; the rerun calls nothing and rewrites nothing."""
+    from test_webdataset import reply, rows, vision_images, write_shard
+
+    data = tmp_path / "data"
+    expected = {f"{s:05d}": write_shard(data / f"{s:05d}.tar", s * 10, 6) for s in range(3)}
+    with FakeOpenAI(reply) as server:
+        args = cli(tmp_path, server.url, f"paths.images={data}", "run.ray_actors=2",
+                   "llm.concurrency=1")
+        assert caption.main(args) == 0
+        sent = vision_images(server)
+        assert len(sent) == 18 and set(sent.values()) == {1}            # each sample once
+        stages = summary(tmp_path)[1]
+        assert stages["interpret"]["ok"] == 18, stages["interpret"]
+        assert "3 shard Parquet files written, 0 unchanged" in stages["interpret"]["note"]
+        written = rows(tmp_path / "captions")
+        assert {unit: [r["key"] for r in got] for unit, got in written.items()} == expected
+        assert all(r["caption"].strip() for got in written.values() for r in got)
+        mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "captions").glob("*.parquet")}
+        calls = len(server.chat_requests)
+
+        assert caption.main(args) == 0
+        assert len(server.chat_requests) == calls
+        stages = summary(tmp_path)[1]
+        assert stages["interpret"]["reused"] == 18 and stages["interpret"]["ok"] == 0
+        assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
