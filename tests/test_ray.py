@@ -364,3 +364,44 @@ def test_webdataset_shards_on_ray_one_parquet_each_written_once_by_the_driver(cl
         stages = summary(tmp_path)[1]
         assert stages["interpret"]["reused"] == 18 and stages["interpret"]["ok"] == 0
         assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
+def test_a_cancelled_run_stops_at_the_next_batch_instead_of_finishing_the_stage(cluster, tmp_path):
+    """Ctrl-C cancels the run's task: the Ray driver loop stops at its next batch (and Ray
+    Data shuts the actors down), so asyncio.run returns without waiting for the rest of the
+    stage (it waited for every item when the loop ran in asyncio.to_thread's executor)."""
+    import asyncio
+
+    from stages.executors.ray import RayExecutor
+    from stages.stage import StageReport
+
+    ids = make_folder(tmp_path / "images", 60)
+    with FakeOpenAI() as server:
+        sets = [a for a in cli(tmp_path, server.url, "run.ray_actors=2", "llm.concurrency=1")[3:]
+                if a != "--set"]
+        assert caption.main(cli(tmp_path, server.url, "run.executor=local")
+                            + ["--only", "tags,interrogate"]) == 0
+        server.latency = 0.2
+        stage = stage_for(tmp_path, "interpret", *sets)
+        stage.ctx.overrides = tuple(sets)
+        report = StageReport("interpret")
+
+        async def go() -> None:
+            stage.prepare()
+            await stage.start()
+            task = asyncio.create_task(RayExecutor().run(stage, stage.ctx.options, report))
+            deadline = time.monotonic() + HANG_GUARD_S
+            while not caption_ids(tmp_path) and time.monotonic() < deadline and not task.done():
+                await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(go())
+        stopped_at = len(caption_ids(tmp_path))
+        assert 0 < stopped_at < len(ids), stopped_at
+        time.sleep(5)            # the batches the actors were running may still land ...
+        settled = len(caption_ids(tmp_path))
+        time.sleep(3)            # ... but then nothing goes on in the background
+        assert len(caption_ids(tmp_path)) == settled < len(ids), (stopped_at, settled)

@@ -195,7 +195,39 @@ class RayExecutor:
         if not first["id"]:                            # nothing to do: no cluster work at all
             return
         connect()                                      # in the main thread (Ray's signal handlers)
-        await asyncio.to_thread(_run_on_ray, stage, options, report, first, todo, size)
+        # The Ray driver loop runs in a daemon thread of its own, not asyncio.to_thread: when
+        # the run is cancelled (Ctrl-C), `stop` ends it at the next batch (which shuts the
+        # actors down), and neither asyncio.run's executor shutdown nor the interpreter's
+        # exit waits for the rest of the stage.
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future = loop.create_future()
+        stop = threading.Event()
+
+        def settle(error: BaseException | None) -> None:
+            if finished.done():                        # cancelled meanwhile
+                return
+            if error is not None:
+                finished.set_exception(error)
+            else:
+                finished.set_result(None)
+
+        def drive() -> None:
+            error = None
+            try:
+                _run_on_ray(stage, options, report, first, todo, size, stop)
+            except BaseException as exc:  # handed to the awaiting task, which raises it
+                error = exc
+            try:
+                loop.call_soon_threadsafe(settle, error)
+            except RuntimeError:                       # the loop is gone: nobody waits
+                pass
+
+        threading.Thread(target=drive, name="tagcap-ray-driver", daemon=True).start()
+        try:
+            await finished
+        except asyncio.CancelledError:
+            stop.set()
+            raise
 
 
 def connect() -> Any:
@@ -218,8 +250,10 @@ def connect() -> Any:
     return ray
 
 
-def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int) -> None:
-    """Stream `first` and then the rest of `todo` through a pool of actors; count results."""
+def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int,
+                stop: threading.Event | None = None) -> None:
+    """Stream `first` and then the rest of `todo` through a pool of actors; count results.
+    A set `stop` ends it at the next batch (the run was cancelled)."""
     ray = connect()
     ctx = stage.ctx
     actors, per_actor = actor_pool(stage, ray.cluster_resources())
@@ -247,6 +281,8 @@ def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int) 
         with warnings.catch_warnings():        # "fewer inputs than actors": the stream is lazy
             warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
             for rows in results.iter_batches(batch_format="numpy", batch_size=None):
+                if stop is not None and stop.is_set():
+                    return                     # leaving the loop shuts Ray Data's actors down
                 _settle_rows(rows, stage, report, sent, lock)
         listing.join()
     except ray.exceptions.RayError as exc:
