@@ -405,3 +405,34 @@ def test_a_cancelled_run_stops_at_the_next_batch_instead_of_finishing_the_stage(
         settled = len(caption_ids(tmp_path))
         time.sleep(3)            # ... but then nothing goes on in the background
         assert len(caption_ids(tmp_path)) == settled < len(ids), (stopped_at, settled)
+
+
+def test_a_batch_whose_outputs_cannot_be_saved_fails_its_items_with_the_reason(tmp_path):
+    """The tags stage buffers summaries and saves them at the end of each batch (flush): a
+    store that cannot be written fails the batch's items with the reason (it escaped the
+    actor call, which Ray reports as an opaque task error that stops the whole run)."""
+    import asyncio
+    import pickle
+
+    from stages.executors import pending
+    from stages.executors.ray import StageWorker
+    from stages.stage import StageReport
+
+    make_folder(tmp_path / "images", 2, tags="cat, dog")
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "tags.json.lock").mkdir()        # the store's lock cannot be opened
+    with FakeOpenAI() as server:
+        sets = [a for a in cli(tmp_path, server.url)[3:] if a != "--set"]
+        driver = stage_for(tmp_path, "tags", *sets)
+        driver.prepare()
+        asyncio.run(driver.start())
+        todo = list(pending(driver, driver.ctx.options, StageReport("tags")))
+        batch = {"id": [i.id for i, _ in todo], "key": [k for _, k in todo],
+                 "item": [pickle.dumps(i) for i, _ in todo]}
+        worker = StageWorker(str(ROOT / "config.ini"), sets, str(tmp_path), "caption", "tags")
+        try:
+            rows = worker(batch)
+        finally:
+            worker.close()
+    assert rows["id"] == ["cat", "dog"] and list(rows["status"]) == ["failed", "failed"], rows
+    assert all("could not be saved" in r and "tags.json.lock" in r for r in rows["reason"]), rows

@@ -114,10 +114,16 @@ class StageWorker:
                 except Exception as exc:  # one bad item never stops a batch; fatal ones stop the run
                     return outcome(exc)
 
+        statuses = list(await asyncio.gather(*(one(i, k) for i, k in zip(items, keys, strict=True))))
         try:
-            return list(await asyncio.gather(*(one(i, k) for i, k in zip(items, keys, strict=True))))
-        finally:
             await asyncio.to_thread(self.stage.flush)
+        except Exception as exc:  # the batch's buffered outputs were not saved: its items failed
+            state, reason = outcome(exc)
+            if state == "fatal":
+                return [(state, reason)] * len(statuses)
+            return [(s, r) if s != "ok" else ("failed", f"its output could not be saved: {reason}")
+                    for s, r in statuses]
+        return statuses
 
     def close(self) -> None:
         """Close the backends (stops an embedded server) and the loop; idempotent."""
