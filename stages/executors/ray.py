@@ -45,6 +45,7 @@ from . import outcome, pending
 CHUNKS_QUEUED_PER_ACTOR = 2     # chunks waiting in the feeder per actor (backpressure)
 STATS = ("calls", "cache_hits", "retries")      # the call counts each batch reports
 TALLY = "tally_"                # column prefix of a stage's tallies (Stage.tallies)
+LISTING_STOP_S = 300            # hang guard only: a stopped listing ends at its next chunk
 LOST = ("its Ray worker stopped before reporting it ({why}); rerun to finish it "
         "(finished items are kept)")
 
@@ -297,7 +298,10 @@ def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int,
                          "(finished items are kept)") from None
     finally:
         listing.stop()
-        ray.kill(feeder)
+        ray.kill(feeder)                       # a listing waiting on the feeder returns now
+        # The listing reads the stage's state (e.g. interpret's shard bookkeeping): it must
+        # be over before the runner calls stage.finish(). It stops at its next chunk.
+        listing.join(LISTING_STOP_S)
     if listing.error is not None:
         raise listing.error
     for item_id in sent:                       # handed out, never reported: a worker went away
