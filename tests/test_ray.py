@@ -436,3 +436,37 @@ def test_a_batch_whose_outputs_cannot_be_saved_fails_its_items_with_the_reason(t
             worker.close()
     assert rows["id"] == ["cat", "dog"] and list(rows["status"]) == ["failed", "failed"], rows
     assert all("could not be saved" in r and "tags.json.lock" in r for r in rows["reason"]), rows
+
+
+def test_the_tags_summary_counts_what_the_actors_stored(tmp_path):
+    """The tags stage's note counts the store's entries: those the actors merged into
+    tags.json count too (the driver counted only its own, empty, buffer)."""
+    import asyncio
+    import pickle
+
+    from stages.executors import pending
+    from stages.executors.ray import StageWorker, _settle_rows
+    from stages.stage import StageReport
+
+    make_folder(tmp_path / "images", 2, tags="cat, dog")
+    with FakeOpenAI() as server:
+        sets = [a for a in cli(tmp_path, server.url)[3:] if a != "--set"]
+        driver = stage_for(tmp_path, "tags", *sets)
+        driver.prepare()
+        asyncio.run(driver.start())
+        report = StageReport("tags")
+        todo = list(pending(driver, driver.ctx.options, report))
+        batch = {"id": [i.id for i, _ in todo], "key": [k for _, k in todo],
+                 "item": [pickle.dumps(i) for i, _ in todo]}
+        worker = StageWorker(str(ROOT / "config.ini"), sets, str(tmp_path), "caption", "tags")
+        try:
+            rows = worker(batch)
+        finally:
+            worker.close()
+    _settle_rows(rows, driver, report, dict.fromkeys(batch["id"]), threading.Lock())
+    assert report.ok == 2, report
+    driver.finish(report)
+    stored = json.loads((tmp_path / "cache" / "tags.json").read_text())["tags"]
+    assert set(stored) == {"cat", "dog"}
+    counted = sum(int(n) for n in re.findall(r"(\d+) \w+", report.note.split(";")[0]))
+    assert report.note.startswith("store: ") and counted == 2, report.note
