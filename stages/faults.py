@@ -11,7 +11,8 @@ crash leaves behind is the same on every run. The points:
 - `interpret.between_writes`: a caption's provenance (NAME.json) is written, NAME.txt is not;
 - `interpret.before_beside`: the caption is written, its copy beside the image is not;
 - `interpret.sample_recorded`: a shard sample's caption is in the cache, its shard's Parquet
-  file is not written yet.
+  file is not written yet;
+- `interpret.shard_written`: a shard's Parquet file has just been written, during the run.
 
 Unset (always, outside tests) a point costs one environment lookup.
 """
@@ -23,7 +24,7 @@ import signal
 import threading
 
 POINTS = ("store.before_replace", "store.after_replace", "interpret.between_writes",
-          "interpret.before_beside", "interpret.sample_recorded")
+          "interpret.before_beside", "interpret.sample_recorded", "interpret.shard_written")
 _reached: dict[str, int] = {}       # per process, only while TAGCAP_KILL_AT names a point
 _lock = threading.Lock()
 

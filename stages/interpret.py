@@ -84,6 +84,7 @@ class InterpretStage(Stage):
                            # reasons; vision_guess flag
     llm_bound = True
     chat_params = {"max_tokens": 120}
+    tallies = ("fallbacks", "over_limit")
 
     @classmethod
     def declare(cls, cfg: Config) -> Declaration:

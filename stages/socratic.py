@@ -56,6 +56,7 @@ class SocraticStage(PromptsStage, Stage):
     name = "socratic"
     version = 2              # 2: traces record the loop's models and reused images (issue 12)
     concurrency = 1          # rounds are sequential and the image pipeline is shared
+    tallies = ("early",)
 
     @classmethod
     def declare(cls, cfg: Config) -> Declaration:

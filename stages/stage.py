@@ -197,6 +197,9 @@ class Stage(ABC):
     # Chat parameters this stage sets itself instead of [llm]: a value, or FromConfig(key).
     chat_params: dict[str, Any] = {}
     llm_bound = False       # True when items mostly wait on LLM requests
+    # Integer attributes that process() adds to and finish() reports (e.g. fallbacks made):
+    # an executor that runs process() in another copy of the stage (Ray) carries them back.
+    tallies: tuple[str, ...] = ()
 
     def __init__(self, ctx: Context):
         self.ctx = ctx

@@ -131,6 +131,8 @@ class TagsStage(Stage):
 
     def finish(self, report: StageReport) -> None:
         self.flush()
+        if not self.ctx.options.dry_run:      # what other processes (Ray actors) added too
+            self.known.update(self.store.load())
         counts: dict[str, int] = {}
         for entry in self.known.values():
             counts[entry.get("status", "?")] = counts.get(entry.get("status", "?"), 0) + 1

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from stages.backends.chat import CallStats, ChatBackend
-from stages.backends.local_server import find_gguf
+from stages.backends.local_server import LocalServer, find_gguf
 from stages.config import LLMConfig
 from stages.errors import FatalError
 from stages.store import CallCache
@@ -51,3 +51,16 @@ def test_missing_gguf_path_is_a_clear_error(tmp_path):
 
 def test_packaged_gguf_is_found():
     assert find_gguf("").name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_a_server_that_exits_at_start_is_one_clear_fatal_error(tmp_path):
+    """A GGUF llama.cpp cannot load: the child exits, and the run stops with the exit code
+    and the log's path (it raised AttributeError reading the cleared process handle)."""
+    pytest.importorskip("xllamacpp")
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    server = LocalServer(bad, parallel=1, ctx_per_slot=256, threads=1,
+                         log_path=tmp_path / "llama-server.log", start_timeout=60)  # hang guard
+    with pytest.raises(FatalError, match=r"exited with code -?\d+; see .*llama-server\.log"):
+        server.start()
+    assert server.proc is None

@@ -293,3 +293,180 @@ def test_pool_size_comes_from_config_or_the_cluster_and_gpu_backends_ask_for_gpu
                       cluster) == (2, {"num_gpus": 1})
     with pytest.raises(ConfigError, match="run.ray_actors"):
         stage_for(tmp_path, "interpret", "run.ray_actors=-1")
+
+
+def test_stage_tallies_made_in_an_actor_reach_the_driver_once(tmp_path):
+    """The counters process() keeps for finish() (interpret's fallbacks) are made in the
+    actor's copy of the stage: they ride back with the batch and reach the driver's stage,
+    which reports them; a batch seen twice (a retried task) adds nothing more. The actor
+    runs in this process, without Ray, exactly as Ray Data calls it."""
+    import asyncio
+    import pickle
+
+    from stages.executors import pending
+    from stages.executors.ray import StageWorker, _settle_rows
+    from stages.stage import StageReport
+
+    make_folder(tmp_path / "images", 6)
+    with FakeOpenAI(lambda request: "A lighthouse keeper holds a lantern.") as server:
+        sets = [a for a in cli(tmp_path, server.url)[3:] if a != "--set"]
+        sets.append("llm.concurrency=1")
+        driver = stage_for(tmp_path, "interpret", *sets)
+        driver.prepare()
+        asyncio.run(driver.start())
+        report = StageReport("interpret")
+        todo = list(pending(driver, driver.ctx.options, report))
+        assert len(todo) == 6
+        batch = {"id": [i.id for i, _ in todo], "key": [k for _, k in todo],
+                 "item": [pickle.dumps(i) for i, _ in todo]}
+        worker = StageWorker(str(ROOT / "config.ini"), sets, str(tmp_path), "caption", "interpret")
+        try:
+            assert worker.fatal == ""
+            rows = worker(batch)
+        finally:
+            worker.close()
+    assert worker.stage.fallbacks == 6 and driver.fallbacks == 0
+    sent = dict.fromkeys(batch["id"])
+    _settle_rows(rows, driver, report, sent, threading.Lock())
+    _settle_rows(rows, driver, report, sent, threading.Lock())          # the same batch again
+    assert report.ok == 6 and driver.fallbacks == 6 and not sent
+    assert driver.ctx.stats.calls == 2 * len(server.chat_requests) > 0  # calls made: both times
+    driver.finish(report)
+    assert "6 fallback captions" in report.note, report.note
+
+
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
+def test_webdataset_shards_on_ray_one_parquet_each_written_once_by_the_driver(cluster, tmp_path):
+    """Shard samples (tar offsets, picklable) go through the actors; each shard's Parquet is
+    written once, by the driver at the end of the stage (the actors only write per-sample
+    records), with every sample once; the rerun calls nothing and rewrites nothing."""
+    from test_webdataset import reply, rows, vision_images, write_shard
+
+    data = tmp_path / "data"
+    expected = {f"{s:05d}": write_shard(data / f"{s:05d}.tar", s * 10, 6) for s in range(3)}
+    with FakeOpenAI(reply) as server:
+        args = cli(tmp_path, server.url, f"paths.images={data}", "run.ray_actors=2",
+                   "llm.concurrency=1")
+        assert caption.main(args) == 0
+        sent = vision_images(server)
+        assert len(sent) == 18 and set(sent.values()) == {1}            # each sample once
+        stages = summary(tmp_path)[1]
+        assert stages["interpret"]["ok"] == 18, stages["interpret"]
+        assert "3 shard Parquet files written, 0 unchanged" in stages["interpret"]["note"]
+        written = rows(tmp_path / "captions")
+        assert {unit: [r["key"] for r in got] for unit, got in written.items()} == expected
+        assert all(r["caption"].strip() for got in written.values() for r in got)
+        mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "captions").glob("*.parquet")}
+        calls = len(server.chat_requests)
+
+        assert caption.main(args) == 0
+        assert len(server.chat_requests) == calls
+        stages = summary(tmp_path)[1]
+        assert stages["interpret"]["reused"] == 18 and stages["interpret"]["ok"] == 0
+        assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+@pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
+def test_a_cancelled_run_stops_at_the_next_batch_instead_of_finishing_the_stage(cluster, tmp_path):
+    """Ctrl-C cancels the run's task: the Ray driver loop stops at its next batch (and Ray
+    Data shuts the actors down), so asyncio.run returns without waiting for the rest of the
+    stage (it waited for every item when the loop ran in asyncio.to_thread's executor)."""
+    import asyncio
+
+    from stages.executors.ray import RayExecutor
+    from stages.stage import StageReport
+
+    ids = make_folder(tmp_path / "images", 60)
+    with FakeOpenAI() as server:
+        sets = [a for a in cli(tmp_path, server.url, "run.ray_actors=2", "llm.concurrency=1")[3:]
+                if a != "--set"]
+        assert caption.main(cli(tmp_path, server.url, "run.executor=local")
+                            + ["--only", "tags,interrogate"]) == 0
+        server.latency = 0.2
+        stage = stage_for(tmp_path, "interpret", *sets)
+        stage.ctx.overrides = tuple(sets)
+        report = StageReport("interpret")
+
+        async def go() -> None:
+            stage.prepare()
+            await stage.start()
+            task = asyncio.create_task(RayExecutor().run(stage, stage.ctx.options, report))
+            deadline = time.monotonic() + HANG_GUARD_S
+            while not caption_ids(tmp_path) and time.monotonic() < deadline and not task.done():
+                await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(go())
+        stopped_at = len(caption_ids(tmp_path))
+        assert 0 < stopped_at < len(ids), stopped_at
+        time.sleep(5)            # the batches the actors were running may still land ...
+        settled = len(caption_ids(tmp_path))
+        time.sleep(3)            # ... but then nothing goes on in the background
+        assert len(caption_ids(tmp_path)) == settled < len(ids), (stopped_at, settled)
+
+
+def test_a_batch_whose_outputs_cannot_be_saved_fails_its_items_with_the_reason(tmp_path):
+    """The tags stage buffers summaries and saves them at the end of each batch (flush): a
+    store that cannot be written fails the batch's items with the reason (it escaped the
+    actor call, which Ray reports as an opaque task error that stops the whole run)."""
+    import asyncio
+    import pickle
+
+    from stages.executors import pending
+    from stages.executors.ray import StageWorker
+    from stages.stage import StageReport
+
+    make_folder(tmp_path / "images", 2, tags="cat, dog")
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "tags.json.lock").mkdir()        # the store's lock cannot be opened
+    with FakeOpenAI() as server:
+        sets = [a for a in cli(tmp_path, server.url)[3:] if a != "--set"]
+        driver = stage_for(tmp_path, "tags", *sets)
+        driver.prepare()
+        asyncio.run(driver.start())
+        todo = list(pending(driver, driver.ctx.options, StageReport("tags")))
+        batch = {"id": [i.id for i, _ in todo], "key": [k for _, k in todo],
+                 "item": [pickle.dumps(i) for i, _ in todo]}
+        worker = StageWorker(str(ROOT / "config.ini"), sets, str(tmp_path), "caption", "tags")
+        try:
+            rows = worker(batch)
+        finally:
+            worker.close()
+    assert rows["id"] == ["cat", "dog"] and list(rows["status"]) == ["failed", "failed"], rows
+    assert all("could not be saved" in r and "tags.json.lock" in r for r in rows["reason"]), rows
+
+
+def test_the_tags_summary_counts_what_the_actors_stored(tmp_path):
+    """The tags stage's note counts the store's entries: those the actors merged into
+    tags.json count too (the driver counted only its own, empty, buffer)."""
+    import asyncio
+    import pickle
+
+    from stages.executors import pending
+    from stages.executors.ray import StageWorker, _settle_rows
+    from stages.stage import StageReport
+
+    make_folder(tmp_path / "images", 2, tags="cat, dog")
+    with FakeOpenAI() as server:
+        sets = [a for a in cli(tmp_path, server.url)[3:] if a != "--set"]
+        driver = stage_for(tmp_path, "tags", *sets)
+        driver.prepare()
+        asyncio.run(driver.start())
+        report = StageReport("tags")
+        todo = list(pending(driver, driver.ctx.options, report))
+        batch = {"id": [i.id for i, _ in todo], "key": [k for _, k in todo],
+                 "item": [pickle.dumps(i) for i, _ in todo]}
+        worker = StageWorker(str(ROOT / "config.ini"), sets, str(tmp_path), "caption", "tags")
+        try:
+            rows = worker(batch)
+        finally:
+            worker.close()
+    _settle_rows(rows, driver, report, dict.fromkeys(batch["id"]), threading.Lock())
+    assert report.ok == 2, report
+    driver.finish(report)
+    stored = json.loads((tmp_path / "cache" / "tags.json").read_text())["tags"]
+    assert set(stored) == {"cat", "dog"}
+    counted = sum(int(n) for n in re.findall(r"(\d+) \w+", report.note.split(";")[0]))
+    assert report.note.startswith("store: ") and counted == 2, report.note

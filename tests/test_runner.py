@@ -94,6 +94,14 @@ def test_limit_and_shard_select_items(tmp_path):
     assert set(log0) | set(log1) == set(inputs) and not set(log0) & set(log1)
 
 
+def test_limit_counts_an_item_that_fails_while_processing_once(tmp_path):
+    """--limit N hands out N items even when some fail in process(): their failure lands in
+    report.failed while the listing goes on and must not count against the limit again."""
+    inputs = {**{f"bad{n}": "x" for n in range(4)}, **{f"i{n}": str(n) for n in range(10)}}
+    report, log = run(tmp_path, inputs, limit=6, sets=["llm.concurrency=1"])
+    assert len(log) == 6 and len(report.failed) == 4 and report.ok == 2, (log, report)
+
+
 def test_skip_true_runs_nothing(tmp_path):
     report, log = run(tmp_path, {"a": "1"}, sets=["interpret.skip=true"])
     assert report.state == "skipped" and log == []

@@ -97,11 +97,12 @@ class LocalServer:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            code = self.proc.poll()
+            if code is not None:
                 tail = self._log_tail()
                 self.stop()
                 raise FatalError(f"the embedded llama.cpp server exited with code "
-                                 f"{self.proc.returncode}; see {self.log_path}: {tail}")
+                                 f"{code}; see {self.log_path}: {tail}")
             try:
                 with urllib.request.urlopen(self.base_url + "/models", timeout=2) as resp:
                     if resp.status == 200:

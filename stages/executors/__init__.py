@@ -49,11 +49,11 @@ def pending(stage: Stage, options: RunOptions, report: StageReport,
     """The items of this shard that need work, with their keys, listed lazily; failures and
     reuses are counted in `report` on the way (and `settled()` called for each), and
     `--limit` ends the listing (said there)."""
-    todo = 0
+    todo = failed = 0       # the listing's own counts: report.failed also gets the executor's
     for item in stage.items():
         if not in_shard(item.split_on, options.shard):
             continue
-        if options.limit and todo + report.reused + len(report.failed) >= options.limit:
+        if options.limit and todo + report.reused + failed >= options.limit:
             report.limited = f"--limit {options.limit}"
             return
         state, key_or_reason = triage(stage, item)
@@ -62,6 +62,7 @@ def pending(stage: Stage, options: RunOptions, report: StageReport,
             yield item, key_or_reason
             continue
         if state == "failed":
+            failed += 1
             report.failed.append((item.id, key_or_reason))
         else:
             report.reused += 1

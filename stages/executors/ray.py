@@ -43,6 +43,9 @@ from ..resources import evaluation_vision
 from . import outcome, pending
 
 CHUNKS_QUEUED_PER_ACTOR = 2     # chunks waiting in the feeder per actor (backpressure)
+STATS = ("calls", "cache_hits", "retries")      # the call counts each batch reports
+TALLY = "tally_"                # column prefix of a stage's tallies (Stage.tallies)
+LISTING_STOP_S = 300            # hang guard only: a stopped listing ends at its next chunk
 LOST = ("its Ray worker stopped before reporting it ({why}); rerun to finish it "
         "(finished items are kept)")
 
@@ -63,6 +66,7 @@ class StageWorker:
         self.ctx = None
         self.stage = None
         self.fatal = ""          # why this actor cannot work: every batch reports it
+        self.tallies = tuple(stage_class(stage).tallies)
         try:
             cfg = load_config(Path(config), overrides, cwd=Path(cwd))
             self.ctx = Context(cfg, program=program, options=RunOptions(quiet=True))
@@ -83,16 +87,22 @@ class StageWorker:
         ids = [str(i) for i in batch["id"]]
         if self.fatal:
             statuses = [("fatal", self.fatal)] * len(ids)
-            spent = {"calls": 0, "cache_hits": 0, "retries": 0}
+            spent = {name: 0 for name in STATS + tuple(TALLY + t for t in self.tallies)}
         else:
             work = [pickle.loads(blob) for blob in batch["item"]]
-            before = self.ctx.stats.as_dict()
+            before = self._counts()
             statuses = self._wait(self._run(work, [str(k) for k in batch["key"]]))
-            after = self.ctx.stats.as_dict()
+            after = self._counts()
             spent = {name: after[name] - before[name] for name in after}
         first = [True] + [False] * (len(ids) - 1)           # the batch's counts ride on its first row
         return {"id": ids, "status": [s for s, _ in statuses], "reason": [r for _, r in statuses],
                 **{name: [n if f else 0 for f in first] for name, n in spent.items()}}
+
+    def _counts(self) -> dict[str, int]:
+        """The call stats and the stage's tallies (prefixed), as they stand."""
+        stats = self.ctx.stats.as_dict()
+        return {**{name: int(stats[name]) for name in STATS},
+                **{TALLY + name: int(getattr(self.stage, name)) for name in self.tallies}}
 
     async def _run(self, items: list, keys: list[str]) -> list[tuple[str, str]]:
         slots = asyncio.Semaphore(self.stage.in_flight)
@@ -105,10 +115,16 @@ class StageWorker:
                 except Exception as exc:  # one bad item never stops a batch; fatal ones stop the run
                     return outcome(exc)
 
+        statuses = list(await asyncio.gather(*(one(i, k) for i, k in zip(items, keys, strict=True))))
         try:
-            return list(await asyncio.gather(*(one(i, k) for i, k in zip(items, keys, strict=True))))
-        finally:
             await asyncio.to_thread(self.stage.flush)
+        except Exception as exc:  # the batch's buffered outputs were not saved: its items failed
+            state, reason = outcome(exc)
+            if state == "fatal":
+                return [(state, reason)] * len(statuses)
+            return [(s, r) if s != "ok" else ("failed", f"its output could not be saved: {reason}")
+                    for s, r in statuses]
+        return statuses
 
     def close(self) -> None:
         """Close the backends (stops an embedded server) and the loop; idempotent."""
@@ -186,7 +202,39 @@ class RayExecutor:
         if not first["id"]:                            # nothing to do: no cluster work at all
             return
         connect()                                      # in the main thread (Ray's signal handlers)
-        await asyncio.to_thread(_run_on_ray, stage, options, report, first, todo, size)
+        # The Ray driver loop runs in a daemon thread of its own, not asyncio.to_thread: when
+        # the run is cancelled (Ctrl-C), `stop` ends it at the next batch (which shuts the
+        # actors down), and neither asyncio.run's executor shutdown nor the interpreter's
+        # exit waits for the rest of the stage.
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future = loop.create_future()
+        stop = threading.Event()
+
+        def settle(error: BaseException | None) -> None:
+            if finished.done():                        # cancelled meanwhile
+                return
+            if error is not None:
+                finished.set_exception(error)
+            else:
+                finished.set_result(None)
+
+        def drive() -> None:
+            error = None
+            try:
+                _run_on_ray(stage, options, report, first, todo, size, stop)
+            except BaseException as exc:  # handed to the awaiting task, which raises it
+                error = exc
+            try:
+                loop.call_soon_threadsafe(settle, error)
+            except RuntimeError:                       # the loop is gone: nobody waits
+                pass
+
+        threading.Thread(target=drive, name="tagcap-ray-driver", daemon=True).start()
+        try:
+            await finished
+        except asyncio.CancelledError:
+            stop.set()
+            raise
 
 
 def connect() -> Any:
@@ -209,8 +257,10 @@ def connect() -> Any:
     return ray
 
 
-def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int) -> None:
-    """Stream `first` and then the rest of `todo` through a pool of actors; count results."""
+def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int,
+                stop: threading.Event | None = None) -> None:
+    """Stream `first` and then the rest of `todo` through a pool of actors; count results.
+    A set `stop` ends it at the next batch (the run was cancelled)."""
     ray = connect()
     ctx = stage.ctx
     actors, per_actor = actor_pool(stage, ray.cluster_resources())
@@ -238,7 +288,9 @@ def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int) 
         with warnings.catch_warnings():        # "fewer inputs than actors": the stream is lazy
             warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
             for rows in results.iter_batches(batch_format="numpy", batch_size=None):
-                _settle_rows(rows, ctx, report, sent, lock)
+                if stop is not None and stop.is_set():
+                    return                     # leaving the loop shuts Ray Data's actors down
+                _settle_rows(rows, stage, report, sent, lock)
         listing.join()
     except ray.exceptions.RayError as exc:
         why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -246,7 +298,10 @@ def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int) 
                          "(finished items are kept)") from None
     finally:
         listing.stop()
-        ray.kill(feeder)
+        ray.kill(feeder)                       # a listing waiting on the feeder returns now
+        # The listing reads the stage's state (e.g. interpret's shard bookkeeping): it must
+        # be over before the runner calls stage.finish(). It stops at its next chunk.
+        listing.join(LISTING_STOP_S)
     if listing.error is not None:
         raise listing.error
     for item_id in sent:                       # handed out, never reported: a worker went away
@@ -299,11 +354,15 @@ class _Listing(threading.Thread):
         self.stopped.set()
 
 
-def _settle_rows(rows: dict, ctx, report, sent: dict, lock: threading.Lock) -> None:
-    """Count one batch of status rows; a fatal status stops the run."""
-    for name in ("calls", "cache_hits", "retries"):
-        setattr(ctx.stats, name, getattr(ctx.stats, name) + int(sum(rows[name])))
-    for item_id, status, reason in zip(rows["id"], rows["status"], rows["reason"], strict=True):
+def _settle_rows(rows: dict, stage, report, sent: dict, lock: threading.Lock) -> None:
+    """Count one batch of status rows into `report`, the call stats and the driver's stage
+    (its tallies); a fatal status stops the run. The call stats count every call an actor
+    made, a retried batch's too (they really happened); items and tallies count once."""
+    stats = stage.ctx.stats
+    for name in STATS:
+        setattr(stats, name, getattr(stats, name) + int(sum(rows[name])))
+    for row, (item_id, status, reason) in enumerate(zip(rows["id"], rows["status"], rows["reason"],
+                                                        strict=True)):
         item_id, status, reason = str(item_id), str(status), str(reason)
         if status == "fatal":
             raise FatalError(reason)
@@ -311,6 +370,8 @@ def _settle_rows(rows: dict, ctx, report, sent: dict, lock: threading.Lock) -> N
             if item_id not in sent:            # a batch done twice (a retried task): count it once
                 continue
             del sent[item_id]
+        for name in stage.tallies:
+            setattr(stage, name, getattr(stage, name) + int(rows[TALLY + name][row]))
         if status == "ok":
             report.ok += 1
         else:
