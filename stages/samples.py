@@ -71,6 +71,7 @@ class Sample:
     tags: Any = None            # raw tags: bytes of KEY.txt / KEY.json, or the column's value
     tags_kind: str = ""         # text | json | value ('' when the sample has none)
     stamp: str = ""             # the shard's size and mtime when listed
+    paths: bool = False         # Parquet: the image column may hold paths (not only bytes)
 
     def where(self) -> str:
         return f"{self.shard}#{self.member or self.offset}"
@@ -294,6 +295,7 @@ def _failed_key(unit: str, key: str, reason: str):
 
 
 def _parquet_items(path: Path, unit: str, columns: InputColumns):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -311,6 +313,9 @@ def _parquet_items(path: Path, unit: str, columns: InputColumns):
                       f"{', '.join(names)}); set the [input] keys to this table's columns")
         return
     stamp = _stamp(path)
+    kind = table.schema_arrow.field(columns.image).type
+    paths = not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+                 or pa.types.is_fixed_size_binary(kind))
     counts: dict[str, int] = {}
     for batch in table.iter_batches(batch_size=LIST_BATCH, columns=[columns.key]):
         for key in batch.column(0).to_pylist():
@@ -334,7 +339,8 @@ def _parquet_items(path: Path, unit: str, columns: InputColumns):
                                       "one sample")
             else:
                 yield _item(Sample(str(path), unit, str(key), row, tags=value,
-                                   tags_kind="value" if value is not None else "", stamp=stamp))
+                                   tags_kind="value" if value is not None else "", stamp=stamp,
+                                   paths=paths))
             row += 1
 
 
@@ -364,6 +370,9 @@ def tag_text(sample: Sample, columns: InputColumns) -> list[str] | str | None:
     raise ItemError(f"the tags of {sample.key} are neither text nor a list of text")
 
 
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
+
+
 class SampleReader:
     """Image bytes of samples by their `Sample`: a seek and a read in a tar; for a table,
     batches of its image column read in order, the last few kept (items are processed
@@ -388,14 +397,28 @@ class SampleReader:
             return data
         return self._cell(sample)
 
-    def _cell(self, sample: Sample) -> bytes:
+    def image_file(self, sample: Sample) -> Path | None:
+        """The file a table's image cell names (a path beside the table), else None: its
+        size and mtime belong in the sample's stamp, the table's own do not cover it."""
+        if sample.shard.endswith(".tar") or not sample.paths:
+            return None
+        value = self._cell_value(sample)
+        if isinstance(value, str) and value and not _URL.match(value):
+            return Path(sample.shard).parent / value
+        return None
+
+    def _cell_value(self, sample: Sample) -> Any:
         value = self._row_value(sample.shard, sample.offset)
         if isinstance(value, dict):                           # datasets' Image struct
             value = value.get("bytes") or value.get("path")
+        return value
+
+    def _cell(self, sample: Sample) -> bytes:
+        value = self._cell_value(sample)
         if isinstance(value, (bytes, bytearray)):
             return bytes(value)
         if isinstance(value, str) and value:
-            if re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I):
+            if _URL.match(value):
                 raise ItemError(f"the image is a URL ({value[:80]}); tagcap does not download: "
                                 "fetch the images first (e.g. img2dataset)")
             path = Path(sample.shard).parent / value

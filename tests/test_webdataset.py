@@ -6,6 +6,7 @@ splits by shard."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -376,3 +377,43 @@ def test_table_images_as_bytes_paths_structs_and_urls_read_back_by_row(tmp_path)
     items = {i.data.key: i.data for i in dataset_items(tmp_path / "big.parquet", InputColumns(tags=""))}
     for row in (0, 650, 5, 699, 64, 63, 1, 400):
         assert reader.image_bytes(items[str(row)]) == f"row{row}".encode()
+
+
+def test_a_changed_image_file_named_by_a_table_is_captioned_again(tmp_path):
+    """A table whose image column holds paths: editing a picture beside the table (the
+    table itself untouched) changes that sample's digest and key; the other is reused."""
+    data = tmp_path / "data"
+    (data / "pics").mkdir(parents=True)
+    for i in range(2):
+        (data / "pics" / f"{i}.jpg").write_bytes(photo_bytes(i))
+    pq.write_table(pa.table({"key": ["a", "b"], "jpg": ["pics/0.jpg", "pics/1.jpg"],
+                             "txt": [TAGS[0], TAGS[1]]}), data / "table.parquet")
+    with FakeOpenAI(reply) as server:
+        assert run(str(data / "table.parquet"), tmp_path, server) == 0
+        first = {r["key"]: json.loads(r["provenance"])["image_sha256"]
+                 for r in rows(tmp_path / "captions")["table"]}
+        (data / "pics" / "0.jpg").write_bytes(photo_bytes(7))          # a new picture
+        before = len(vision_images(server))
+        assert run(str(data / "table.parquet"), tmp_path, server) == 0
+        assert len(vision_images(server)) == before + 1                 # that one, only
+    again = {r["key"]: json.loads(r["provenance"])["image_sha256"]
+             for r in rows(tmp_path / "captions")["table"]}
+    assert again["b"] == first["b"] and again["a"] != first["a"]
+    assert again["a"] == hashlib.sha256(photo_bytes(7)).hexdigest()
+
+
+def test_another_image_column_makes_one_round_of_calls_then_none(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    pq.write_table(pa.table({"key": ["a", "b"], "jpg": [photo_bytes(0), photo_bytes(1)],
+                             "png": [photo_bytes(2), photo_bytes(3)],
+                             "txt": [TAGS[0], TAGS[1]]}), data / "table.parquet")
+    with FakeOpenAI(reply) as server:
+        assert run(str(data / "table.parquet"), tmp_path, server) == 0
+        assert run(str(data / "table.parquet"), tmp_path, server, "input.image_column=png") == 0
+        digests = {json.loads(r["provenance"])["image_sha256"]
+                   for r in rows(tmp_path / "captions")["table"]}
+        assert digests == {hashlib.sha256(photo_bytes(i)).hexdigest() for i in (2, 3)}
+        calls = len(server.chat_requests)
+        assert run(str(data / "table.parquet"), tmp_path, server, "input.image_column=png") == 0
+        assert len(server.chat_requests) == calls                       # nothing changed: no call
