@@ -417,3 +417,17 @@ def test_another_image_column_makes_one_round_of_calls_then_none(tmp_path):
         calls = len(server.chat_requests)
         assert run(str(data / "table.parquet"), tmp_path, server, "input.image_column=png") == 0
         assert len(server.chat_requests) == calls                       # nothing changed: no call
+
+
+def test_a_shard_whose_every_sample_fails_now_keeps_no_old_captions(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_shard(data / "00000.tar", 0, 2)
+    write_shard(data / "00001.tar", 10, 2)
+    with FakeOpenAI(reply) as server:
+        assert run(str(data), tmp_path, server) == 0
+        assert set(rows(tmp_path / "captions")) == {"00000", "00001"}
+        whole = (data / "00001.tar").read_bytes()
+        (data / "00001.tar").write_bytes(whole[:600])                   # cut in its first image
+        assert run(str(data), tmp_path, server) == 1
+    assert "FAILED 00001.tar: truncated" in capsys.readouterr().out
+    assert set(rows(tmp_path / "captions")) == {"00000"}                # no stale 00001 rows
