@@ -45,6 +45,7 @@ SHARD_SUFFIXES = (".tar", ".parquet")
 MAX_KEY_LENGTH = 150
 LIST_BATCH = 1024            # rows per batch when a table's keys and tags are listed
 READ_BATCH = 64              # rows per batch when a table's images are read
+MAX_TAR_PADDING = 1 << 20   # zeros allowed after a tar's end marker (blocking factor 2048)
 KEPT_BATCHES = 8             # image batches kept per process (covers the items in flight)
 
 
@@ -227,14 +228,14 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
     """Headers only (data skipped by seeking), then the samples in member order."""
     stamp, size = _stamp(path), os.path.getsize(path)
     groups: dict[str, dict[str, list[tuple[int, int, str]]]] = {}
-    problem, last = "", ""
+    problem, last, whole = "", "", False
     try:
         with tarfile.open(path, "r:") as tar:
             while True:
                 member = tar.next()
                 tar.members.clear()                 # keep no index of the whole shard
                 if member is None:
-                    problem = _end_problem(path, tar.offset, size)
+                    problem, whole = _end_problem(path, tar.offset, size)
                     break
                 if not member.isfile():
                     continue
@@ -248,7 +249,7 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
                         (member.offset_data, member.size, member.name))
     except (tarfile.TarError, OSError, EOFError) as exc:
         problem = f"truncated or not a tar: {exc}"
-    if problem and last:
+    if problem and last and not whole:
         groups.pop(last, None)         # the sample being read when it broke may miss members
     want_tags = (("json", "json") if columns.tags_json_field
                  else (columns.tags.lower(), "text") if columns.tags else None)
@@ -273,19 +274,30 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
                 tags, kind = fh.read(t_len), want_tags[1]
             yield _item(Sample(str(path), unit, key, offset, length, member, tags, kind, stamp))
     if problem:
-        yield _failed(f"{unit}.tar", unit, f"{problem}; the {len(groups)} samples before "
-                      f"{last or 'it'} are kept, the rest of this shard is lost: rewrite the shard")
+        yield _failed(f"{unit}.tar", unit, f"{problem}; the {len(groups)} samples listed before "
+                      "it are kept, the rest of this shard is lost: rewrite the shard")
 
 
-def _end_problem(path: Path, offset: int, size: int) -> str:
-    """'' when the archive ends with its end-of-archive marker (two zero blocks), else why:
-    tarfile takes a cut inside a header for a clean end."""
+def _end_problem(path: Path, offset: int, size: int) -> tuple[str, bool]:
+    """('', _) when the archive ends with its end-of-archive marker (two zero blocks) and only
+    zero padding after it, else why: tarfile takes a cut inside a header for a clean end,
+    and stops at the first marker of concatenated tars (`cat a.tar b.tar`) or before a
+    zero-filled tail (an interrupted, preallocated download), saying nothing of the rest.
+    The flag: the archive before the problem is whole (another tar follows it)."""
     with open(path, "rb") as fh:
         fh.seek(offset)
         tail = fh.read(1024)
-    if len(tail) == 1024 and not tail.strip(b"\0"):
-        return ""
-    return "truncated: the end-of-archive marker is missing"
+        if len(tail) < 1024 or tail.strip(b"\0"):
+            return "truncated: the end-of-archive marker is missing", False
+        after = size - offset - 1024
+        rest = fh.read(min(after, MAX_TAR_PADDING))
+    if rest.strip(b"\0"):
+        return (f"data after the end-of-archive marker at byte {offset} (concatenated tars?); "
+                "the samples after it are not read"), True
+    if after > MAX_TAR_PADDING:
+        return (f"truncated: {after} zero bytes follow the end-of-archive marker at byte "
+                f"{offset} (an interrupted, preallocated copy?)"), False
+    return "", True
 
 
 def _failed_key(unit: str, key: str, reason: str):

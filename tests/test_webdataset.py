@@ -431,3 +431,23 @@ def test_a_shard_whose_every_sample_fails_now_keeps_no_old_captions(tmp_path, ca
         assert run(str(data), tmp_path, server) == 1
     assert "FAILED 00001.tar: truncated" in capsys.readouterr().out
     assert set(rows(tmp_path / "captions")) == {"00000"}                # no stale 00001 rows
+
+
+def test_concatenated_or_zero_filled_tars_are_reported_not_cut_silently(tmp_path):
+    """tarfile stops at the first end-of-archive marker: what follows it (a second tar
+    appended, or the zeros of an interrupted preallocated copy) is a shard failure."""
+    write_shard(tmp_path / "a.tar", 0, 2)
+    write_shard(tmp_path / "b.tar", 10, 2)
+    both = tmp_path / "s" / "00000.tar"
+    both.parent.mkdir()
+    both.write_bytes((tmp_path / "a.tar").read_bytes() + (tmp_path / "b.tar").read_bytes())
+    items = list(dataset_items(both, InputColumns()))
+    assert [i.id for i in items if not i.error] == ["00000/000000000", "00000/000000001"]
+    (failure,) = [i for i in items if i.error]
+    assert failure.id == "00000.tar" and "after the end-of-archive marker" in failure.error
+    zeros = tmp_path / "z" / "00000.tar"
+    zeros.parent.mkdir()
+    zeros.write_bytes((tmp_path / "a.tar").read_bytes() + bytes(3 << 20))
+    assert [i.id for i in dataset_items(zeros, InputColumns()) if i.error] == ["00000.tar"]
+    # A well-formed shard, padded as tarfile and GNU tar pad it, has no failure.
+    assert not [i for i in dataset_items(tmp_path / "a.tar", InputColumns()) if i.error]
