@@ -168,8 +168,10 @@ def shard_units(files: list[Path]) -> list[tuple[Path, str]]:
 
 
 def safe_key(key: str) -> str:
-    """A sample key as one safe file name (injective: distinct keys stay distinct)."""
-    safe = quote(key, safe="").replace("~", "%7E")
+    """A sample key as one safe file name (injective: distinct keys stay distinct). It
+    never holds `~` (encoded), so the ids of listing failures that are not a key
+    (`SHARD/~row-N`, an over-long key) use it and can never be a sample's id."""
+    safe = quote(key.encode("utf-8", "surrogateescape"), safe="").replace("~", "%7E")
     return "%2E" + safe[1:] if safe.startswith(".") else safe
 
 
@@ -201,12 +203,20 @@ def _failed(item_id: str, unit: str, reason: str):
 def _item(sample: Sample):
     from .stage import Item
 
-    sid = f"{sample.unit}/{safe_key(sample.key)}"
-    if len(safe_key(sample.key)) > MAX_KEY_LENGTH:
-        return Item(f"{sample.unit}/{safe_key(sample.key)[:40]}...", error=(
+    safe = safe_key(sample.key)
+    try:
+        sample.key.encode("utf-8")
+    except UnicodeEncodeError:        # a tar member name in another encoding
+        return Item(f"{sample.unit}/{safe}", error=f"the member name {sample.member or safe!r} "
+                    "is not UTF-8; rename it (img2dataset's keys are digits)", unit=sample.unit)
+    if len(safe) > MAX_KEY_LENGTH:
+        from hashlib import sha256
+
+        digest = sha256(sample.key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        return Item(f"{sample.unit}/{safe[:40]}~{digest}", error=(
             f"key is longer than {MAX_KEY_LENGTH} characters once made a safe file name"),
             unit=sample.unit)
-    return Item(sid, sample, unit=sample.unit)
+    return Item(f"{sample.unit}/{safe}", sample, unit=sample.unit)
 
 
 def _stamp(path: Path) -> str:
@@ -341,7 +351,7 @@ def _parquet_items(path: Path, unit: str, columns: InputColumns):
         tags = batch.column(1).to_pylist() if columns.tags else [None] * len(keys)
         for key, value in zip(keys, tags, strict=True):
             if key is None:
-                yield _failed(f"{unit}/row-{row}", unit, f"row {row} of {path.name} has no "
+                yield _failed(f"{unit}/~row-{row}", unit, f"row {row} of {path.name} has no "
                               f"{columns.key}; give every row a key")
             elif counts[str(key)] > 1:
                 if str(key) not in reported:

@@ -451,3 +451,21 @@ def test_concatenated_or_zero_filled_tars_are_reported_not_cut_silently(tmp_path
     assert [i.id for i in dataset_items(zeros, InputColumns()) if i.error] == ["00000.tar"]
     # A well-formed shard, padded as tarfile and GNU tar pad it, has no failure.
     assert not [i for i in dataset_items(tmp_path / "a.tar", InputColumns()) if i.error]
+
+
+def test_failure_ids_never_take_a_samples_id_and_odd_names_fail_alone(tmp_path):
+    """A row without a key, an over-long key and a member name that is not UTF-8 each fail
+    under an id no sample can have (else the sample sharing it would be left out of the
+    shard Parquet as failed), and the listing goes on."""
+    long = ["x" * 200 + "a", "x" * 200 + "b"]
+    pq.write_table(pa.table({"key": ["row-1", None, *long], "jpg": [photo_bytes(i) for i in range(4)],
+                             "txt": ["cat"] * 4}), tmp_path / "t.parquet")
+    items = list(dataset_items(tmp_path / "t.parquet", InputColumns()))
+    assert len({i.id for i in items}) == len(items) == 4
+    assert [i.id for i in items if not i.error] == ["t/row-1"]
+    with tarfile.open(tmp_path / "n.tar", "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+        add(tar, "caf\xe9.jpg", photo_bytes(0))
+        add(tar, "ok.jpg", photo_bytes(1))
+    items = list(dataset_items(tmp_path / "n.tar", InputColumns()))
+    assert [(i.id, bool(i.error)) for i in items] == [("n/caf%E9", True), ("n/ok", False)]
+    assert "not UTF-8" in items[0].error
