@@ -46,6 +46,7 @@ MAX_KEY_LENGTH = 150
 LIST_BATCH = 1024            # rows per batch when a table's keys and tags are listed
 READ_BATCH = 64              # rows per batch when a table's images are read
 MAX_TAR_PADDING = 1 << 20   # zeros allowed after a tar's end marker (blocking factor 2048)
+KEPT_CURSORS = 4             # tables kept open per process (their readers hold the file)
 KEPT_BATCHES = 8             # image batches kept per process (covers the items in flight)
 
 
@@ -404,7 +405,7 @@ class SampleReader:
         self.columns = columns
         self._lock = threading.Lock()
         self._batches: OrderedDict[tuple[str, int], list] = OrderedDict()
-        self._cursors: dict[str, tuple[int, Iterator]] = {}
+        self._cursors: OrderedDict[str, tuple[int, Iterator]] = OrderedDict()
 
     def image_bytes(self, sample: Sample) -> bytes:
         if sample.shard.endswith(".tar"):
@@ -477,4 +478,7 @@ class SampleReader:
             if position > index:
                 break
         self._cursors[shard] = (position, batches)
+        self._cursors.move_to_end(shard)
+        while len(self._cursors) > KEPT_CURSORS:   # an open reader per table would grow
+            self._cursors.popitem(last=False)      # with the table count (and hold its file)
         return self._batches.get((shard, index), [])

@@ -469,3 +469,20 @@ def test_failure_ids_never_take_a_samples_id_and_odd_names_fail_alone(tmp_path):
     items = list(dataset_items(tmp_path / "n.tar", InputColumns()))
     assert [(i.id, bool(i.error)) for i in items] == [("n/caf%E9", True), ("n/ok", False)]
     assert "not UTF-8" in items[0].error
+
+
+def test_reading_many_tables_keeps_few_open(tmp_path):
+    """Each table's reader holds its file open: the reader keeps a few, not one per table
+    (memory and file descriptors would grow with the table count)."""
+    from stages.samples import SampleReader
+
+    reader = SampleReader(InputColumns(tags=""))
+    samples = []
+    for t in range(40):
+        pq.write_table(pa.table({"key": ["a", "b"], "jpg": [b"a%d" % t, b"b%d" % t]}),
+                       tmp_path / f"{t:03d}.parquet")
+        samples += [i.data for i in dataset_items(tmp_path / f"{t:03d}.parquet", InputColumns(tags=""))]
+    before = len(os.listdir("/proc/self/fd"))
+    for sample in samples:
+        assert reader.image_bytes(sample) == (b"%s%d" % (sample.key.encode(), int(Path(sample.shard).stem)))
+    assert len(os.listdir("/proc/self/fd")) - before < 10
