@@ -60,7 +60,7 @@ class ImageInput:
         if self.dataset:
             from .samples import shard_files, shard_units
 
-            shard_units(shard_files(self.images, self.cfg.paths.captions))
+            shard_units(shard_files(self.images, self.cfg.paths.captions), self.images)
         else:
             from .folder import check_images_folder
 

@@ -17,8 +17,8 @@ is skipped by seeking) and the small tag members; a table's listing reads its ke
 columns in batches. A `Sample` keeps where its image is (the member's offset, or the row),
 so a stage reads the bytes again by id, in any process (Ray actors too).
 
-Item ids are `SHARD/KEY`: the shard's name (its path under the shards' common folder,
-without the extension) and the key, with every character but letters, digits, `_`, `-`
+Item ids are `SHARD/KEY`: the shard's name (its path under `paths.images` when that is a
+folder, else under the pattern's folder part; without the extension) and the key, with every character but letters, digits, `_`, `-`
 and `.` percent-encoded (so `a/b` and `../x` stay one safe file name). What a shard
 cannot give becomes a failed item with its reason; nothing else in the shard is lost:
 a duplicated key fails that key, a truncated tar fails from where it breaks (named
@@ -155,9 +155,25 @@ def shard_files(images: Path, exclude: Path | None = None) -> list[Path]:
     return found
 
 
-def shard_units(files: list[Path]) -> list[tuple[Path, str]]:
-    """(file, name): names are paths under the files' common folder, without the extension."""
-    root = Path(os.path.commonpath([str(p.parent) for p in files]))
+def shard_root(images: Path) -> Path:
+    """The folder shard names are taken under: `paths.images` itself when it is a folder,
+    else the part of the pattern (or file name) before its first wildcard component. It
+    depends on the setting only, never on which files are found: a shard added in another
+    subfolder renames no other shard (their ids, caches and outputs stay)."""
+    text = str(images)
+    if images.is_dir() and not _is_pattern(text):
+        return images
+    parts = images.parts
+    plain = next((n for n, part in enumerate(parts) if _is_pattern(part)), len(parts) - 1)
+    return Path(*parts[:plain]) if plain else Path(".")
+
+
+def shard_units(files: list[Path], images: Path | None = None) -> list[tuple[Path, str]]:
+    """(file, name): names are paths under `shard_root(images)` (or, without `images`, the
+    files' common folder), without the extension."""
+    root = shard_root(images) if images is not None else None
+    if root is None or not all(p.is_relative_to(root) for p in files):
+        root = Path(os.path.commonpath([str(p.parent) for p in files]))
     named = [(p, p.relative_to(root).with_suffix("").as_posix()) for p in files]
     seen: dict[str, Path] = {}
     for path, unit in named:
@@ -183,7 +199,7 @@ def dataset_items(images: Path, columns: InputColumns, shard: tuple[int, int] = 
     """Every sample of every shard in this --shard partition, lazily, as Items."""
     from .stage import in_shard
 
-    for path, unit in shard_units(shard_files(images, exclude)):
+    for path, unit in shard_units(shard_files(images, exclude), images):
         if not in_shard(unit, shard):
             continue
         if not path.is_file():

@@ -486,3 +486,18 @@ def test_reading_many_tables_keeps_few_open(tmp_path):
     for sample in samples:
         assert reader.image_bytes(sample) == (b"%s%d" % (sample.key.encode(), int(Path(sample.shard).stem)))
     assert len(os.listdir("/proc/self/fd")) - before < 10
+
+
+def test_shard_names_depend_on_the_setting_not_on_which_shards_are_found(tmp_path):
+    """A shard added in another subfolder renames no other shard: ids (and so caches and
+    outputs) are paths under paths.images, or under the pattern's folder part."""
+    data = tmp_path / "data"
+    write_shard(data / "a" / "00000.tar", 0, 1)
+    assert [i.id for i in dataset_items(data, InputColumns())] == ["a/00000/000000000"]
+    write_shard(data / "b" / "00000.tar", 10, 1)
+    assert [i.id for i in dataset_items(data, InputColumns())] == [
+        "a/00000/000000000", "b/00000/000000010"]
+    assert [i.id for i in dataset_items(data / "*" / "00000.tar", InputColumns())] == [
+        "a/00000/000000000", "b/00000/000000010"]
+    assert [i.id for i in dataset_items(data / "a" / "{00000..00000}.tar", InputColumns())] == [
+        "00000/000000000"]
