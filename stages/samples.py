@@ -19,8 +19,9 @@ so a stage reads the bytes again by id, in any process (Ray actors too).
 
 Item ids are `SHARD/KEY`: the shard's name (its path under `paths.images` when that is a
 folder, else under the pattern's folder part; without the extension) and the key, with
-every character but letters, digits, `_`, `-` and `.` percent-encoded (so `a/b` and `../x` stay one safe file name). What a shard
-cannot give becomes a failed item with its reason; nothing else in the shard is lost:
+every character but letters, digits, `_`, `-` and `.` percent-encoded (so `a/b` and
+`../x` stay one safe file name). What a shard cannot give becomes a failed item with its
+reason; nothing else in the shard is lost:
 a duplicated key fails that key, a truncated tar fails from where it breaks (named
 `SHARD.tar`), a table without a configured column fails as `SHARD.parquet`.
 """
