@@ -242,11 +242,17 @@ def _stamp(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def _plain(name: str) -> str:
+    """A member name without the leading `./` that `tar -C dir .` writes."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
 def _split_member(name: str) -> tuple[str, str]:
     """WebDataset's rule: the key is the path up to the first dot of the base name (a
     leading `./`, as `tar -C dir .` writes, is not part of it)."""
-    while name.startswith("./"):
-        name = name[2:]
+    name = _plain(name)
     folder, _, base = name.rpartition("/")
     stem, _, ext = base.partition(".")
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
@@ -257,6 +263,7 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
     stamp, size = _stamp(path), os.path.getsize(path)
     groups: dict[str, dict[str, list[tuple[int, int, str]]]] = {}
     problem, last, whole = "", "", False
+    links: dict[str, str] = {}                  # key -> a link member that cannot be read
     try:
         with tarfile.open(path, "r:") as tar:
             while True:
@@ -265,12 +272,21 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
                 if member is None:
                     problem, whole = _end_problem(path, tar.offset, size)
                     break
+                key, ext = _split_member(member.name)
+                if member.islnk() or member.issym():   # `tar cf` stores a repeated file as a
+                    if key and ext:                    # hard link to its first copy's bytes
+                        last = key
+                        target = _link_target(groups, member) if member.islnk() else None
+                        if target is None:
+                            links[key] = f"{member.name} is a link to {member.linkname}"
+                        else:
+                            groups.setdefault(key, {}).setdefault(ext, []).append(target)
+                    continue
                 if not member.isfile():
                     continue
                 if member.offset_data + member.size > size:
                     problem = f"truncated: member {member.name} is cut short"
                     break
-                key, ext = _split_member(member.name)
                 if key and ext:
                     last = key
                     groups.setdefault(key, {}).setdefault(ext, []).append(
@@ -281,8 +297,15 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
         groups.pop(last, None)         # the sample being read when it broke may miss members
     want_tags = (("json", "json") if columns.tags_json_field
                  else (columns.tags.lower(), "text") if columns.tags else None)
+    for key in [k for k in links if k not in groups]:
+        yield _failed_key(unit, key, f"{links.pop(key)} in {path.name}, not a file: create the "
+                          "shard with `tar --hard-dereference` (or img2dataset)")
     with open(path, "rb") as fh:
         for key, fields in groups.items():
+            if key in links:
+                yield _failed_key(unit, key, f"{links[key]} in {path.name}, not a file: create "
+                                  "the shard with `tar --hard-dereference` (or img2dataset)")
+                continue
             doubled = sorted(f"{key}.{ext}" for ext, found in fields.items() if len(found) > 1)
             if doubled:
                 yield _failed_key(unit, key, f"duplicate key in {path.name}: "
@@ -304,6 +327,15 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
     if problem:
         yield _failed(f"{unit}.tar", unit, f"{problem}; the {len(groups)} samples listed before "
                       "it are kept, the rest of this shard is lost: rewrite the shard")
+
+
+def _link_target(groups: dict, member: tarfile.TarInfo) -> tuple[int, int, str] | None:
+    """The bytes a hard link member stands for: those of the earlier member it names."""
+    key, ext = _split_member(member.linkname)
+    for offset, length, name in groups.get(key, {}).get(ext, []):
+        if _plain(name) == _plain(member.linkname):
+            return offset, length, member.name
+    return None
 
 
 def _end_problem(path: Path, offset: int, size: int) -> tuple[str, bool]:

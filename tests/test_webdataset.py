@@ -501,3 +501,24 @@ def test_shard_names_depend_on_the_setting_not_on_which_shards_are_found(tmp_pat
         "a/00000/000000000", "b/00000/000000010"]
     assert [i.id for i in dataset_items(data / "a" / "{00000..00000}.tar", InputColumns())] == [
         "00000/000000000"]
+
+
+def test_hard_links_read_their_targets_bytes_and_symlinks_fail_with_why(tmp_path):
+    """`tar cf` of a folder stores a file met twice (hard-linked) as a link member with no
+    bytes: the sample reads its target's; a symbolic link is not followed, and says so."""
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+        add(tar, "./a.jpg", photo_bytes(0))
+        add(tar, "./a.txt", b"cat")
+        for name, kind in (("./b.jpg", tarfile.LNKTYPE), ("./c.jpg", tarfile.SYMTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "./a.jpg"
+            tar.addfile(info)
+        add(tar, "./b.txt", b"cup")
+    items = {i.id: i for i in dataset_items(tmp_path / "00000.tar", InputColumns())}
+    assert set(items) == {"00000/a", "00000/b", "00000/c"}
+    from stages.samples import SampleReader
+
+    reader = SampleReader(InputColumns())
+    assert reader.image_bytes(items["00000/b"].data) == photo_bytes(0)
+    assert not items["00000/b"].error and items["00000/b"].data.tags == b"cup"
+    assert "is a link to ./a.jpg" in items["00000/c"].error
