@@ -522,3 +522,21 @@ def test_hard_links_read_their_targets_bytes_and_symlinks_fail_with_why(tmp_path
     assert reader.image_bytes(items["00000/b"].data) == photo_bytes(0)
     assert not items["00000/b"].error and items["00000/b"].data.tags == b"cup"
     assert "is a link to ./a.jpg" in items["00000/c"].error
+
+
+def test_export_refuses_an_image_changed_since_its_caption(tmp_path, capsys):
+    """--export pairs each caption with the shard's image bytes now: a shard rewritten with
+    other pictures under the same keys, not all captioned again (here --limit 1, so its old
+    Parquet stays), is an error, not a mismatched row."""
+    data = tmp_path / "data"
+    write_shard(data / "00000.tar", 0, 2)
+    with FakeOpenAI(reply) as server:
+        assert run(str(data), tmp_path, server) == 0
+        with tarfile.open(data / "00000.tar", "w") as tar:       # same keys, other pictures
+            for i, key in enumerate(("000000000", "000000001")):
+                add(tar, f"{key}.jpg", photo_bytes(i + 5))
+                add(tar, f"{key}.txt", TAGS[i].encode())
+        assert run(str(data), tmp_path, server,
+                   flags=("--limit", "1", "--export", "hf", str(tmp_path / "out"))) == 2
+    assert "changed after its caption" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "dataset").exists()
