@@ -104,6 +104,14 @@ def is_dataset(images: Path) -> bool:
                 found = found or os.path.splitext(entry.name)[1].lower() in SHARD_SUFFIXES
     except OSError:
         return False
+    if found:
+        return True
+    for _, folders, files in os.walk(images):     # only sub-folders (shards/a/00000.tar):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))   # the first image
+        for name in files:                                                 # decides, as above
+            if is_image_name(name):
+                return False
+            found = found or os.path.splitext(name)[1].lower() in SHARD_SUFFIXES
     return found
 
 

@@ -540,3 +540,13 @@ def test_export_refuses_an_image_changed_since_its_caption(tmp_path, capsys):
                    flags=("--limit", "1", "--export", "hf", str(tmp_path / "out"))) == 2
     assert "changed after its caption" in capsys.readouterr().err
     assert not (tmp_path / "out" / "dataset").exists()
+
+
+def test_a_folder_of_shard_folders_is_a_dataset_and_an_image_folder_is_not(tmp_path):
+    from stages.samples import is_dataset
+
+    write_shard(tmp_path / "data" / "a" / "00000.tar", 0, 1)
+    assert is_dataset(tmp_path / "data")                    # shards only in sub-folders
+    (tmp_path / "pics" / "x").mkdir(parents=True)
+    (tmp_path / "pics" / "x" / "a.jpg").write_bytes(photo_bytes(0))
+    assert not is_dataset(tmp_path / "pics")                # images only in sub-folders
