@@ -20,7 +20,7 @@ from pathlib import Path
 from .config import Config
 from .errors import ConfigError
 from .folder import artifact, image_items, read_tags
-from .store import atomic_write_text
+from .store import atomic_write_text, sha256_bytes
 
 
 def captioned(cfg: Config) -> Iterator[dict]:
@@ -91,7 +91,11 @@ def _sample_rows(cfg: Config):
             unit, captions = item.unit, read_shard(cfg.paths.captions, item.unit)
         row = captions.get(item.id)
         if row is not None:
-            yield {"image": {"bytes": source.image(item), "path": None}, "caption": row["caption"],
+            data = source.image(item)
+            if sha256_bytes(data) != row["image_sha256"]:
+                raise ConfigError(f"--export: the image of {item.id} changed after its caption "
+                                  f"in {cfg.paths.captions} was written; run caption.py first")
+            yield {"image": {"bytes": data, "path": None}, "caption": row["caption"],
                    "tags": row["tags"], "id": item.id, "key": row["key"]}
 
 

@@ -9,6 +9,7 @@ the bytes, reused while the file (or shard) they were read from is unchanged.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ class ImageInput:
         if self.dataset:
             from .samples import shard_files, shard_units
 
-            shard_units(shard_files(self.images, self.cfg.paths.captions))
+            shard_units(shard_files(self.images, self.cfg.paths.captions), self.images)
         else:
             from .folder import check_images_folder
 
@@ -114,12 +115,20 @@ class ImageInput:
     def stamp(self, item: Item) -> dict[str, Any]:
         """What a record keeps beside a digest so that it can be reused while this holds."""
         if not self.dataset:
-            import os
-
             st = os.stat(item.data)
             return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
         s = item.data
-        return {"source_stamp": f"{s.stamp}:{s.offset}:{s.size}"}
+        stamp = f"{s.stamp}:{s.offset}:{s.size}"
+        if not s.shard.endswith(".tar"):
+            stamp += f":{self.columns.image}"          # another column: other bytes, same row
+            image = self.reader.image_file(s)
+            if image is not None:                      # a path: the file, not the table, changes
+                try:
+                    st = os.stat(image)
+                    stamp += f":{st.st_size}:{st.st_mtime_ns}"
+                except OSError:
+                    stamp += ":missing"                # reading it fails the item with why
+        return {"source_stamp": stamp}
 
     def unchanged(self, item: Item, record: dict | None) -> bool:
         """Whether `record` was made from this very file or sample (same stamp)."""

@@ -383,11 +383,12 @@ class InterpretStage(Stage):
         """One Parquet per shard whose every sample was settled in this run (captioned now or
         before, or failed with its reason); shards with no failure were written as soon as
         they were complete. A killed or limited run writes none for the shards it did not
-        finish, and its rerun resumes from the per-sample records."""
-        from .shardout import write_shard
+        finish, and its rerun resumes from the per-sample records. A shard whose every sample
+        failed has no Parquet: an earlier one is removed, its rows are no longer current."""
+        from .shardout import shard_path, write_shard
 
         failed = {item_id for item_id, _ in report.failed}
-        written, unchanged, waiting = 0, 0, 0
+        written, unchanged, waiting, removed = 0, 0, 0, 0
         for unit, state in sorted(self.units.items()):
             if state["written"] is not None:          # written as soon as it was complete
                 written, unchanged = written + state["written"], unchanged + (not state["written"])
@@ -396,8 +397,12 @@ class InterpretStage(Stage):
             if records is None:
                 waiting += 1
                 continue
-            if not records:
-                continue                          # nothing captioned: no empty file
+            if not records:                       # every sample failed now: no empty file,
+                stale = shard_path(self.cfg.paths.captions, unit)   # and no earlier one left
+                if stale.exists():                # holding captions of what failed
+                    stale.unlink()
+                    removed += 1
+                continue
             if write_shard(self.cfg.paths.captions, unit, records):
                 written += 1
             else:
@@ -406,6 +411,9 @@ class InterpretStage(Stage):
         if written or unchanged:
             notes.append(f"{written} shard Parquet files written, {unchanged} unchanged "
                          f"(in {self.cfg.paths.captions})")
+        if removed:
+            notes.append(f"{removed} shard Parquet files removed: every sample of those shards "
+                         "failed in this run (see the failures)")
         if waiting:
             notes.append(f"{waiting} shards not finished in this run: their Parquet waits for a rerun")
         return notes

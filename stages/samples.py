@@ -17,10 +17,11 @@ is skipped by seeking) and the small tag members; a table's listing reads its ke
 columns in batches. A `Sample` keeps where its image is (the member's offset, or the row),
 so a stage reads the bytes again by id, in any process (Ray actors too).
 
-Item ids are `SHARD/KEY`: the shard's name (its path under the shards' common folder,
-without the extension) and the key, with every character but letters, digits, `_`, `-`
-and `.` percent-encoded (so `a/b` and `../x` stay one safe file name). What a shard
-cannot give becomes a failed item with its reason; nothing else in the shard is lost:
+Item ids are `SHARD/KEY`: the shard's name (its path under `paths.images` when that is a
+folder, else under the pattern's folder part; without the extension) and the key, with
+every character but letters, digits, `_`, `-` and `.` percent-encoded (so `a/b` and
+`../x` stay one safe file name). What a shard cannot give becomes a failed item with its
+reason; nothing else in the shard is lost:
 a duplicated key fails that key, a truncated tar fails from where it breaks (named
 `SHARD.tar`), a table without a configured column fails as `SHARD.parquet`.
 """
@@ -45,6 +46,8 @@ SHARD_SUFFIXES = (".tar", ".parquet")
 MAX_KEY_LENGTH = 150
 LIST_BATCH = 1024            # rows per batch when a table's keys and tags are listed
 READ_BATCH = 64              # rows per batch when a table's images are read
+MAX_TAR_PADDING = 1 << 20   # zeros allowed after a tar's end marker (blocking factor 2048)
+KEPT_CURSORS = 4             # tables kept open per process (their readers hold the file)
 KEPT_BATCHES = 8             # image batches kept per process (covers the items in flight)
 
 
@@ -71,6 +74,7 @@ class Sample:
     tags: Any = None            # raw tags: bytes of KEY.txt / KEY.json, or the column's value
     tags_kind: str = ""         # text | json | value ('' when the sample has none)
     stamp: str = ""             # the shard's size and mtime when listed
+    paths: bool = False         # Parquet: the image column may hold paths (not only bytes)
 
     def where(self) -> str:
         return f"{self.shard}#{self.member or self.offset}"
@@ -100,6 +104,14 @@ def is_dataset(images: Path) -> bool:
                 found = found or os.path.splitext(entry.name)[1].lower() in SHARD_SUFFIXES
     except OSError:
         return False
+    if found:
+        return True
+    for _, folders, files in os.walk(images):     # only sub-folders (shards/a/00000.tar):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))   # the first image
+        for name in files:                                                 # decides, as above
+            if is_image_name(name):
+                return False
+            found = found or os.path.splitext(name)[1].lower() in SHARD_SUFFIXES
     return found
 
 
@@ -152,9 +164,25 @@ def shard_files(images: Path, exclude: Path | None = None) -> list[Path]:
     return found
 
 
-def shard_units(files: list[Path]) -> list[tuple[Path, str]]:
-    """(file, name): names are paths under the files' common folder, without the extension."""
-    root = Path(os.path.commonpath([str(p.parent) for p in files]))
+def shard_root(images: Path) -> Path:
+    """The folder shard names are taken under: `paths.images` itself when it is a folder,
+    else the part of the pattern (or file name) before its first wildcard component. It
+    depends on the setting only, never on which files are found: a shard added in another
+    subfolder renames no other shard (their ids, caches and outputs stay)."""
+    text = str(images)
+    if images.is_dir() and not _is_pattern(text):
+        return images
+    parts = images.parts
+    plain = next((n for n, part in enumerate(parts) if _is_pattern(part)), len(parts) - 1)
+    return Path(*parts[:plain]) if plain else Path(".")
+
+
+def shard_units(files: list[Path], images: Path | None = None) -> list[tuple[Path, str]]:
+    """(file, name): names are paths under `shard_root(images)` (or, without `images`, the
+    files' common folder), without the extension."""
+    root = shard_root(images) if images is not None else None
+    if root is None or not all(p.is_relative_to(root) for p in files):
+        root = Path(os.path.commonpath([str(p.parent) for p in files]))
     named = [(p, p.relative_to(root).with_suffix("").as_posix()) for p in files]
     seen: dict[str, Path] = {}
     for path, unit in named:
@@ -166,8 +194,10 @@ def shard_units(files: list[Path]) -> list[tuple[Path, str]]:
 
 
 def safe_key(key: str) -> str:
-    """A sample key as one safe file name (injective: distinct keys stay distinct)."""
-    safe = quote(key, safe="").replace("~", "%7E")
+    """A sample key as one safe file name (injective: distinct keys stay distinct). It
+    never holds `~` (encoded), so the ids of listing failures that are not a key
+    (`SHARD/~row-N`, an over-long key) use it and can never be a sample's id."""
+    safe = quote(key.encode("utf-8", "surrogateescape"), safe="").replace("~", "%7E")
     return "%2E" + safe[1:] if safe.startswith(".") else safe
 
 
@@ -178,7 +208,7 @@ def dataset_items(images: Path, columns: InputColumns, shard: tuple[int, int] = 
     """Every sample of every shard in this --shard partition, lazily, as Items."""
     from .stage import in_shard
 
-    for path, unit in shard_units(shard_files(images, exclude)):
+    for path, unit in shard_units(shard_files(images, exclude), images):
         if not in_shard(unit, shard):
             continue
         if not path.is_file():
@@ -199,12 +229,20 @@ def _failed(item_id: str, unit: str, reason: str):
 def _item(sample: Sample):
     from .stage import Item
 
-    sid = f"{sample.unit}/{safe_key(sample.key)}"
-    if len(safe_key(sample.key)) > MAX_KEY_LENGTH:
-        return Item(f"{sample.unit}/{safe_key(sample.key)[:40]}...", error=(
+    safe = safe_key(sample.key)
+    try:
+        sample.key.encode("utf-8")
+    except UnicodeEncodeError:        # a tar member name in another encoding
+        return Item(f"{sample.unit}/{safe}", error=f"the member name {sample.member or safe!r} "
+                    "is not UTF-8; rename it (img2dataset's keys are digits)", unit=sample.unit)
+    if len(safe) > MAX_KEY_LENGTH:
+        from hashlib import sha256
+
+        digest = sha256(sample.key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        return Item(f"{sample.unit}/{safe[:40]}~{digest}", error=(
             f"key is longer than {MAX_KEY_LENGTH} characters once made a safe file name"),
             unit=sample.unit)
-    return Item(sid, sample, unit=sample.unit)
+    return Item(f"{sample.unit}/{safe}", sample, unit=sample.unit)
 
 
 def _stamp(path: Path) -> str:
@@ -212,11 +250,17 @@ def _stamp(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
+def _plain(name: str) -> str:
+    """A member name without the leading `./` that `tar -C dir .` writes."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
 def _split_member(name: str) -> tuple[str, str]:
     """WebDataset's rule: the key is the path up to the first dot of the base name (a
     leading `./`, as `tar -C dir .` writes, is not part of it)."""
-    while name.startswith("./"):
-        name = name[2:]
+    name = _plain(name)
     folder, _, base = name.rpartition("/")
     stem, _, ext = base.partition(".")
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
@@ -226,33 +270,50 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
     """Headers only (data skipped by seeking), then the samples in member order."""
     stamp, size = _stamp(path), os.path.getsize(path)
     groups: dict[str, dict[str, list[tuple[int, int, str]]]] = {}
-    problem, last = "", ""
+    problem, last, whole = "", "", False
+    links: dict[str, str] = {}                  # key -> a link member that cannot be read
     try:
         with tarfile.open(path, "r:") as tar:
             while True:
                 member = tar.next()
                 tar.members.clear()                 # keep no index of the whole shard
                 if member is None:
-                    problem = _end_problem(path, tar.offset, size)
+                    problem, whole = _end_problem(path, tar.offset, size)
                     break
+                key, ext = _split_member(member.name)
+                if member.islnk() or member.issym():   # `tar cf` stores a repeated file as a
+                    if key and ext:                    # hard link to its first copy's bytes
+                        last = key
+                        target = _link_target(groups, member) if member.islnk() else None
+                        if target is None:
+                            links[key] = f"{member.name} is a link to {member.linkname}"
+                        else:
+                            groups.setdefault(key, {}).setdefault(ext, []).append(target)
+                    continue
                 if not member.isfile():
                     continue
                 if member.offset_data + member.size > size:
                     problem = f"truncated: member {member.name} is cut short"
                     break
-                key, ext = _split_member(member.name)
                 if key and ext:
                     last = key
                     groups.setdefault(key, {}).setdefault(ext, []).append(
                         (member.offset_data, member.size, member.name))
     except (tarfile.TarError, OSError, EOFError) as exc:
         problem = f"truncated or not a tar: {exc}"
-    if problem and last:
+    if problem and last and not whole:
         groups.pop(last, None)         # the sample being read when it broke may miss members
     want_tags = (("json", "json") if columns.tags_json_field
                  else (columns.tags.lower(), "text") if columns.tags else None)
+    for key in [k for k in links if k not in groups]:
+        yield _failed_key(unit, key, f"{links.pop(key)} in {path.name}, not a file: create the "
+                          "shard with `tar --hard-dereference` (or img2dataset)")
     with open(path, "rb") as fh:
         for key, fields in groups.items():
+            if key in links:
+                yield _failed_key(unit, key, f"{links[key]} in {path.name}, not a file: create "
+                                  "the shard with `tar --hard-dereference` (or img2dataset)")
+                continue
             doubled = sorted(f"{key}.{ext}" for ext, found in fields.items() if len(found) > 1)
             if doubled:
                 yield _failed_key(unit, key, f"duplicate key in {path.name}: "
@@ -272,19 +333,39 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
                 tags, kind = fh.read(t_len), want_tags[1]
             yield _item(Sample(str(path), unit, key, offset, length, member, tags, kind, stamp))
     if problem:
-        yield _failed(f"{unit}.tar", unit, f"{problem}; the {len(groups)} samples before "
-                      f"{last or 'it'} are kept, the rest of this shard is lost: rewrite the shard")
+        yield _failed(f"{unit}.tar", unit, f"{problem}; the {len(groups)} samples listed before "
+                      "it are kept, the rest of this shard is lost: rewrite the shard")
 
 
-def _end_problem(path: Path, offset: int, size: int) -> str:
-    """'' when the archive ends with its end-of-archive marker (two zero blocks), else why:
-    tarfile takes a cut inside a header for a clean end."""
+def _link_target(groups: dict, member: tarfile.TarInfo) -> tuple[int, int, str] | None:
+    """The bytes a hard link member stands for: those of the earlier member it names."""
+    key, ext = _split_member(member.linkname)
+    for offset, length, name in groups.get(key, {}).get(ext, []):
+        if _plain(name) == _plain(member.linkname):
+            return offset, length, member.name
+    return None
+
+
+def _end_problem(path: Path, offset: int, size: int) -> tuple[str, bool]:
+    """('', _) when the archive ends with its end-of-archive marker (two zero blocks) and only
+    zero padding after it, else why: tarfile takes a cut inside a header for a clean end,
+    and stops at the first marker of concatenated tars (`cat a.tar b.tar`) or before a
+    zero-filled tail (an interrupted, preallocated download), saying nothing of the rest.
+    The flag: the archive before the problem is whole (another tar follows it)."""
     with open(path, "rb") as fh:
         fh.seek(offset)
         tail = fh.read(1024)
-    if len(tail) == 1024 and not tail.strip(b"\0"):
-        return ""
-    return "truncated: the end-of-archive marker is missing"
+        if len(tail) < 1024 or tail.strip(b"\0"):
+            return "truncated: the end-of-archive marker is missing", False
+        after = size - offset - 1024
+        rest = fh.read(min(after, MAX_TAR_PADDING))
+    if rest.strip(b"\0"):
+        return (f"data after the end-of-archive marker at byte {offset} (concatenated tars?); "
+                "the samples after it are not read"), True
+    if after > MAX_TAR_PADDING:
+        return (f"truncated: {after} zero bytes follow the end-of-archive marker at byte "
+                f"{offset} (an interrupted, preallocated copy?)"), False
+    return "", True
 
 
 def _failed_key(unit: str, key: str, reason: str):
@@ -294,6 +375,7 @@ def _failed_key(unit: str, key: str, reason: str):
 
 
 def _parquet_items(path: Path, unit: str, columns: InputColumns):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -311,6 +393,9 @@ def _parquet_items(path: Path, unit: str, columns: InputColumns):
                       f"{', '.join(names)}); set the [input] keys to this table's columns")
         return
     stamp = _stamp(path)
+    kind = table.schema_arrow.field(columns.image).type
+    paths = not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+                 or pa.types.is_fixed_size_binary(kind))
     counts: dict[str, int] = {}
     for batch in table.iter_batches(batch_size=LIST_BATCH, columns=[columns.key]):
         for key in batch.column(0).to_pylist():
@@ -324,7 +409,7 @@ def _parquet_items(path: Path, unit: str, columns: InputColumns):
         tags = batch.column(1).to_pylist() if columns.tags else [None] * len(keys)
         for key, value in zip(keys, tags, strict=True):
             if key is None:
-                yield _failed(f"{unit}/row-{row}", unit, f"row {row} of {path.name} has no "
+                yield _failed(f"{unit}/~row-{row}", unit, f"row {row} of {path.name} has no "
                               f"{columns.key}; give every row a key")
             elif counts[str(key)] > 1:
                 if str(key) not in reported:
@@ -334,7 +419,8 @@ def _parquet_items(path: Path, unit: str, columns: InputColumns):
                                       "one sample")
             else:
                 yield _item(Sample(str(path), unit, str(key), row, tags=value,
-                                   tags_kind="value" if value is not None else "", stamp=stamp))
+                                   tags_kind="value" if value is not None else "", stamp=stamp,
+                                   paths=paths))
             row += 1
 
 
@@ -364,6 +450,9 @@ def tag_text(sample: Sample, columns: InputColumns) -> list[str] | str | None:
     raise ItemError(f"the tags of {sample.key} are neither text nor a list of text")
 
 
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
+
+
 class SampleReader:
     """Image bytes of samples by their `Sample`: a seek and a read in a tar; for a table,
     batches of its image column read in order, the last few kept (items are processed
@@ -373,7 +462,7 @@ class SampleReader:
         self.columns = columns
         self._lock = threading.Lock()
         self._batches: OrderedDict[tuple[str, int], list] = OrderedDict()
-        self._cursors: dict[str, tuple[int, Iterator]] = {}
+        self._cursors: OrderedDict[str, tuple[int, Iterator]] = OrderedDict()
 
     def image_bytes(self, sample: Sample) -> bytes:
         if sample.shard.endswith(".tar"):
@@ -388,14 +477,28 @@ class SampleReader:
             return data
         return self._cell(sample)
 
-    def _cell(self, sample: Sample) -> bytes:
+    def image_file(self, sample: Sample) -> Path | None:
+        """The file a table's image cell names (a path beside the table), else None: its
+        size and mtime belong in the sample's stamp, the table's own do not cover it."""
+        if sample.shard.endswith(".tar") or not sample.paths:
+            return None
+        value = self._cell_value(sample)
+        if isinstance(value, str) and value and not _URL.match(value):
+            return Path(sample.shard).parent / value
+        return None
+
+    def _cell_value(self, sample: Sample) -> Any:
         value = self._row_value(sample.shard, sample.offset)
         if isinstance(value, dict):                           # datasets' Image struct
             value = value.get("bytes") or value.get("path")
+        return value
+
+    def _cell(self, sample: Sample) -> bytes:
+        value = self._cell_value(sample)
         if isinstance(value, (bytes, bytearray)):
             return bytes(value)
         if isinstance(value, str) and value:
-            if re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I):
+            if _URL.match(value):
                 raise ItemError(f"the image is a URL ({value[:80]}); tagcap does not download: "
                                 "fetch the images first (e.g. img2dataset)")
             path = Path(sample.shard).parent / value
@@ -432,4 +535,7 @@ class SampleReader:
             if position > index:
                 break
         self._cursors[shard] = (position, batches)
+        self._cursors.move_to_end(shard)
+        while len(self._cursors) > KEPT_CURSORS:   # an open reader per table would grow
+            self._cursors.popitem(last=False)      # with the table count (and hold its file)
         return self._batches.get((shard, index), [])

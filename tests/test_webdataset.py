@@ -6,6 +6,7 @@ splits by shard."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -376,3 +377,176 @@ def test_table_images_as_bytes_paths_structs_and_urls_read_back_by_row(tmp_path)
     items = {i.data.key: i.data for i in dataset_items(tmp_path / "big.parquet", InputColumns(tags=""))}
     for row in (0, 650, 5, 699, 64, 63, 1, 400):
         assert reader.image_bytes(items[str(row)]) == f"row{row}".encode()
+
+
+def test_a_changed_image_file_named_by_a_table_is_captioned_again(tmp_path):
+    """A table whose image column holds paths: editing a picture beside the table (the
+    table itself untouched) changes that sample's digest and key; the other is reused."""
+    data = tmp_path / "data"
+    (data / "pics").mkdir(parents=True)
+    for i in range(2):
+        (data / "pics" / f"{i}.jpg").write_bytes(photo_bytes(i))
+    pq.write_table(pa.table({"key": ["a", "b"], "jpg": ["pics/0.jpg", "pics/1.jpg"],
+                             "txt": [TAGS[0], TAGS[1]]}), data / "table.parquet")
+    with FakeOpenAI(reply) as server:
+        assert run(str(data / "table.parquet"), tmp_path, server) == 0
+        first = {r["key"]: json.loads(r["provenance"])["image_sha256"]
+                 for r in rows(tmp_path / "captions")["table"]}
+        (data / "pics" / "0.jpg").write_bytes(photo_bytes(7))          # a new picture
+        before = len(vision_images(server))
+        assert run(str(data / "table.parquet"), tmp_path, server) == 0
+        assert len(vision_images(server)) == before + 1                 # that one, only
+    again = {r["key"]: json.loads(r["provenance"])["image_sha256"]
+             for r in rows(tmp_path / "captions")["table"]}
+    assert again["b"] == first["b"] and again["a"] != first["a"]
+    assert again["a"] == hashlib.sha256(photo_bytes(7)).hexdigest()
+
+
+def test_another_image_column_makes_one_round_of_calls_then_none(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    pq.write_table(pa.table({"key": ["a", "b"], "jpg": [photo_bytes(0), photo_bytes(1)],
+                             "png": [photo_bytes(2), photo_bytes(3)],
+                             "txt": [TAGS[0], TAGS[1]]}), data / "table.parquet")
+    with FakeOpenAI(reply) as server:
+        assert run(str(data / "table.parquet"), tmp_path, server) == 0
+        assert run(str(data / "table.parquet"), tmp_path, server, "input.image_column=png") == 0
+        digests = {json.loads(r["provenance"])["image_sha256"]
+                   for r in rows(tmp_path / "captions")["table"]}
+        assert digests == {hashlib.sha256(photo_bytes(i)).hexdigest() for i in (2, 3)}
+        calls = len(server.chat_requests)
+        assert run(str(data / "table.parquet"), tmp_path, server, "input.image_column=png") == 0
+        assert len(server.chat_requests) == calls                       # nothing changed: no call
+
+
+def test_a_shard_whose_every_sample_fails_now_keeps_no_old_captions(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_shard(data / "00000.tar", 0, 2)
+    write_shard(data / "00001.tar", 10, 2)
+    with FakeOpenAI(reply) as server:
+        assert run(str(data), tmp_path, server) == 0
+        assert set(rows(tmp_path / "captions")) == {"00000", "00001"}
+        whole = (data / "00001.tar").read_bytes()
+        (data / "00001.tar").write_bytes(whole[:600])                   # cut in its first image
+        assert run(str(data), tmp_path, server) == 1
+    assert "FAILED 00001.tar: truncated" in capsys.readouterr().out
+    assert set(rows(tmp_path / "captions")) == {"00000"}                # no stale 00001 rows
+
+
+def test_concatenated_or_zero_filled_tars_are_reported_not_cut_silently(tmp_path):
+    """tarfile stops at the first end-of-archive marker: what follows it (a second tar
+    appended, or the zeros of an interrupted preallocated copy) is a shard failure."""
+    write_shard(tmp_path / "a.tar", 0, 2)
+    write_shard(tmp_path / "b.tar", 10, 2)
+    both = tmp_path / "s" / "00000.tar"
+    both.parent.mkdir()
+    both.write_bytes((tmp_path / "a.tar").read_bytes() + (tmp_path / "b.tar").read_bytes())
+    items = list(dataset_items(both, InputColumns()))
+    assert [i.id for i in items if not i.error] == ["00000/000000000", "00000/000000001"]
+    (failure,) = [i for i in items if i.error]
+    assert failure.id == "00000.tar" and "after the end-of-archive marker" in failure.error
+    zeros = tmp_path / "z" / "00000.tar"
+    zeros.parent.mkdir()
+    zeros.write_bytes((tmp_path / "a.tar").read_bytes() + bytes(3 << 20))
+    assert [i.id for i in dataset_items(zeros, InputColumns()) if i.error] == ["00000.tar"]
+    # A well-formed shard, padded as tarfile and GNU tar pad it, has no failure.
+    assert not [i for i in dataset_items(tmp_path / "a.tar", InputColumns()) if i.error]
+
+
+def test_failure_ids_never_take_a_samples_id_and_odd_names_fail_alone(tmp_path):
+    """A row without a key, an over-long key and a member name that is not UTF-8 each fail
+    under an id no sample can have (else the sample sharing it would be left out of the
+    shard Parquet as failed), and the listing goes on."""
+    long = ["x" * 200 + "a", "x" * 200 + "b"]
+    pq.write_table(pa.table({"key": ["row-1", None, *long], "jpg": [photo_bytes(i) for i in range(4)],
+                             "txt": ["cat"] * 4}), tmp_path / "t.parquet")
+    items = list(dataset_items(tmp_path / "t.parquet", InputColumns()))
+    assert len({i.id for i in items}) == len(items) == 4
+    assert [i.id for i in items if not i.error] == ["t/row-1"]
+    with tarfile.open(tmp_path / "n.tar", "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+        add(tar, "caf\xe9.jpg", photo_bytes(0))
+        add(tar, "ok.jpg", photo_bytes(1))
+    items = list(dataset_items(tmp_path / "n.tar", InputColumns()))
+    assert [(i.id, bool(i.error)) for i in items] == [("n/caf%E9", True), ("n/ok", False)]
+    assert "not UTF-8" in items[0].error
+
+
+def test_reading_many_tables_keeps_few_open(tmp_path):
+    """Each table's reader holds its file open: the reader keeps a few, not one per table
+    (memory and file descriptors would grow with the table count)."""
+    from stages.samples import SampleReader
+
+    reader = SampleReader(InputColumns(tags=""))
+    samples = []
+    for t in range(40):
+        pq.write_table(pa.table({"key": ["a", "b"], "jpg": [b"a%d" % t, b"b%d" % t]}),
+                       tmp_path / f"{t:03d}.parquet")
+        samples += [i.data for i in dataset_items(tmp_path / f"{t:03d}.parquet", InputColumns(tags=""))]
+    before = len(os.listdir("/proc/self/fd"))
+    for sample in samples:
+        assert reader.image_bytes(sample) == (b"%s%d" % (sample.key.encode(), int(Path(sample.shard).stem)))
+    assert len(os.listdir("/proc/self/fd")) - before < 10
+
+
+def test_shard_names_depend_on_the_setting_not_on_which_shards_are_found(tmp_path):
+    """A shard added in another subfolder renames no other shard: ids (and so caches and
+    outputs) are paths under paths.images, or under the pattern's folder part."""
+    data = tmp_path / "data"
+    write_shard(data / "a" / "00000.tar", 0, 1)
+    assert [i.id for i in dataset_items(data, InputColumns())] == ["a/00000/000000000"]
+    write_shard(data / "b" / "00000.tar", 10, 1)
+    assert [i.id for i in dataset_items(data, InputColumns())] == [
+        "a/00000/000000000", "b/00000/000000010"]
+    assert [i.id for i in dataset_items(data / "*" / "00000.tar", InputColumns())] == [
+        "a/00000/000000000", "b/00000/000000010"]
+    assert [i.id for i in dataset_items(data / "a" / "{00000..00000}.tar", InputColumns())] == [
+        "00000/000000000"]
+
+
+def test_hard_links_read_their_targets_bytes_and_symlinks_fail_with_why(tmp_path):
+    """`tar cf` of a folder stores a file met twice (hard-linked) as a link member with no
+    bytes: the sample reads its target's; a symbolic link is not followed, and says so."""
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+        add(tar, "./a.jpg", photo_bytes(0))
+        add(tar, "./a.txt", b"cat")
+        for name, kind in (("./b.jpg", tarfile.LNKTYPE), ("./c.jpg", tarfile.SYMTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "./a.jpg"
+            tar.addfile(info)
+        add(tar, "./b.txt", b"cup")
+    items = {i.id: i for i in dataset_items(tmp_path / "00000.tar", InputColumns())}
+    assert set(items) == {"00000/a", "00000/b", "00000/c"}
+    from stages.samples import SampleReader
+
+    reader = SampleReader(InputColumns())
+    assert reader.image_bytes(items["00000/b"].data) == photo_bytes(0)
+    assert not items["00000/b"].error and items["00000/b"].data.tags == b"cup"
+    assert "is a link to ./a.jpg" in items["00000/c"].error
+
+
+def test_export_refuses_an_image_changed_since_its_caption(tmp_path, capsys):
+    """--export pairs each caption with the shard's image bytes now: a shard rewritten with
+    other pictures under the same keys, not all captioned again (here --limit 1, so its old
+    Parquet stays), is an error, not a mismatched row."""
+    data = tmp_path / "data"
+    write_shard(data / "00000.tar", 0, 2)
+    with FakeOpenAI(reply) as server:
+        assert run(str(data), tmp_path, server) == 0
+        with tarfile.open(data / "00000.tar", "w") as tar:       # same keys, other pictures
+            for i, key in enumerate(("000000000", "000000001")):
+                add(tar, f"{key}.jpg", photo_bytes(i + 5))
+                add(tar, f"{key}.txt", TAGS[i].encode())
+        assert run(str(data), tmp_path, server,
+                   flags=("--limit", "1", "--export", "hf", str(tmp_path / "out"))) == 2
+    assert "changed after its caption" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "dataset").exists()
+
+
+def test_a_folder_of_shard_folders_is_a_dataset_and_an_image_folder_is_not(tmp_path):
+    from stages.samples import is_dataset
+
+    write_shard(tmp_path / "data" / "a" / "00000.tar", 0, 1)
+    assert is_dataset(tmp_path / "data")                    # shards only in sub-folders
+    (tmp_path / "pics" / "x").mkdir(parents=True)
+    (tmp_path / "pics" / "x" / "a.jpg").write_bytes(photo_bytes(0))
+    assert not is_dataset(tmp_path / "pics")                # images only in sub-folders
