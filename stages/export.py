@@ -68,13 +68,17 @@ def export_hf(cfg: Config, out: Path) -> int:
     table = datasets.Dataset.from_dict({
         "image": [str(r["path"]) for r in rows], "caption": [r["caption"] for r in rows],
         "tags": [r["tags"] for r in rows], "id": [r["id"] for r in rows]}, features=features)
-    target = out / "dataset"
-    tmp = out / ".dataset.tmp"
+    _save_dataset(table, out)
+    return len(rows)
+
+
+def _save_dataset(table, out: Path) -> None:
+    """`out/dataset` replaced by this table's save_to_disk, through a temporary folder."""
+    target, tmp = out / "dataset", out / ".dataset.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     table.save_to_disk(str(tmp))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
-    return len(rows)
 
 
 def _sample_rows(cfg: Config):
@@ -120,12 +124,7 @@ def export_hf_samples(cfg: Config, out: Path) -> int:
     if table is None or len(table) == 0:
         shutil.rmtree(work, ignore_errors=True)
         raise ConfigError(f"--export: no shard captions in {cfg.paths.captions}; run caption.py first")
-    target = out / "dataset"
-    tmp = out / ".dataset.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    table.save_to_disk(str(tmp))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    _save_dataset(table, out)
     count = len(table)
     del table
     shutil.rmtree(work, ignore_errors=True)
