@@ -35,8 +35,8 @@ def review(args) -> None:
     """Write captions/index.html, the review page (stages/review.py)."""
     from stages.cli import config_path
     from stages.config import load_config
+    from stages.io.samples import is_dataset
     from stages.review import write_review
-    from stages.samples import is_dataset
 
     cfg = load_config(config_path(args.config), args.overrides)
     if is_dataset(cfg.paths.images):
@@ -54,14 +54,14 @@ def export(args) -> int:
     from stages.cli import config_path
     from stages.config import load_config
     from stages.errors import ConfigError
-    from stages.export import export_hf
+    from stages.io.export import export_hf
 
     fmt, out = args.export
     if fmt != "hf":
         raise ConfigError(f"--export {fmt!r}: unknown format; accepted: hf")
     cfg = load_config(config_path(args.config), args.overrides)
     count = export_hf(cfg, Path(out))
-    from stages.samples import is_dataset
+    from stages.io.samples import is_dataset
 
     where = f"{out}/dataset" + ("" if is_dataset(cfg.paths.images) else f" and {out}/imagefolder")
     print(f"export: {count} captioned images written to {where}")

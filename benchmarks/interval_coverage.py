@@ -7,7 +7,7 @@ with no real effect colours anything, on simulated null data.
 Null data: every prompt has its own level, and its two variants are two independent draws
 around it (no effect, so the variants are exchangeable). Score shapes that runs produce:
 normal noise, strongly skewed noise, integer 1-10 judge ratings (many ties), CLIPScores
-clamped at 0 (many zeros), heavy tails. Everything goes through `stages.stats`, the code the
+clamped at 0 (many zeros), heavy tails. Everything goes through `stages.report.stats`, the code the
 report uses. `skewed_differences` is not a no-effect null but a stress case: differences
 with mean 0 and a long right tail (a change of shape without a change of mean); no
 small-sample interval is exact there, and its coverage is printed apart.
@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stages.stats import directions, paired_test, sign_patterns, t_quantile  # noqa: E402
+from stages.report.stats import directions, paired_test, sign_patterns, t_quantile  # noqa: E402
 
 Pairs = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 

@@ -33,7 +33,7 @@ Figures (ratios are the point; absolute numbers depend on the machine):
   caption.py over N distinct small images as 20 WebDataset shards and as a folder (local
   server at zero latency, tags stage skipped): items/s over stage time, peak RSS.
 - caption_quality_*: caption.py with the embedded default (SmolLM2 + classifier) on the
-  sample folder images/ (stages/quality.py): the share of captions that name the subject
+  sample folder images/ (stages/language/quality.py): the share of captions that name the subject
   their first tag states, the mean share of content tags mentioned, how many captions are
   the model's own (`model_kept`) and how many composed fallbacks, and how many copy five
   words of a template. A fallback names its subject by construction, so read the subject
@@ -157,8 +157,8 @@ def warm_up(tmp: Path, url: str) -> None:
 def sample_messages() -> list[dict]:
     """The interpret prompt for one generated item: the raw load sends the same bodies."""
     from stages.interpret import PLACEHOLDERS, prompt_fields
+    from stages.language.verify import Evidence
     from stages.templates import load_template
-    from stages.verify import Evidence
 
     template = load_template(ROOT / "templates" / "interpret.txt", "interpret.template", PLACEHOLDERS)
     fields = prompt_fields(Evidence(tags=("tag_1", "shared_tag", "item_1")))
@@ -373,7 +373,7 @@ def bench_coverage(datasets: int, results: dict) -> None:
 
 def bench_caption_quality(tmp: Path, results: dict) -> None:
     """The embedded default on a copy of the sample folder, from a cold cache."""
-    from stages.quality import check_captions, summarise
+    from stages.language.quality import check_captions, summarise
     from stages.templates import load_template
 
     project = Path(tempfile.mkdtemp(dir=tmp, prefix="quality"))
@@ -406,8 +406,10 @@ def main() -> int:
     parser.add_argument("--skip", default="", help="comma-separated groups to skip: "
                         "saturation,saturation50,concurrency,upsample,sdxl,rss,rssrun,coverage,shards,"
                         "quality")
+    parser.add_argument("--only", default="", help="comma-separated groups to run (the rest are skipped)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    only = set(filter(None, args.only.split(",")))
     q = args.quick
     results: dict = {"machine": f"{platform.machine()} {os.cpu_count()} cores, "
                                 f"Python {platform.python_version()}", "quick": q}
@@ -427,7 +429,7 @@ def main() -> int:
             ("quality", lambda: bench_caption_quality(tmp, results)),
         ]
         for name, fn in groups:
-            if name in skip:
+            if name in skip or (only and name not in only):
                 continue
             started = time.perf_counter()
             fn()
@@ -435,7 +437,10 @@ def main() -> int:
     for key, value in results.items():
         print(f"{key}: {value}")
     out = ROOT / "benchmarks" / "results.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    # A partial run (--only/--skip) updates its own figures and keeps the others.
+    merged = json.loads(out.read_text()) if out.exists() and (skip or only) else {}
+    merged.update(results)
+    out.write_text(json.dumps(merged, indent=2) + "\n")
     return 1 if any(key.endswith("_error") for key in results) else 0
 
 

@@ -14,7 +14,7 @@ async def describe(stage, path: Path, backend: str = "vision") -> str:
     """What `stage`'s vision backend `backend` sees in the image at `path`, asked with the
     interrogate question (the stage declares interrogate.template when that backend reads
     one). Answers of LLM backends come from the call cache on a rerun."""
-    from .imageio import load_image
+    from .io.imageio import load_image
 
     vision = stage.backend(backend)
     kind = stage.cfg.vision.backend

@@ -29,10 +29,17 @@ from .config import Config
 from .describe import describe
 from .errors import ConfigError, FatalError
 from .generate import png_key
-from .metrics import MetricRow
+from .io.runfiles import PromptsStage, image_path
+from .report.metrics import MetricRow
+from .report.scorers import (
+    Scorer,
+    captioner_scorer,
+    chat_scorer,
+    clip_scorer,
+    loop_from_traces,
+    text_model_id,
+)
 from .resources import evaluation_vision, independent_captions, independent_judge
-from .runfiles import PromptsStage, image_path
-from .scorers import Scorer, captioner_scorer, chat_scorer, clip_scorer, loop_from_traces, text_model_id
 from .stage import Declaration, Item, Stage, StageReport
 from .store import atomic_write_json, read_json, sha256_file
 
@@ -222,10 +229,10 @@ class EvaluateStage(PromptsStage, Stage):
 
     # -- reports ----------------------------------------------------------------------------
     def finish(self, report: StageReport) -> None:
-        from .analysis import metric_dependence
-        from .metrics import write_metrics_csv
-        from .plots import write_plots
-        from .report import write_report_html
+        from .report.analysis import metric_dependence
+        from .report.metrics import write_metrics_csv
+        from .report.page import write_report_html
+        from .report.plots import write_plots
 
         rows, stale = [], 0
         for prompt in self.rows:

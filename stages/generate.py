@@ -12,7 +12,7 @@ import json
 
 from .config import Config
 from .errors import ItemError
-from .runfiles import PromptsStage, image_path
+from .io.runfiles import PromptsStage, image_path
 from .stage import Declaration, Item, Stage, StageReport
 from .store import hash_value
 
@@ -103,7 +103,7 @@ class GenerateStage(PromptsStage, Stage):
         if not self.rows:
             report.note = "no prompts.jsonl: run the upsample stage (or set it skip = false)"
             return
-        from .report import write_compare_html
+        from .report.page import write_compare_html
 
         path = write_compare_html(self.ctx.run_dir)
         report.note = f"side by side: {path}"

@@ -10,9 +10,9 @@ was not written by this stage, or was edited by hand after, is never replaced un
 
 Faithfulness does not rest on the model: `interpret.candidates` captions are sampled (the
 server's parallel slots answer them together) and cut to their first sentence; the verifier
-(stages/verify.py) checks each against its evidence (tags, summaries, vision answer,
+(stages/language/verify.py) checks each against its evidence (tags, summaries, vision answer,
 trigger words, the templates it must not copy) and the best passing one is kept. When none
-passes, a caption composed from the tags alone (stages/compose.py) is written and flagged
+passes, a caption composed from the tags alone (stages/language/compose.py) is written and flagged
 `fallback`. Every verdict, the flags and the chosen caption's score go into NAME.json.
 """
 
@@ -23,18 +23,18 @@ import time
 from pathlib import Path
 
 from . import faults
-from .compose import compose, vision_subject
 from .config import Config
 from .errors import ConfigError, ItemError
-from .folder import artifact
-from .inputs import ImageInput, input_keys
+from .io.folder import artifact
+from .io.inputs import ImageInput, input_keys
+from .language.compose import compose, vision_subject
+from .language.tagroles import EMOTICONS, TIME, content_tags, infos
+from .language.text import fix_articles, tidy_caption, with_trigger
+from .language.verify import Evidence, best, confident_vision, verify
+from .language.words import first_sentence
 from .stage import Declaration, Item, Stage, StageReport
 from .store import atomic_write_json, atomic_write_text, read_json, sha256_bytes, sha256_text
-from .tagroles import EMOTICONS, TIME, content_tags, infos
 from .tagstore import TagStore, definitions_for, summaries_for
-from .text import fix_articles, tidy_caption, with_trigger
-from .verify import Evidence, best, confident_vision, verify
-from .words import first_sentence
 
 PLACEHOLDERS = {"subject", "draft", "tags", "summaries", "vision", "trigger", "max_tokens"}
 FALLBACK = "fallback"
@@ -160,7 +160,7 @@ class InterpretStage(Stage):
     def _write_shard(self, unit: str) -> None:
         """The shard's Parquet as soon as all its samples are captioned; its ids are then
         dropped, so memory holds only the shards in progress."""
-        from .shardout import write_shard
+        from .io.shardout import write_shard
 
         if self.ctx.options.dry_run:
             return                                    # a plan writes nothing
@@ -245,7 +245,7 @@ class InterpretStage(Stage):
             return False
 
     async def process(self, item: Item, key: str) -> None:
-        from .imageio import check_image
+        from .io.imageio import check_image
 
         c = self.cfg.interpret
         if not decoded_before(self.cfg.paths.cache, item, self.input):  # a broken image: no caption
@@ -385,7 +385,7 @@ class InterpretStage(Stage):
         they were complete. A killed or limited run writes none for the shards it did not
         finish, and its rerun resumes from the per-sample records. A shard whose every sample
         failed has no Parquet: an earlier one is removed, its rows are no longer current."""
-        from .shardout import shard_path, write_shard
+        from .io.shardout import shard_path, write_shard
 
         failed = {item_id for item_id, _ in report.failed}
         written, unchanged, waiting, removed = 0, 0, 0, 0

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from .config import Config
 from .errors import ItemError
-from .folder import artifact
-from .inputs import ImageInput, input_keys
+from .io.folder import artifact
+from .io.inputs import ImageInput, input_keys
 from .stage import Declaration, Item, Stage
 from .store import atomic_write_json, read_json, sha256_bytes
 
@@ -91,7 +91,7 @@ class InterrogateStage(Stage):
         return bool(record) and record.get("key") == key
 
     async def process(self, item: Item, key: str) -> None:
-        from .imageio import load_image
+        from .io.imageio import load_image
 
         stamp = self.input.stamp(item)
         source = await asyncio.to_thread(self.input.image, item)

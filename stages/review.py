@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .folder import artifact, image_items, read_tag_text
+from .io.folder import artifact, image_items, read_tag_text
 from .stage import Item
 from .store import atomic_write_bytes, atomic_write_chunks, read_json, sha256_bytes
 

@@ -27,11 +27,11 @@ from .config import Config
 from .describe import describe
 from .errors import ConfigError, ItemError
 from .generate import image_key, png_key, render_images
-from .runfiles import PromptsStage, image_path
-from .scorers import captioner_scorer, chat_scorer, clip_scorer
+from .io.runfiles import PromptsStage, image_path
+from .language.text import tidy_caption
+from .report.scorers import captioner_scorer, chat_scorer, clip_scorer
 from .stage import Declaration, Item, Stage, StageReport
 from .store import atomic_link_or_copy, atomic_write_json, read_json
-from .text import tidy_caption
 
 VERDICT = {
     "type": "object", "required": ["matches", "missing", "revised_prompt"],
@@ -231,7 +231,7 @@ class SocraticStage(PromptsStage, Stage):
         trace["best"] = max(range(len(its)), key=lambda i: (its[i]["scores"][name], -i))
 
     async def _judge_images(self, prompt: str, paths: list[Path]) -> list[float]:
-        from .imageio import load_image, to_data_url
+        from .io.imageio import load_image, to_data_url
 
         vision = self.backend("vision")
         schema = {"type": "object", "required": ["score"],

@@ -52,7 +52,7 @@ class Item:
     A listing that cannot read an entry yields an Item with `error` set: the runner records
     it as that item's failure and goes on (one bad folder entry never stops a listing).
     `unit`, when set, is what `--shard` splits on instead of the id: the samples of one
-    WebDataset shard or Parquet file stay together (stages/samples.py).
+    WebDataset shard or Parquet file stay together (stages/io/samples.py).
     """
 
     id: str

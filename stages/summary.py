@@ -10,7 +10,7 @@ replaces it. The way each summary was made is recorded in the tag store (`made_b
 
 from __future__ import annotations
 
-from .words import META, content_words, first_sentence, ngrams, runs, sentences, tokens, unsupported
+from .language.words import META, content_words, first_sentence, ngrams, runs, sentences, tokens, unsupported
 
 SHORT_SENTENCE_WORDS = 30
 TEMPLATE_RUN = 5

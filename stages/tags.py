@@ -18,11 +18,11 @@ import time
 
 from .config import Config
 from .errors import ItemError
-from .inputs import INPUT_ALL, ImageInput
+from .io.inputs import INPUT_ALL, ImageInput
+from .language.text import tidy_caption
 from .stage import Declaration, Item, Stage, StageReport
 from .summary import FROM_DEFINITION, choose_summary, short_definition
 from .tagstore import TagStore
-from .text import tidy_caption
 
 FLUSH_EVERY = 50
 

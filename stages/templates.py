@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .language.words import BREAK
 from .store import sha256_text
-from .words import BREAK
 
 _HEADER = re.compile(r"^\[(system|user|assistant)\]\s*$")
 

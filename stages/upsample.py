@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .config import Config
 from .errors import ItemError
-from .runfiles import write_jsonl
+from .io.runfiles import write_jsonl
+from .language.text import tidy_caption
 from .stage import Declaration, FromConfig, Item, Stage, StageReport
 from .store import atomic_write_json, read_json
-from .text import tidy_caption
 
 
 def load_prompts(cfg) -> tuple[list, int]:

@@ -15,7 +15,7 @@ from conftest import llm_overrides
 from fakes import FakeOpenAI
 
 import caption
-from stages.quality import check_captions, summarise
+from stages.language.quality import check_captions, summarise
 from stages.templates import load_template
 
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from stages.config import load_config
 from stages.errors import ConfigError
-from stages.tagging import clean_tags, parse_tag_text
+from stages.language.tagging import clean_tags, parse_tag_text
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.faults

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from stages.errors import ItemError
-from stages.imageio import IMAGE_EXTENSIONS, check_image, downscale, iter_images, load_image, to_data_url
+from stages.io.imageio import IMAGE_EXTENSIONS, check_image, downscale, iter_images, load_image, to_data_url
 
 MP50 = 50_000_000
 

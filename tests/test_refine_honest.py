@@ -156,10 +156,10 @@ def test_a_changed_category_and_an_unfinished_trace_are_not_reported_as_they_wer
     rows must carry the benchmark's category now, and a trace left without a best round
     (a loop killed mid-way) or unreadable is counted as left out, not silently dropped. The plots test
     with evaluate.permutations sign patterns, as the report's tables do."""
-    import stages.plots
+    import stages.report.plots
 
-    patterns, real = [], stages.plots.paired_test
-    monkeypatch.setattr(stages.plots, "paired_test",
+    patterns, real = [], stages.report.plots.paired_test
+    monkeypatch.setattr(stages.report.plots, "paired_test",
                         lambda *a, **kw: patterns.append(kw.get("resamples")) or real(*a, **kw))
     with FakeOpenAI(Script(accept=False)) as server:
         assert run(bench, server) == 0

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.analysis import analyse, round_curve
-from stages.metrics import paired, separate_scorers, variant_order
-from stages.report import (
+from stages.report.analysis import analyse, round_curve
+from stages.report.metrics import paired, separate_scorers, variant_order
+from stages.report.page import (
     MetricRow,
     read_metrics_csv,
     write_compare_html,
@@ -25,7 +25,7 @@ from stages.report import (
     write_plots,
     write_report_html,
 )
-from stages.scorers import Scorer, clip_scorer, loop_from_traces
+from stages.report.scorers import Scorer, clip_scorer, loop_from_traces
 
 XSS = "<script>alert(1)</script> a cat <img src=x onerror=alert(2)>"
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "camera", "coins")
@@ -319,16 +319,16 @@ def test_a_clear_effect_is_coloured_only_when_the_test_can_reach_it(tmp_path, n,
 def test_plots_use_the_reports_sign_patterns(tmp_path, monkeypatch):
     """evaluate.permutations reaches the scatter's test too, so its title and the report's
     table give the same p and interval."""
-    import stages.plots
+    import stages.report.plots
 
     seen = []
-    real = stages.plots.paired_test
+    real = stages.report.plots.paired_test
 
     def spy(*args, **kw):
         seen.append(kw.get("resamples"))
         return real(*args, **kw)
 
-    monkeypatch.setattr(stages.plots, "paired_test", spy)
+    monkeypatch.setattr(stages.report.plots, "paired_test", spy)
     run = make_run(tmp_path, socratic=False)
     write_plots(run, read_metrics_csv(run / "metrics.csv"), resamples=1234)
     assert seen and set(seen) == {1234}
@@ -337,10 +337,11 @@ def test_plots_use_the_reports_sign_patterns(tmp_path, monkeypatch):
 def test_no_interval_is_drawn_as_one_of_zero_width(tmp_path, monkeypatch):
     """One prompt in a category, or a cohort of one: no interval exists, so no error bar or
     band is drawn, rather than one of zero width that looks like certainty."""
-    import stages.plots
+    import stages.report.plots
 
     figures = {}
-    monkeypatch.setattr(stages.plots, "_save", lambda fig, path: figures.setdefault(path.name, fig) and path)
+    monkeypatch.setattr(stages.report.plots, "_save",
+                        lambda fig, path: figures.setdefault(path.name, fig) and path)
     rows = []
     for pid, cat in (("a", "one"), ("b", "two"), ("c", "two"), ("d", "two")):
         for i, variant in enumerate(("iter00", "iter01", "best")):

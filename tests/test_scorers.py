@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from stages.scorers import (
+from stages.report.scorers import (
     Loop,
     Scorer,
     captioner_scorer,

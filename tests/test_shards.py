@@ -12,7 +12,7 @@ from pathlib import Path
 from fakes import FakeOpenAI
 from test_faults import make_images
 
-from stages.tagging import DEFAULT_META_TAGS, clean_tags, parse_tag_text
+from stages.language.tagging import DEFAULT_META_TAGS, clean_tags, parse_tag_text
 
 ROOT = Path(__file__).resolve().parent.parent
 

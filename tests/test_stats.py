@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.stats import (
+from stages.report.stats import (
     directions,
     holm,
     mean_ci,

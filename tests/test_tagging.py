@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stages.tagging import (
+from stages.language.tagging import (
     DEFAULT_META_TAGS,
     MAX_TAG_LENGTH,
     clean_tags,

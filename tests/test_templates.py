@@ -72,7 +72,7 @@ def test_shipped_templates_render_with_their_stage_values(name, values):
 ])
 def test_template_runs_never_span_a_placeholder_or_a_message(name, spanning):
     """The verifier rejects five-word runs of the template: only runs the template has."""
-    from stages.verify import template_runs
+    from stages.language.verify import template_runs
 
     literal = load_template(ROOT / "templates" / f"{name}.txt", name).literal()
     found = template_runs((literal,))

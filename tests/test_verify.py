@@ -10,10 +10,10 @@ from conftest import llm_overrides
 from fakes import FakeOpenAI
 
 import caption
-from stages.compose import compose, vision_subject
 from stages.interpret import prompt_fields
+from stages.language.compose import compose, vision_subject
+from stages.language.verify import Evidence, best, verify
 from stages.templates import load_template
-from stages.verify import Evidence, best, verify
 
 ROOT = Path(__file__).resolve().parent.parent
 WIKI = json.loads((ROOT / "data" / "wiki.json").read_text())

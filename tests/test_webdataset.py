@@ -25,7 +25,7 @@ from fakes import FakeOpenAI
 from PIL import Image
 
 import caption
-from stages.samples import InputColumns, dataset_items, expand_braces, safe_key
+from stages.io.samples import InputColumns, dataset_items, expand_braces, safe_key
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera")
@@ -282,7 +282,7 @@ def test_listing_keys_tags_from_json_and_patterns(tmp_path):
     items = list(dataset_items(tmp_path / "s" / "*.tar",
                                InputColumns(tags_json_field="tags")))
     assert [i.id for i in items] == ["00000/000000000", "00000/000000001"]
-    from stages.inputs import ImageInput
+    from stages.io.inputs import ImageInput
 
     class View:                           # what ImageInput reads of a config
         class tags:
@@ -356,7 +356,7 @@ def test_shards_on_a_local_ray_instance_then_local_rerun_makes_no_call(tmp_path)
 
 def test_table_images_as_bytes_paths_structs_and_urls_read_back_by_row(tmp_path):
     from stages.errors import ItemError
-    from stages.samples import SampleReader
+    from stages.io.samples import SampleReader
 
     (tmp_path / "pics").mkdir()
     (tmp_path / "pics" / "a.jpg").write_bytes(photo_bytes(0))
@@ -474,7 +474,7 @@ def test_failure_ids_never_take_a_samples_id_and_odd_names_fail_alone(tmp_path):
 def test_reading_many_tables_keeps_few_open(tmp_path):
     """Each table's reader holds its file open: the reader keeps a few, not one per table
     (memory and file descriptors would grow with the table count)."""
-    from stages.samples import SampleReader
+    from stages.io.samples import SampleReader
 
     reader = SampleReader(InputColumns(tags=""))
     samples = []
@@ -516,7 +516,7 @@ def test_hard_links_read_their_targets_bytes_and_symlinks_fail_with_why(tmp_path
         add(tar, "./b.txt", b"cup")
     items = {i.id: i for i in dataset_items(tmp_path / "00000.tar", InputColumns())}
     assert set(items) == {"00000/a", "00000/b", "00000/c"}
-    from stages.samples import SampleReader
+    from stages.io.samples import SampleReader
 
     reader = SampleReader(InputColumns())
     assert reader.image_bytes(items["00000/b"].data) == photo_bytes(0)
@@ -543,7 +543,7 @@ def test_export_refuses_an_image_changed_since_its_caption(tmp_path, capsys):
 
 
 def test_a_folder_of_shard_folders_is_a_dataset_and_an_image_folder_is_not(tmp_path):
-    from stages.samples import is_dataset
+    from stages.io.samples import is_dataset
 
     write_shard(tmp_path / "data" / "a" / "00000.tar", 0, 1)
     assert is_dataset(tmp_path / "data")                    # shards only in sub-folders

@@ -29,7 +29,7 @@ class OpenAIVision:
     async def describe(self, image, question: str = "", hint_tags=(), template_hash: str = "") -> str:
         import asyncio
 
-        from ..imageio import to_data_url
+        from ..io.imageio import to_data_url
 
         # resize and JPEG encode off the event loop: on a large photo they take long enough
         # to stall every request in flight

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import read_json
+from ..store import read_json
 from .tagroles import mentions
 from .verify import Evidence, copied_run, verify
 from .words import stem, tokens

@@ -6,7 +6,7 @@ Rules (the README's report section says the same in prose):
 - A headline comparison is coloured only when its sign-flip p, Holm-adjusted over every
   headline comparison that is allowed to be coloured, is at most 5%.
 - A comparison of Socratic rounds (best vs first) on a metric that is not independent of
-  the loop (stages/scorers.py) is shown, flagged, never coloured and left out of the family.
+  the loop (stages/report/scorers.py) is shown, flagged, never coloured and left out of the family.
 - Per-category comparisons are exploratory: unadjusted and never coloured.
 - Round curves cover every prompt in every round: a prompt that stopped keeps its last
   score (carried forward), so early stopping cannot shape the curve by who is left.

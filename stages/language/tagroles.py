@@ -3,7 +3,7 @@ an object, the setting, the framing or the medium; and the words that name it.
 
 The caption verifier uses this to find the main subject (the first content tag) and the
 tags a caption should cover; the fallback composer uses it to order a caption from subject
-to details to setting. Tags arrive normalised (stages/tagging.py: lower case, spaces for
+to details to setting. Tags arrive normalised (stages/language/tagging.py: lower case, spaces for
 underscores, emoticons kept). The word lists are small on purpose: an unknown tag is an
 object, which is the safe reading for coverage and for composing.
 """

@@ -4,7 +4,7 @@
   it links the images in `images/`, so it is meant to be opened inside the run folder.
 - `report.html`: which models ran the Socratic loop and which evaluated, whether each
   metric is independent of the loop, summary tables with sign-flip tests and intervals
-  (stages/analysis.py decides what may be coloured), the plots, and for each prompt its
+  (stages/report/analysis.py decides what may be coloured), the plots, and for each prompt its
   Socratic rounds with the chosen best marked.
 
 Every piece of model or user text goes through `esc` (prompts are untrusted input: a prompt
@@ -24,6 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
+from ..io.runfiles import prompts as read_prompts
+from ..io.runfiles import upsampled as read_upsampled
+from ..store import atomic_write_text
 from .analysis import Comparison, analyse, by_category, metric_dependence
 from .metrics import (
     MetricRow,
@@ -39,11 +42,8 @@ from .metrics import (
     write_metrics_csv,
 )
 from .plots import TITLES, plot_plan, write_plots
-from .runfiles import prompts as read_prompts
-from .runfiles import upsampled as read_upsampled
 from .scorers import LOOP_ROLES, ROLE_WORDS, Loop, Scorer, loop_from_traces
 from .stats import DEFAULT_RESAMPLES, PairedResult, mean_ci, min_pairs
-from .store import atomic_write_text
 
 __all__ = ["MetricRow", "read_metrics_csv", "write_metrics_csv", "write_plots", "write_compare_html",
            "write_report_html"]

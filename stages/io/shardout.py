@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .store import hash_value
+from ..store import hash_value
 
 ROWS_DIGEST = b"tagcap.rows_sha256"
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from .store import atomic_write_text
+from ..store import atomic_write_text
 
 METRIC_ORDER = ("clipscore", "image_similarity", "caption_score", "llm_judge")
 ITER = re.compile(r"^iter(\d+)$")

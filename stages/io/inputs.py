@@ -1,7 +1,7 @@
 """What the captioning stages read images and tags from: a folder or dataset samples.
 
-`ImageInput` hides the difference. With a folder (stages/folder.py) an item's data is the
-image's path; with WebDataset shards or Parquet tables (stages/samples.py) it is a
+`ImageInput` hides the difference. With a folder (stages/io/folder.py) an item's data is the
+image's path; with WebDataset shards or Parquet tables (stages/io/samples.py) it is a
 `Sample`, whose bytes are read again by the stage's own reader (so a Ray actor can read
 the items it is sent). Tags pass the same hygiene either way; image digests come from
 the bytes, reused while the file (or shard) they were read from is unchanged.
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .stage import Item
+from ..stage import Item
 
 # [input] keys: what an item's image and tags are (declared where they change an output)
 # and what its id is (operational: ids are not keys).
@@ -88,8 +88,8 @@ class ImageInput:
             from .folder import read_tags
 
             return read_tags(item.data, self.cfg)
+        from ..language.tagging import DEFAULT_META_TAGS, clean_tags, parse_tag_text
         from .samples import tag_text
-        from .tagging import DEFAULT_META_TAGS, clean_tags, parse_tag_text
 
         raw = tag_text(item.data, self.columns)
         if raw is None:
@@ -142,7 +142,7 @@ class ImageInput:
 
     def digest(self, item: Item, record: dict | None) -> str:
         """sha256 of the image bytes, reusing the record's while its stamp holds."""
-        from .store import sha256_bytes
+        from ..store import sha256_bytes
 
         if not self.dataset:
             from .folder import image_digest

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .errors import ConfigError, ItemError
+from ..errors import ConfigError, ItemError
 
 SHARD_SUFFIXES = (".tar", ".parquet")
 MAX_KEY_LENGTH = 150
@@ -206,7 +206,7 @@ def safe_key(key: str) -> str:
 def dataset_items(images: Path, columns: InputColumns, shard: tuple[int, int] = (0, 1),
                   exclude: Path | None = None):
     """Every sample of every shard in this --shard partition, lazily, as Items."""
-    from .stage import in_shard
+    from ..stage import in_shard
 
     for path, unit in shard_units(shard_files(images, exclude), images):
         if not in_shard(unit, shard):
@@ -221,13 +221,13 @@ def dataset_items(images: Path, columns: InputColumns, shard: tuple[int, int] = 
 
 
 def _failed(item_id: str, unit: str, reason: str):
-    from .stage import Item
+    from ..stage import Item
 
     return Item(item_id, error=reason, unit=unit)
 
 
 def _item(sample: Sample):
-    from .stage import Item
+    from ..stage import Item
 
     safe = safe_key(sample.key)
     try:
@@ -369,7 +369,7 @@ def _end_problem(path: Path, offset: int, size: int) -> tuple[str, bool]:
 
 
 def _failed_key(unit: str, key: str, reason: str):
-    from .stage import Item
+    from ..stage import Item
 
     return Item(f"{unit}/{safe_key(key)}", error=reason, unit=unit)
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..store import atomic_write_bytes
 from .analysis import metric_dependence, round_curve
 from .metrics import MetricRow, iteration_index, metric_order, paired, per_prompt, read_traces, stop_kind
 from .scorers import Scorer, loop_from_traces
 from .stats import DEFAULT_RESAMPLES, mean_ci, paired_test, summarise
-from .store import atomic_write_bytes
 
 NOT_INDEPENDENT = "\n(not independent of the loop)"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ConfigError, ItemError
-from .stage import Item
+from ..errors import ConfigError, ItemError
+from ..stage import Item
 
 
 def check_images_folder(images: Path, key: str = "paths.images") -> None:
@@ -40,7 +40,7 @@ def image_digest(path: Path, record: dict | None) -> str:
     mtime are the ones recorded with it."""
     import os
 
-    from .store import sha256_file
+    from ..store import sha256_file
 
     st = os.stat(path)
     if record and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns:
@@ -84,7 +84,7 @@ def read_tag_text(image: Path) -> str | None:
 def read_tags(image: Path, cfg) -> list[str]:
     """Cleaned tags from the image's NAME.txt ([] when there is none); reads tags.blacklist
     and tags.drop_meta, which callers declare."""
-    from .tagging import DEFAULT_META_TAGS, clean_tags, parse_tag_text
+    from ..language.tagging import DEFAULT_META_TAGS, clean_tags, parse_tag_text
 
     text = read_tag_text(image)
     if text is None:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from .store import atomic_write_text
+from ..store import atomic_write_text
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
@@ -43,7 +43,7 @@ class PromptsStage:
         self.up = upsampled(self.ctx.run_dir)
 
     def items(self):
-        from .stage import Item
+        from ..stage import Item
 
         for row in self.rows:
             yield Item(row["id"], row)

@@ -17,10 +17,10 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from .config import Config
-from .errors import ConfigError
+from ..config import Config
+from ..errors import ConfigError
+from ..store import atomic_write_text, sha256_bytes
 from .folder import artifact, image_items, read_tags
-from .store import atomic_write_text, sha256_bytes
 
 
 def captioned(cfg: Config) -> Iterator[dict]:

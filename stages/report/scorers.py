@@ -50,7 +50,7 @@ class Scorer:
 def clip_model_id(model: str, pretrained: str = "openai") -> str:
     """One name per set of CLIP weights: an open_clip name with OpenAI weights is the same
     model as its transformers hub id, and a local folder is its resolved path."""
-    from .backends.scoring import OPENAI_HUB_IDS
+    from ..backends.scoring import OPENAI_HUB_IDS
 
     if model in OPENAI_HUB_IDS and pretrained == "openai":
         return "clip:" + OPENAI_HUB_IDS[model]
