@@ -49,8 +49,15 @@ def review(args) -> None:
     from stages.review import review_page
 
     cfg = load_config(config_path(args.config), args.overrides)
-    if is_dataset(cfg.paths.images):
-        return                        # shards and tables: captions/SHARD.parquet is the output
+    if is_dataset(cfg.paths.images):  # shards and tables: captions/SHARD.parquet, served only
+        from stages.review import dataset_flags
+
+        total, flagged = dataset_flags(cfg.paths.captions)
+        if flagged:
+            config = f" --config {args.config}" if args.config else ""
+            print(f"review: {flagged} of {total} captions flagged, to look at: python caption.py"
+                  f"{config} --review (accept, reject or edit them in the browser)")
+        return
     done = review_page(cfg.paths.images, cfg.paths.captions,
                        cfg.paths.cache / "summary-caption.json", cfg.paths.cache / "interrogate",
                        clip_limit=cfg.interpret.max_clip_tokens)

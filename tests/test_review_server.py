@@ -311,7 +311,8 @@ def test_static_page_is_read_only_and_filters_by_decision(tmp_path):
     assert files(tmp_path / "captions") == snapshot
 
 
-def test_shards_are_paged_from_parquet_and_decisions_go_to_decisions_parquet(tmp_path, monkeypatch):
+def test_shards_are_paged_from_parquet_and_decisions_go_to_decisions_parquet(tmp_path, monkeypatch,
+                                                                             capsys):
     import pyarrow.parquet as pq
     from test_webdataset import reply as shard_reply
     from test_webdataset import run as shard_run
@@ -326,6 +327,9 @@ def test_shards_are_paged_from_parquet_and_decisions_go_to_decisions_parquet(tmp
     with FakeOpenAI(shard_reply) as server:
         assert shard_run(str(data), tmp_path, server) == 0
         captions = tmp_path / "captions"
+        flagged = sum(bool(r["flags"]) for r in pq.read_table(captions / "00000.parquet").to_pylist())
+        said = capsys.readouterr().out
+        assert flagged and f"review: {flagged} of 5 captions flagged" in said and "--review" in said
         listing = sorted(p.name for p in captions.rglob("*"))
         monkeypatch.setattr(reviewserver, "PAGE_SIZE", 3)
         cfg = load_config(ROOT / "config.ini", overrides + [
