@@ -21,6 +21,7 @@ image whose subject is what the vision backend only guessed), `over_clip_tokens`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import io
@@ -142,6 +143,13 @@ def dhash(source: Path | bytes) -> int | None:
         for col in range(8):
             bits = (bits << 1) | (px[row * 9 + col] > px[row * 9 + col + 1])
     return bits
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _thumb_hash(path: str) -> int | None:
+    """A thumbnail's dHash; its name changes with the image, so a served page's reloads
+    reuse it."""
+    return dhash(Path(path))
 
 
 def near_duplicates(hashes: dict[str, int], max_bits: int = DUP_BITS) -> dict[str, list[str]]:
@@ -537,7 +545,7 @@ def folder_page(images: Path, captions: Path, summary_file: Path,
         card = card_for(item, captions, failed, thumbs, interrogations)
         info.add(card)
         if card.thumb:
-            value = dhash(captions / card.thumb)
+            value = _thumb_hash(str(captions / card.thumb))
             if value is not None:
                 hashes[item.id] = value
         if not item.error and card.tags == "" and item.data.with_suffix(".txt").is_file():
