@@ -300,7 +300,7 @@ margin-right:.3em;font-size:12px}.meta{color:#555}.reason{color:#a22}
 #status{color:#a22}kbd{border:1px solid #aaa;border-radius:3px;padding:0 .2em;font-size:12px}
 """
 _SCRIPT = r"""
-var DEC=['accepted','rejected','edited'],cur=-1;
+var DEC=['accepted','rejected','edited'],ORDER=['rejected','edited','accepted','undecided'],cur=-1;
 function cards(){return Array.prototype.slice.call(document.querySelectorAll('.card'));}
 function shown(){return cards().filter(function(c){return c.style.display!=='none';});}
 function text(c){var d=c.querySelector('.dup'),t=c.textContent;
@@ -318,7 +318,7 @@ var key={rank:function(c){return [+c.dataset.rank,''];},
 score:function(c){return [c.dataset.score===''?-1:+c.dataset.score,c.dataset.id];},
 name:function(c){return [0,c.dataset.id];},
 flags:function(c){return [-c.dataset.flags.split(' ').filter(Boolean).length,c.dataset.id];},
-decision:function(c){return [DEC.indexOf(c.dataset.decision),c.dataset.id];},
+decision:function(c){return [ORDER.indexOf(c.dataset.decision),c.dataset.id];},
 dups:function(c){return [c.dataset.dup===''?1:0,c.dataset.dup+' '+c.dataset.id];}}[k];
 cards().map(function(c){return [key(c),c];}).sort(function(a,b){
 return a[0][0]-b[0][0]||(a[0][1]<b[0][1]?-1:a[0][1]>b[0][1]?1:0);})

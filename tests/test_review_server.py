@@ -102,14 +102,19 @@ def test_edit_and_reject_in_chromium_last_through_reload_rerun_and_export(projec
                 rejected = browser.js("current().dataset.id")
                 browser.key("r")
                 browser.until("current().dataset.decision === 'rejected'")
-                assert edited != rejected
+                browser.key("j")
+                accepted = browser.js("current().dataset.id")
+                browser.key("a")
+                browser.until("current().dataset.decision === 'accepted'")
+                assert len({edited, rejected, accepted}) == 3
                 browser.reload()
                 state = browser.js("cards().map(function(c){return [c.dataset.id, c.dataset.decision,"
                                    " c.querySelector('.caption').textContent]})")
                 by_id = {i: (d, text) for i, d, text in state}
                 assert by_id[edited] == ("edited", "A person's own words about this picture.")
                 assert by_id[rejected][0] == "rejected"
-                assert sum(d != "undecided" for d, _ in by_id.values()) == 2
+                assert by_id[accepted][0] == "accepted"
+                assert sum(d != "undecided" for d, _ in by_id.values()) == 3
                 assert browser.js("document.getElementById('n-edited').textContent") == "1"
         finally:
             code, said = served.stop()
@@ -128,22 +133,25 @@ def test_edit_and_reject_in_chromium_last_through_reload_rerun_and_export(projec
         assert not (images / f"{rejected}.caption").exists()      # no caption beside it
         assert not [n for n in after if Path(n).name.startswith(".")]   # no temp files left
         changed = {n for n in after if after[n] != before.get(n)} - {"index.html"}
-        assert changed == {txt, meta_file, f"{rejected}.json"}
+        assert changed == {txt, meta_file, f"{rejected}.json", f"{accepted}.json"}
 
-        # a rerun with the edited image's tags changed upstream keeps both decisions
+        # a rerun with the edited and accepted images' tags changed upstream keeps them
         (images / f"{edited}.txt").write_text("rocket, sky, night")
+        (images / f"{accepted}.txt").write_text("rocket, sky, night")
         assert run(project, server, "--export", "hf", str(tmp_path / "out")) == 0
         out = capsys.readouterr().out
     assert (captions / txt).read_bytes() == b"A person's own words about this picture.\n"
     assert json.loads((captions / meta_file).read_text())["review"]["decision"] == "edited"
-    assert "1 captions accepted or edited in the review kept" in out
+    assert (captions / f"{accepted}.txt").read_bytes() == before[f"{accepted}.txt"][0]
+    assert "2 captions accepted or edited in the review kept" in out
     assert "1 images rejected in the review left out" in out
-    assert "1 edited" in out and "1 rejected" in out
+    assert "1 accepted, 1 rejected, 1 edited" in out
     lines = [json.loads(x) for x in (tmp_path / "out" / "imagefolder" / "metadata.jsonl")
              .read_text().splitlines()]
     exported = {row["id"]: row["caption"] for row in lines}
     assert rejected not in exported and len(exported) == 5
     assert exported[edited] == "A person's own words about this picture."
+    assert exported[accepted] == before[f"{accepted}.txt"][0].decode().strip()
     assert not [p for p in (tmp_path / "out" / "imagefolder").iterdir() if p.stem == rejected]
 
 
@@ -304,8 +312,14 @@ def test_static_page_is_read_only_and_filters_by_decision(tmp_path):
         assert shown == ["other"]
         assert browser.js("document.querySelector('.acts').offsetParent === null")   # no buttons
         assert browser.until("shown()[0].querySelector('img').naturalWidth > 0")  # thumbnail
-        browser.open(page.as_uri())
+        browser.open("about:blank")                   # a fragment alone would not reload
+        browser.open(page.as_uri() + "#sort=name")
+        assert browser.js("cards().map(function(c){return c.dataset.id})") == ["good", "other"]
+        browser.js("document.getElementById('sort').value='decision'; sortBy()")
+        assert browser.js("cards().map(function(c){return c.dataset.id})") == ["other", "good"]
         browser.key("j")
+        browser.key("j")
+        assert browser.js("current().dataset.id") == "good"
         browser.key("r")
         assert browser.js("current().dataset.decision") == "undecided"
     assert files(tmp_path / "captions") == snapshot
