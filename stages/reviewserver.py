@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from .decisions import DECISIONS, UNDECIDED, decide_folder, decide_row, load_decisions, save_decisions
-from .errors import ItemError
+from .errors import FatalError, ItemError
 from .io.folder import image_items
 from .review import (
     Card,
@@ -309,7 +309,11 @@ def make_server(cfg, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
 
     site = DatasetSite(cfg) if is_dataset(cfg.paths.images) else FolderSite(cfg)
     token = secrets.token_urlsafe(32)
-    server = ThreadingHTTPServer(("127.0.0.1", port), None)
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), None)
+    except OSError as exc:
+        raise FatalError(f"--port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); "
+                         "choose another port or leave --port out for a free one") from None
     server.daemon_threads = True
     real = server.server_address[1]
     hosts = {f"127.0.0.1:{real}", f"localhost:{real}"}

@@ -143,6 +143,7 @@ def test_edit_and_reject_in_chromium_last_through_reload_rerun_and_export(projec
     assert (captions / txt).read_bytes() == b"A person's own words about this picture.\n"
     assert json.loads((captions / meta_file).read_text())["review"]["decision"] == "edited"
     assert (captions / f"{accepted}.txt").read_bytes() == before[f"{accepted}.txt"][0]
+    assert not (images / f"{rejected}.caption").exists()
     assert "2 captions accepted or edited in the review kept" in out
     assert "1 images rejected in the review left out" in out
     assert "1 accepted, 1 rejected, 1 edited" in out
@@ -153,6 +154,13 @@ def test_edit_and_reject_in_chromium_last_through_reload_rerun_and_export(projec
     assert exported[edited] == "A person's own words about this picture."
     assert exported[accepted] == before[f"{accepted}.txt"][0].decode().strip()
     assert not [p for p in (tmp_path / "out" / "imagefolder").iterdir() if p.stem == rejected]
+
+
+def test_a_port_in_use_is_one_line(project, refused_port, capsys):
+    (project / "captions").mkdir()
+    assert caption.main(["--config", str(project / "config.ini"), "--review", "--no-browser",
+                         "--port", str(refused_port)]) == 2
+    assert f"--port {refused_port}: cannot listen" in capsys.readouterr().err
 
 
 def _serve_in_thread(cfg):
