@@ -237,6 +237,9 @@ def test_forged_requests_change_nothing(tmp_path):
         # a page of another site that resolves to this address (DNS rebinding) names its own host
         port = url.rsplit(":", 1)[1].strip("/")
         assert _get(url, {"Host": f"evil.example:{port}"})[0] == 403
+        status, full = _get(url + "image?id=good")
+        assert status == 200 and full == (images / "good.png").read_bytes()     # the full image
+        assert 'href="image?id=good"' in page.decode()
         assert _get(url + "thumb?id=../secret")[0] == 404
         assert _get(url + "image?id=%2E%2E%2Fsecret")[0] == 404
         assert _get(url + "../secret.txt")[0] == 404
@@ -305,6 +308,7 @@ def test_near_duplicates_are_grouped(tmp_path):
     dup = dict(re.findall(r'data-id="([^"]+)"[^>]*data-dup="([^"]*)"', page))
     assert dup["espresso"] == dup["untagged"] == "espresso" and dup["cat"] == ""
     assert "near duplicates: untagged" in page and 'value="dups">near duplicates (2)' in page
+    assert '<a href="../images/espresso.jpg" target="_blank">' in page      # the full image
 
 
 @needs_chromium
