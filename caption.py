@@ -16,10 +16,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", nargs=2, metavar=("FORMAT", "PATH"), default=None,
                         help="after captioning, export the folder: FORMAT is 'hf' "
                              "(a datasets folder with save_to_disk + metadata.jsonl)")
+    parser.add_argument("--review", action="store_true",
+                        help="serve the review page on 127.0.0.1 (a free port, printed) to accept, "
+                             "reject or edit captions; Ctrl-C stops it. Runs no stage")
+    parser.add_argument("--no-browser", action="store_true",
+                        help="with --review: print the address, do not open a browser")
+    parser.add_argument("--port", type=int, default=0, metavar="N",
+                        help="with --review: the port (default: a free one)")
     args = parser.parse_args(argv)
 
     def body() -> int:
         from stages.app import run_program
+
+        if args.review:
+            return serve_review(args)
 
         code = run_program("caption", args)
         if not args.dry_run:
@@ -36,16 +46,57 @@ def review(args) -> None:
     from stages.cli import config_path
     from stages.config import load_config
     from stages.io.samples import is_dataset
-    from stages.review import write_review
+    from stages.review import review_page
 
     cfg = load_config(config_path(args.config), args.overrides)
-    if is_dataset(cfg.paths.images):
-        return                        # shards and tables: captions/SHARD.parquet is the output
-    path, count, flagged = write_review(cfg.paths.images, cfg.paths.captions,
-                                        cfg.paths.cache / "summary-caption.json",
-                                        cfg.paths.cache / "interrogate")
-    if not args.quiet:
-        print(f"review: {path} ({count} images, {flagged} flagged)")
+    if is_dataset(cfg.paths.images):  # shards and tables: captions/SHARD.parquet, served only
+        from stages.review import dataset_flags
+
+        total, flagged = dataset_flags(cfg.paths.captions)
+        if flagged:
+            config = f" --config {args.config}" if args.config else ""
+            print(f"review: {flagged} of {total} captions flagged, to look at: python caption.py"
+                  f"{config} --review (accept, reject or edit them in the browser)")
+        return
+    done = review_page(cfg.paths.images, cfg.paths.captions,
+                       cfg.paths.cache / "summary-caption.json", cfg.paths.cache / "interrogate",
+                       clip_limit=cfg.interpret.max_clip_tokens)
+    for line in review_lines(done, args):
+        print(line)
+
+
+def review_lines(done, args) -> list[str]:
+    """What the terminal says about the page: flagged captions, decisions, where to look,
+    and the tag files that were empty."""
+    info = done.info
+    flags = ", ".join(f"{n} {flag}" for flag, n in info.flags.items() if n)
+    decided = ", ".join(f"{n} {d}" for d, n in info.decisions.items() if n and d != "undecided")
+    lines = [f"review: {done.path} ({info.total} images, {info.flagged} flagged"
+             + (f": {flags}" if flags else "") + (f"; {decided}" if decided else "") + ")"]
+    if info.flagged:
+        config = f" --config {args.config}" if args.config else ""
+        lines.append(f"review: {info.flagged} captions to look at: python caption.py{config} "
+                     "--review (accept, reject or edit them in the browser)")
+    if done.empty_tags:
+        shown = ", ".join(done.empty_tags[:10])
+        more = f" and {len(done.empty_tags) - 10} more" if len(done.empty_tags) > 10 else ""
+        lines.append(f"warning: {len(done.empty_tags)} tag files are empty (captioned from the "
+                     f"vision answer alone): {shown}{more}")
+    return lines
+
+
+def serve_review(args) -> int:
+    """caption.py --review: the review page served with decisions enabled."""
+    from stages.cli import config_path
+    from stages.config import load_config
+    from stages.errors import ConfigError
+    from stages.reviewserver import serve
+
+    cfg = load_config(config_path(args.config), args.overrides)
+    if not cfg.paths.captions.is_dir():
+        raise ConfigError(f"paths.captions = {cfg.paths.captions}: no captions folder yet; run "
+                          "caption.py first, then caption.py --review")
+    return serve(cfg, port=args.port, browser=not args.no_browser)
 
 
 def export(args) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import faults
 from .config import Config
+from .decisions import KEEP, REJECTED, decision_of, load_decisions
 from .errors import ConfigError, ItemError
 from .io.folder import artifact
 from .io.inputs import ImageInput, input_keys
@@ -122,6 +123,8 @@ class InterpretStage(Stage):
         self.moved_aside = tag_store.moved_aside
         self.over_limit = 0
         self.kept = 0
+        self.reviewed = 0             # accepted or edited in the review page: kept
+        self.rejected = 0             # rejected in the review page: not captioned
         self.fallbacks = 0
         self.fallbacks_before = 0     # reused captions (made by earlier runs) that are fallbacks
         self.over_limit_before = 0
@@ -211,13 +214,20 @@ class InterpretStage(Stage):
                 self.units[item.unit]["done"] += 1
             return done
         txt = artifact(self.cfg.paths.captions, item.id, ".txt")
-        if not txt.exists():
-            return False
         try:
             meta = read_json(artifact(self.cfg.paths.captions, item.id, ".json"))
         except (FileNotFoundError, ValueError):
             meta = None
         meta = meta if isinstance(meta, dict) else {}
+        decision = decision_of(meta)
+        if decision == REJECTED:          # left out of the dataset: nothing to caption
+            self.rejected += 1
+            return True
+        if decision in KEEP and txt.exists():   # the person's caption, whatever changed upstream
+            self.reviewed += 1
+            return True
+        if not txt.exists():
+            return False
         written = sha256_bytes(txt.read_bytes())
         if written == meta.get("caption_sha256"):
             done = meta.get("key") == key and self._beside_current(item, written)
@@ -376,6 +386,15 @@ class InterpretStage(Stage):
                          f"{self.cfg.interpret.max_clip_tokens} CLIP tokens (see NAME.json)")
         if self.kept:
             notes.append(f"{self.kept} existing captions kept (interpret.overwrite = false)")
+        if self.input.dataset and not self.ctx.options.dry_run:
+            rows = load_decisions(self.cfg.paths.captions).values()
+            self.reviewed = sum(r["decision"] in KEEP for r in rows)
+            self.rejected = sum(r["decision"] == REJECTED for r in rows)
+        if self.reviewed:
+            notes.append(f"{self.reviewed} captions accepted or edited in the review kept")
+        if self.rejected:
+            notes.append(f"{self.rejected} images rejected in the review left out (no caption, "
+                         "not exported)")
         notes += [f"the unreadable tag store was moved to {p.name}" for p in self.moved_aside]
         report.note = "; ".join(notes)
 

@@ -182,3 +182,32 @@ def test_review_page_in_headless_chromium(tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
     teal = np.all(np.abs(pixels.astype(int) - (0, 128, 128)) <= 12, axis=1)
     assert teal.sum() > 3 * 100 * 60, "the relative thumbnails did not load in the browser"
+
+
+def test_cards_show_doubted_words_lost_candidates_tags_and_clip_tokens(tmp_path):
+    """What the verifier and tag cleaning record (tests/test_review_server.py has the rest):
+    doubted words marked in the caption, the candidates that lost, tags used and dropped
+    with reasons, and CLIP tokens against the limit. Records without them still render."""
+    images, captions = tmp_path / "images", tmp_path / "captions"
+    images.mkdir()
+    captions.mkdir()
+    for name in ("rich", "plain"):
+        Image.new("RGB", (64, 64), "navy").save(images / f"{name}.png")
+    caption(captions, "rich", "A purple cat on a sofa.", flags=["over_clip_tokens"], score=0.4,
+            coverage=0.5, reasons=[], doubted=["purple"], clip_tokens=80,
+            candidates=[{"caption": "A purple cat on a sofa.", "passed": True, "score": 0.4,
+                         "reasons": [], "doubted": ["purple"]},
+                        {"caption": "Two dogs & a <cat>.", "passed": False, "score": 0.1,
+                         "reasons": ["count not in the tags"], "doubted": ["Two dogs"]}],
+            tags_used=["cat", "sofa"], tags_dropped=[{"tag": "highres", "reason": "meta"}])
+    caption(captions, "plain", "A cat.", flags=[], score=1.0, coverage=1.0, reasons=[])
+    write_review(images, captions, tmp_path / "summary.json")
+    page = (captions / "index.html").read_text()
+    rich = page[page.index('data-id="rich"'):page.index('data-id="plain"')]
+    assert '<div class="caption">A <mark>purple</mark> cat on a sofa.</div>' in rich
+    assert "candidates that lost (1)" in rich and "<mark>Two dogs</mark> &amp; a &lt;cat&gt;." in rich
+    assert "count not in the tags" in rich
+    assert "tags used: cat, sofa; dropped: highres (meta)" in rich
+    assert '<span class="meta over">80/77 CLIP tokens</span>' in rich
+    plain = page[page.index('data-id="plain"'):]
+    assert "<mark>" not in plain and "candidates that lost" not in plain

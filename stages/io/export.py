@@ -7,6 +7,9 @@ that `datasets.load_dataset("imagefolder", data_dir=...)` reads as it is.
 With WebDataset shards or Parquet tables as input, only `PATH/dataset/` is written (with a
 `key` column too), from the shards' caption Parquet files and the images read from the
 shards sample by sample; an imagefolder would unpack every shard to disk.
+
+Review decisions (stages/decisions.py) are respected: rejected images are left out, and a
+dataset's edited captions come from `captions/decisions.parquet`.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from .folder import artifact, image_items, read_tags
 
 
 def captioned(cfg: Config) -> Iterator[dict]:
+    from ..decisions import REJECTED, folder_decision
+
     for item in image_items(cfg.paths.images):
         if item.error:
             continue                  # a clash or an unreadable folder: it has no caption
+        if folder_decision(cfg.paths.captions, item.id) == REJECTED:
+            continue                  # rejected in the review page: not in the dataset
         txt = artifact(cfg.paths.captions, item.id, ".txt")
         if txt.exists():
             yield {"id": item.id, "path": item.data, "caption": txt.read_text(encoding="utf-8").strip(),
@@ -83,10 +90,12 @@ def _save_dataset(table, out: Path) -> None:
 
 def _sample_rows(cfg: Config):
     """Captioned samples, shard by shard: the captions of one shard in memory at a time."""
+    from ..decisions import REJECTED, load_decisions
     from .inputs import ImageInput
     from .shardout import read_shard
 
     source = ImageInput(cfg)
+    decided = load_decisions(cfg.paths.captions)
     unit, captions = None, {}
     for item in source.items():
         if item.error:
@@ -94,6 +103,11 @@ def _sample_rows(cfg: Config):
         if item.unit != unit:
             unit, captions = item.unit, read_shard(cfg.paths.captions, item.unit)
         row = captions.get(item.id)
+        decision = decided.get(item.id, {})
+        if decision.get("decision") == REJECTED:
+            continue                  # rejected in the review page: not in the dataset
+        if row is not None and decision.get("caption"):
+            row = {**row, "caption": decision["caption"]}      # accepted or edited text
         if row is not None:
             data = source.image(item)
             if sha256_bytes(data) != row["image_sha256"]:
