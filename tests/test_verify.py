@@ -59,6 +59,9 @@ def test_a_hallucinated_subject_is_rejected():
     v = verify("A black cat with a white tail.", evidence(CLOCK_TAGS))
     assert not v.passed
     assert "does not name the subject 'clock'" in v.reasons
+    assert {"cat", "tail"} <= set(v.doubted)
+    # black and white are the monochrome tag's own colours; on a colour photo they are made up
+    v = verify("A black cat with a white tail.", evidence(("clock", "wall")))
     assert any("colour or count" in r and "white" in r for r in v.reasons)
 
 
