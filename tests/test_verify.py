@@ -226,7 +226,8 @@ def test_a_fallback_the_verifier_rejects_says_why(project):
             args += ["--set", item]
         assert caption.main(args) == 0
     meta = json.loads((project / "captions" / "rocket.json").read_text())
-    assert meta["flags"] == ["fallback"] and "spotlight" in meta["caption"]
+    assert meta["flags"] == ["fallback", "doubted"] and "spotlight" in meta["caption"]
+    assert "spotlight" in meta["doubted"]
     assert any(r.startswith("the composed fallback itself: ") and "spotlight" in r
                for r in meta["reasons"]), meta["reasons"]
 
