@@ -304,3 +304,12 @@ def test_an_untagged_caption_from_a_guess_is_flagged(project):
     assert coffee["caption"] == "An espresso." and coffee["flags"] == []
     page = (project / "captions" / "index.html").read_text()
     assert 'data-id="china" data-flags="vision_guess"' in page
+
+
+def test_a_framing_tags_wiki_grounds_no_thing_in_the_picture():
+    """The embedded model's "a plant on the lens" for a dahlia: `lens` came from the wiki of
+    a framing tag (depth of field), which is about the camera, not about what is shown."""
+    tags = ("flower", "dahlia", "leaf", "plant", "depth of field", "blurry background")
+    v = verify("An orange dahlia with a leaf and a plant on the lens.", evidence(tags + ("orange flower",)))
+    assert not v.passed and v.doubted == ["lens"], v.reasons
+    assert verify("An orange dahlia with a leaf and a plant.", evidence(tags + ("orange flower",))).passed

@@ -238,10 +238,13 @@ class Evidence:
                 *self.subject()[1], self.vision_text() if self.vision_is_vlm else ""]
 
     def noun_sources(self) -> list[str]:
-        """Texts that ground nouns only: definitions, grounded summaries, synonyms and a
-        classifier's labels."""
-        tags = self.content()
-        return [*(d for t, d in self.definitions if t in tags), *self.grounded_summaries(),
+        """Texts that ground nouns only: the definitions and grounded summaries of content
+        tags (a framing or medium tag's wiki is about cameras and lenses, not this
+        picture's things), synonyms and a classifier's labels."""
+        tags = {i.tag for i in content_tags(list(self.content()))}
+        summaries = [s for (t, _), s in zip(self.summaries, self.grounded_summaries(), strict=True)
+                     if t in tags]
+        return [*(d for t, d in self.definitions if t in tags), *summaries,
                 *(s for t in tags for s in SYNONYMS.get(t, ())),
                 *(s for _, d in self.definitions for s in wiki_synonyms(d)),
                 "" if self.vision_is_vlm else self.vision_text()]
