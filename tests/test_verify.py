@@ -313,3 +313,19 @@ def test_a_framing_tags_wiki_grounds_no_thing_in_the_picture():
     v = verify("An orange dahlia with a leaf and a plant on the lens.", evidence(tags + ("orange flower",)))
     assert not v.passed and v.doubted == ["lens"], v.reasons
     assert verify("An orange dahlia with a leaf and a plant.", evidence(tags + ("orange flower",))).passed
+
+
+def test_counts_come_from_count_tags_only():
+    """Booru tags do not count things: a number for a count-free tag is made up, digits and
+    "one" included, while plurals are count-neutral; "a pair of boots" is one worn thing."""
+    e = evidence(("coin", "money", "monochrome"))
+    assert verify("Coins in black and white.", e).passed
+    for text, word in (("Three coins in black and white.", "three"), ("2 coins.", "2"),
+                       ("One coin in black and white.", "one")):
+        v = verify(text, e)
+        assert not v.passed and word in v.doubted, (text, v.reasons)
+    e = evidence(("1girl", "boots", "photo (medium)"))
+    assert verify("A woman in a pair of black boots.", e).passed is False    # black: made up
+    assert verify("A woman in a pair of boots.", e).passed
+    assert verify("One woman in boots.", e).passed
+    assert "3" in verify("3 women in boots.", e).doubted

@@ -408,7 +408,8 @@ def _counts(evidence: Evidence, marked: list[str], found: _Findings) -> None:
     for source in evidence.sources():
         allowed |= {n for w in tokens(source) if (n := number_of(w)) is not None}
     allowed.discard(None)
-    wrong = [w for w in marked if (n := number_of(w)) is not None and n not in allowed]
+    wrong = [w for i, w in enumerate(marked) if (n := number_of(w)) is not None
+             and n not in allowed and not _one_item(marked, i)]
     if wrong:
         counted = [t for t in tags if tag_info(t).role == "count"]
         found.add(f"count contradicts {', '.join(counted)}: " + ", ".join(wrong) if counted else
@@ -418,6 +419,13 @@ def _counts(evidence: Evidence, marked: list[str], found: _Findings) -> None:
         plural = [w for w in marked if w in _PLURALS.get(counts[0].head, set())]
         if plural:
             found.add(f"names several where the tags say '{counts[0].tag}'", plural)
+
+
+def _one_item(marked: list[str], i: int) -> bool:
+    """"a pair of boots", "a pair of black gloves": one worn thing, not a count."""
+    if marked[i] != "pair" or marked[i + 1:i + 2] != ["of"]:
+        return False
+    return any(tag_info(w).role == "wear" for w in marked[i + 2:i + 5] if w[0].isalnum())
 
 
 def _negations(evidence: Evidence, marked: list[str], negated: set[int], found: _Findings) -> None:
