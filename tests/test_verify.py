@@ -329,3 +329,18 @@ def test_counts_come_from_count_tags_only():
     assert verify("A woman in a pair of boots.", e).passed
     assert verify("One woman in boots.", e).passed
     assert "3" in verify("3 women in boots.", e).doubted
+
+
+def test_the_tune_cases_of_the_verifier_benchmark():
+    """Every hand-labelled case of the "tune" split gets its label (the "held_out" split is
+    for benchmarks/run.py only: no test reads it)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from verifier_bench import case_evidence, load_cases
+
+    cases = [c for c in load_cases() if c["split"] == "tune"]
+    assert len(cases) >= 40
+    wrong = [(c["candidate"], c["verdict"], verify(c["candidate"], case_evidence(c)).reasons)
+             for c in cases if verify(c["candidate"], case_evidence(c)).passed != (c["verdict"] == "pass")]
+    assert wrong == []
