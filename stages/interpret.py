@@ -13,7 +13,9 @@ server's parallel slots answer them together) and cut to their first sentence; t
 (stages/language/verify.py) checks each against its evidence (tags, summaries, vision answer,
 trigger words, the templates it must not copy) and the best passing one is kept. When none
 passes, a caption composed from the tags alone (stages/language/compose.py) is written and flagged
-`fallback`. Every verdict, the flags and the chosen caption's score go into NAME.json.
+`fallback`; a written caption that itself fails the verifier is flagged `doubted`. Every
+verdict (with the words it doubted), the flags, the written caption's `doubted` words and
+its score go into NAME.json.
 """
 
 from __future__ import annotations
