@@ -40,6 +40,11 @@ Figures (ratios are the point; absolute numbers depend on the machine):
   figure beside `model_kept`. A failed run, or one that leaves images uncaptioned, gives
   `caption_quality_error` (and exit 1) instead of figures. Quality, not speed: the figure
   to compare template or verifier changes by.
+- verifier_false_accept_rate_tune / _held_out, verifier_false_reject_rate_tune / _held_out:
+  the caption verifier on the hand-labelled cases of benchmarks/verifier_cases.jsonl
+  (benchmarks/verifier_bench.py): the share of captions labelled unfaithful that it passes,
+  and of captions labelled faithful that it fails. The held-out half was written before the
+  verifier was tuned and no test uses it.
 Results also go to benchmarks/results.json.
 """
 
@@ -400,12 +405,18 @@ def bench_caption_quality(tmp: Path, results: dict) -> None:
         results[f"caption_quality_{key}"] = value
 
 
+def bench_verifier(results: dict) -> None:
+    from verifier_bench import load_cases, rates
+
+    results.update(rates(load_cases()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small samples (the 2k/20k memory runs stay)")
     parser.add_argument("--skip", default="", help="comma-separated groups to skip: "
                         "saturation,saturation50,concurrency,upsample,sdxl,rss,rssrun,coverage,shards,"
-                        "quality")
+                        "quality,verifier")
     parser.add_argument("--only", default="", help="comma-separated groups to run (the rest are skipped)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -427,6 +438,7 @@ def main() -> int:
             ("coverage", lambda: bench_coverage(3000, results)),
             ("shards", lambda: bench_shards(tmp, 2000 if q else 20_000, results)),
             ("quality", lambda: bench_caption_quality(tmp, results)),
+            ("verifier", lambda: bench_verifier(results)),
         ]
         for name, fn in groups:
             if name in skip or (only and name not in only):

@@ -13,7 +13,9 @@ server's parallel slots answer them together) and cut to their first sentence; t
 (stages/language/verify.py) checks each against its evidence (tags, summaries, vision answer,
 trigger words, the templates it must not copy) and the best passing one is kept. When none
 passes, a caption composed from the tags alone (stages/language/compose.py) is written and flagged
-`fallback`. Every verdict, the flags and the chosen caption's score go into NAME.json.
+`fallback`; a written caption that itself fails the verifier is flagged `doubted`. Every
+verdict (with the words it doubted), the flags, the written caption's `doubted` words and
+its score go into NAME.json.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ PLACEHOLDERS = {"subject", "draft", "tags", "summaries", "vision", "trigger", "m
 FALLBACK = "fallback"
 OVER_LIMIT = "over_clip_tokens"
 VISION_GUESS = "vision_guess"    # untagged, and the vision answer only guesses ("perhaps a ...")
+DOUBTED = "doubted"              # the written caption itself fails the verifier (its doubted words)
 
 
 def prompt_fields(evidence: Evidence) -> dict[str, str]:
@@ -80,9 +83,9 @@ def decoded_before(cache: Path, item: Item, source: ImageInput) -> bool:
 
 class InterpretStage(Stage):
     name = "interpret"
-    version = 3            # 2: candidates checked by the verifier; composed fallback; 3: verifier
+    version = 4            # 2: candidates checked by the verifier; composed fallback; 3: verifier
                            # rules: % signs, compound heads, counts, summary words; fallback
-                           # reasons; vision_guess flag
+                           # reasons; vision_guess flag; 4: the strict verifier (doubted words)
     llm_bound = True
     chat_params = {"max_tokens": 120}
     tallies = ("fallbacks", "over_limit")
@@ -193,11 +196,13 @@ class InterpretStage(Stage):
                             "image; run the interrogate stage again (see its failures)")
         return {"image_sha256": digest, "tags": tags, "summaries": summaries_for(tags, self.store),
                 "definitions": definitions_for(tags, self.store),
-                "vision": (record or {}).get("answer", "")}
+                "vision": (record or {}).get("answer", ""),
+                "vision_backend": ((record or {}).get("vision") or {}).get("backend", "")}
 
     def evidence(self, inputs: dict) -> Evidence:
         return Evidence(tags=tuple(inputs["tags"]), summaries=tuple(inputs["summaries"].items()),
                         definitions=tuple(inputs["definitions"].items()), vision=inputs["vision"],
+                        vision_backend=inputs.get("vision_backend", ""),
                         trigger=tuple(self.cfg.interpret.trigger_words),
                         templates=(self.template.literal(), self.shorten.literal()))
 
@@ -284,6 +289,8 @@ class InterpretStage(Stage):
             verdict, shortened = verify(caption, evidence), False
             flags.append(FALLBACK)
             self.fallbacks += 1
+        if not verdict.passed:
+            flags.append(DOUBTED)             # never written as if it were sure
         if evidence.vision_only and not vision_subject(confident_vision(evidence.vision)):
             flags.append(VISION_GUESS)        # the caption states what the classifier guessed
         caption = with_trigger(caption, c.trigger_words)
@@ -300,7 +307,7 @@ class InterpretStage(Stage):
                 f"candidate {i + 1}: " + "; ".join(v.reasons) for i, v in enumerate(verdicts)]
             + ([f"the composed fallback itself: {'; '.join(verdict.reasons)}"]
                if not verdict.passed else []),
-            "candidates": [v.as_dict() for v in verdicts],
+            "candidates": [v.as_dict() for v in verdicts], "doubted": verdict.doubted,
             "clip_tokens": tokens, "over_limit": over, "shortened": shortened, **inputs,
             "trigger_words": list(c.trigger_words), "llm": chat.identity(**self.chat_overrides()),
             "templates": {"interpret": self.template.hash, "shorten": self.shorten.hash},

@@ -48,6 +48,7 @@ def check_captions(captions: Path, templates: tuple[str, ...]) -> list[CaptionCh
                             summaries=tuple(meta.get("summaries", {}).items()),
                             definitions=tuple(meta.get("definitions", {}).items()),
                             vision=meta.get("vision", ""),
+                            vision_backend=meta.get("vision_backend", ""),
                             trigger=tuple(meta.get("trigger_words", [])), templates=templates)
         caption = meta["caption"]
         subject, terms = evidence.subject()
