@@ -77,7 +77,8 @@ def thumbnail(image: Path, out_dir: Path) -> str:
         st = image.stat()
     except OSError:
         return ""
-    digest = hashlib.sha256(f"{image.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{image.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
+                            .encode()).hexdigest()
     name = digest[:20] + ".jpg"
     target = out_dir / name
     if target.exists():

@@ -73,7 +73,7 @@ class Sample:
     member: str = ""            # tar: the image member's name
     tags: Any = None            # raw tags: bytes of KEY.txt / KEY.json, or the column's value
     tags_kind: str = ""         # text | json | value ('' when the sample has none)
-    stamp: str = ""             # the shard's size and mtime when listed
+    stamp: str = ""             # the shard's size, mtime, inode and ctime when listed
     paths: bool = False         # Parquet: the image column may hold paths (not only bytes)
 
     def where(self) -> str:
@@ -246,8 +246,8 @@ def _item(sample: Sample):
 
 
 def _stamp(path: Path) -> str:
-    st = os.stat(path)
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    st = os.stat(path)             # inode and ctime: a same-size, same-mtime swap shows
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
 
 
 def _plain(name: str) -> str:

