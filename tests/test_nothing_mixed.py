@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -68,3 +67,41 @@ def test_an_image_swapped_with_the_same_size_and_mtime_is_seen(project, server, 
     assert record["image_sha256"] == sha256_file(folder / "cup.bmp")
     meta = json.loads((project / "swap-captions" / "cup.json").read_text())
     assert meta["image_sha256"] == sha256_file(folder / "cup.bmp")
+
+
+def encoded(i: int, fmt: str) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    Image.open(io.BytesIO(photo_bytes(i))).save(out, fmt)
+    return out.getvalue()
+
+
+def test_a_shard_mixing_jpg_png_webp_and_a_dotted_name_ends_every_sample(project, server, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = project / "mixed"
+    data.mkdir()
+    with tarfile.open(data / "00000.tar", "w") as tar:
+        for key, ext, fmt in (("a", "jpg", "JPEG"), ("b", "png", "PNG"), ("c", "webp", "WEBP"),
+                              (".d", "jpg", "JPEG")):
+            add(tar, f"{key}.{ext}", encoded(len(key), fmt))
+            add(tar, f"{key}.txt", b"coffee_cup, table")
+    pq.write_table(pa.table({"key": ["t1"], "png": [encoded(5, "PNG")], "txt": ["cat"]}),
+                   data / "table.parquet")
+    assert run(project, server, str(data)) == 1                # .d fails, with its reason
+    out = capsys.readouterr().out
+    assert "FAILED 00000/~%2Ed: .d.jpg, .d.txt in 00000.tar: a name that starts with a dot" in out
+    captions = project / "mixed-captions"
+    shard = pq.read_table(captions / "00000.parquet").to_pylist()
+    assert sorted(r["key"] for r in shard) == ["a", "b", "c"]
+    assert [r["key"] for r in pq.read_table(captions / "table.parquet").to_pylist()] == ["t1"]
+    assert "interpret: 4 ok, 0 reused, 1 failed" in out
+
+
+def test_image_column_alternatives_are_checked_at_load(project, capsys):
+    argv = ["--config", str(project / "config.ini"), "--dry-run", "--set",
+            "input.image_column=jpg;txt"]
+    assert caption.main(argv) == 2
+    assert "input.image_column = 'jpg;txt': the same as input.tags_column" in capsys.readouterr().err

@@ -121,7 +121,7 @@ class ImageInput:
         s = item.data
         stamp = f"{s.stamp}:{s.offset}:{s.size}"
         if not s.shard.endswith(".tar"):
-            stamp += f":{self.columns.image}"          # another column: other bytes, same row
+            stamp += f":{s.column}"                    # another column: other bytes, same row
             image = self.reader.image_file(s)
             if image is not None:                      # a path: the file, not the table, changes
                 try:
