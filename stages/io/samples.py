@@ -6,10 +6,11 @@
 - a Parquet file (`table.parquet`), or a folder of Parquet files and/or shards.
 
 A shard is `img2dataset`'s layout: `KEY.jpg` (the image; `input.image_column` names the
-extension, or alternatives `jpg;png;webp`: the first a sample has is its image), `KEY.txt` (tags; `input.tags_column`) and `KEY.json` (metadata; with
-`input.tags_json_field` set, the tags are that field of it). A Parquet table has one row
-per sample: `input.key_column`, `input.image_column` (bytes, a path relative to the table,
-or a `{"bytes", "path"}` struct as `datasets` writes it) and `input.tags_column` (text or a
+extension, or alternatives `jpg;png;webp`: the first a sample has is its image), `KEY.txt`
+(tags; `input.tags_column`) and `KEY.json` (metadata; with `input.tags_json_field` set, the
+tags are that field of it). A Parquet table has one row per sample: `input.key_column`,
+`input.image_column` (the first of its alternatives the table has; bytes, a path relative
+to the table, or a `{"bytes", "path"}` struct as `datasets` writes it) and `input.tags_column` (text or a
 list; empty: no tags).
 
 Nothing is unpacked or loaded whole. A shard's listing reads its tar headers (member data
