@@ -384,8 +384,9 @@ class InterpretStage(Stage):
         before, or failed with its reason); shards with no failure were written as soon as
         they were complete. A killed or limited run writes none for the shards it did not
         finish, and its rerun resumes from the per-sample records. A shard whose every sample
-        failed has no Parquet: an earlier one is removed, its rows are no longer current."""
-        from .io.shardout import shard_path, write_shard
+        failed has no Parquet: an earlier one is removed, its rows are no longer current; so is
+        the Parquet of a shard the input no longer has (renamed or removed)."""
+        from .io.shardout import remove_stale, shard_path, write_shard
 
         failed = {item_id for item_id, _ in report.failed}
         written, unchanged, waiting, removed = 0, 0, 0, 0
@@ -408,6 +409,15 @@ class InterpretStage(Stage):
             else:
                 unchanged += 1
         notes = []
+        from .io.samples import shard_files, shard_units
+
+        current = {unit for _, unit in shard_units(shard_files(self.cfg.paths.images,
+                                                               self.cfg.paths.captions),
+                                                   self.cfg.paths.images)}
+        gone = remove_stale(self.cfg.paths.captions, current)
+        if gone:
+            notes.append(f"{len(gone)} shard Parquet files removed, their shards are gone from "
+                         f"the input: {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}")
         if written or unchanged:
             notes.append(f"{written} shard Parquet files written, {unchanged} unchanged "
                          f"(in {self.cfg.paths.captions})")

@@ -105,3 +105,23 @@ def test_image_column_alternatives_are_checked_at_load(project, capsys):
             "input.image_column=jpg;txt"]
     assert caption.main(argv) == 2
     assert "input.image_column = 'jpg;txt': the same as input.tags_column" in capsys.readouterr().err
+
+
+def test_a_renamed_shard_leaves_no_parquet_behind(project, server, capsys):
+    import datasets
+
+    data = project / "shards"
+    data.mkdir()
+    with tarfile.open(data / "00000.tar", "w") as tar:
+        for i in range(2):
+            add(tar, f"k{i}.jpg", photo_bytes(i))
+            add(tar, f"k{i}.txt", b"coffee_cup, table")
+    assert run(project, server, str(data)) == 0
+    os.replace(data / "00000.tar", data / "00001.tar")
+    assert run(project, server, str(data)) == 0
+    assert "1 shard Parquet files removed, their shards are gone from the input: 00000" \
+        in capsys.readouterr().out
+    captions = project / "shards-captions"
+    assert sorted(p.name for p in captions.glob("*.parquet")) == ["00001.parquet"]
+    rows = datasets.load_dataset("parquet", data_files=str(captions / "*.parquet"))["train"]
+    assert sorted(rows["id"]) == ["00001/k0", "00001/k1"]

@@ -60,6 +60,29 @@ def write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
     return True
 
 
+def remove_stale(captions: Path, units: set[str]) -> list[str]:
+    """Remove the shard Parquet files of `captions` (ours: they carry our rows digest) whose
+    shard is not among `units`, the shards the input has now (a renamed or removed shard):
+    `load_dataset("parquet", data_files="captions/*.parquet")` then reads the current
+    samples only. Returns the names removed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    removed = []
+    for path in sorted(captions.rglob("*.parquet")) if captions.is_dir() else []:
+        unit = path.relative_to(captions).with_suffix("").as_posix()
+        if unit in units or any(part.startswith(".") for part in path.relative_to(captions).parts):
+            continue
+        try:
+            ours = ROWS_DIGEST in (pq.read_schema(path).metadata or {})
+        except (OSError, pa.ArrowException):
+            ours = False
+        if ours:
+            path.unlink(missing_ok=True)
+            removed.append(unit)
+    return removed
+
+
 def read_shard(captions: Path, unit: str) -> dict[str, dict]:
     """id -> row of a written shard Parquet ({} when there is none)."""
     import pyarrow.parquet as pq
