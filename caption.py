@@ -82,12 +82,16 @@ def export(args) -> int:
     if fmt != "hf":
         raise ConfigError(f"--export {fmt!r}: unknown format; accepted: hf")
     cfg = load_config(config_path(args.config), args.overrides)
-    count = export_hf(cfg, Path(out))
+    skipped: list[tuple[str, str]] = []
+    count = export_hf(cfg, Path(out), skipped)
     from stages.io.samples import is_dataset
 
     where = f"{out}/dataset" + ("" if is_dataset(cfg.paths.images) else f" and {out}/imagefolder")
-    print(f"export: {count} captioned images written to {where}")
-    return 0
+    print(f"export: {count} captioned images written to {where}"
+          + (f"; {len(skipped)} left out, their captions are not current:" if skipped else ""))
+    for item_id, reason in skipped[:50]:
+        print(f"  SKIPPED {item_id}: {reason}")
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ def write_summary(path: Path, ctx: Context, reports: list[StageReport]) -> None:
     """Written last, so an interrupted run leaves no summary claiming success."""
     atomic_write_json(path, {
         "program": ctx.program, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **({"captions": str(ctx.cfg.paths.captions)} if ctx.program == "caption" else {}),
         "calls": ctx.stats.as_dict(),
         "stages": [{"name": r.name, "state": r.state, "ok": r.ok, "reused": r.reused,
                     "failed": [{"id": i, "reason": why} for i, why in r.failed],

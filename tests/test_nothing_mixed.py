@@ -125,3 +125,40 @@ def test_a_renamed_shard_leaves_no_parquet_behind(project, server, capsys):
     assert sorted(p.name for p in captions.glob("*.parquet")) == ["00001.parquet"]
     rows = datasets.load_dataset("parquet", data_files=str(captions / "*.parquet"))["train"]
     assert sorted(rows["id"]) == ["00001/k0", "00001/k1"]
+
+
+def test_export_leaves_out_captions_older_than_their_image_tags_or_a_failed_interpret(
+        project, server, capsys):
+    from fakes import Fault
+
+    folder = project / "photos"
+    for name, stem, tags in (("chelsea", "cat", "cat, animal"), ("coffee", "cup", "coffee_cup"),
+                             ("rocket", "rocket", "rocket, sky"), ("camera", "man", "1boy")):
+        picture(name, folder / f"{stem}.jpg")
+        (folder / f"{stem}.txt").write_text(tags)
+    assert run(project, server, str(folder)) == 0
+    picture("astronaut", folder / "cup.jpg")                   # a new picture, same name
+    (folder / "rocket.txt").write_text("flower, orange")        # new tags
+    out = project / "out"
+    capsys.readouterr()
+    assert run(project, server, str(folder), "--only", "tags", "--export", "hf", str(out)) == 1
+    text = capsys.readouterr().out
+    assert "SKIPPED cup: the image changed after its caption was written" in text
+    assert "SKIPPED rocket: the tags changed after its caption was written" in text
+    exported = [json.loads(line)["id"] for line in
+                (out / "imagefolder" / "metadata.jsonl").read_text().splitlines()]
+    assert exported == ["cat", "man"]
+
+    # interpret fails for man now (another temperature makes new calls; the server refuses):
+    # its old caption is not exported as if it were current
+    picture("coffee", folder / "cup.jpg")
+    (folder / "rocket.txt").write_text("rocket, sky")
+    server.fault_when = lambda r: (Fault("status", status=400) if "boy" in json.dumps(r)
+                                   and not isinstance(r["messages"][-1]["content"], list) else None)
+    assert run(project, server, str(folder), "--export", "hf", str(out),
+               sets=("llm.temperature=0.3", "llm.retries=0")) == 1
+    text = capsys.readouterr().out
+    assert "FAILED man" in text and "SKIPPED man: interpret failed for it in the last run" in text
+    exported = [json.loads(line)["id"] for line in
+                (out / "imagefolder" / "metadata.jsonl").read_text().splitlines()]
+    assert exported == ["cat", "cup", "rocket"]
