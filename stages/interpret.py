@@ -185,6 +185,9 @@ class InterpretStage(Stage):
         record = interrogation(self.cfg.paths.cache, item.id)
         digest = self.input.digest(item, record)
         if record is not None and record.get("image_sha256") != digest:
+            if self.ctx.options.dry_run and self._interrogate_runs_first():
+                record = {"answer": "(to be redone by the interrogate stage of this run)"}
+        if record is not None and record.get("image_sha256", digest) != digest:
             where = artifact(self.cfg.paths.cache / "interrogate", item.id, ".json")
             raise ItemError(f"the vision answer in {where} describes an earlier version of this "
                             "image; run the interrogate stage again (see its failures)")
@@ -244,13 +247,22 @@ class InterpretStage(Stage):
         except OSError:
             return False
 
-    async def process(self, item: Item, key: str) -> None:
+    def precheck(self, item: Item) -> None:
+        """A broken image gets no caption (decoded only when interrogate did not do it)."""
         from .io.imageio import check_image
 
+        if not decoded_before(self.cfg.paths.cache, item, self.input):
+            check_image(self.input.image(item), self.cfg.interrogate.max_pixels)
+
+    def _interrogate_runs_first(self) -> bool:
+        """Whether this run's interrogate stage comes before this one (so a vision answer
+        of an earlier image is redone before it is read)."""
+        only = self.ctx.options.only
+        return (not only or "interrogate" in only) and not self.ctx.cfg.interrogate.skip
+
+    async def process(self, item: Item, key: str) -> None:
         c = self.cfg.interpret
-        if not decoded_before(self.cfg.paths.cache, item, self.input):  # a broken image: no caption
-            source = await asyncio.to_thread(self.input.image, item)
-            await asyncio.to_thread(check_image, source, self.cfg.interrogate.max_pixels)
+        await asyncio.to_thread(self.precheck, item)
         inputs = self.inputs(item)
         if not inputs["tags"] and not inputs["vision"]:
             raise ItemError("no tags and no vision answer to caption from (add NAME.txt or "

@@ -90,6 +90,11 @@ class InterrogateStage(Stage):
         record = self._records.pop(item.id) if item.id in self._records else self._record(item)
         return bool(record) and record.get("key") == key
 
+    def precheck(self, item: Item) -> None:
+        from .io.imageio import check_image
+
+        check_image(self.input.image(item), self.cfg.interrogate.max_pixels)
+
     async def process(self, item: Item, key: str) -> None:
         from .io.imageio import load_image
 

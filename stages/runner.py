@@ -18,8 +18,18 @@ from .store import atomic_write_json
 
 def _dry_run(stage: Stage, options: RunOptions) -> StageReport:
     """Count what a run would do, item by item, without calling or writing anything."""
+    from .executors import outcome
+
     report = StageReport(stage.name, state="planned")
-    report.ok = sum(1 for _ in pending(stage, options, report))
+    for item, _ in pending(stage, options, report):
+        try:
+            stage.precheck(item)
+            report.ok += 1
+        except Exception as exc:  # what the run would record for this item
+            state, reason = outcome(exc)
+            if state == "fatal":
+                raise
+            report.failed.append((item.id, reason))
     return report
 
 

@@ -297,6 +297,11 @@ class Stage(ABC):
     async def process(self, item: Item, key: str) -> None:
         """Make the item's output; raise ItemError with a reason when it cannot."""
 
+    def precheck(self, item: Item) -> None:
+        """Raise the ItemError a real run would raise for this item before any model call
+        (an unreadable image). A dry run calls it for every item it would process, so its
+        WOULD FAIL lines are the run's FAILED ones; process() makes the same check."""
+
     def prepare(self) -> None:
         """Checks before the first item (templates, inputs). Writes nothing: a dry run calls it."""
 

@@ -162,3 +162,33 @@ def test_export_leaves_out_captions_older_than_their_image_tags_or_a_failed_inte
     exported = [json.loads(line)["id"] for line in
                 (out / "imagefolder" / "metadata.jsonl").read_text().splitlines()]
     assert exported == ["cat", "cup", "rocket"]
+
+
+def failures(text: str, word: str) -> set[tuple[str, str]]:
+    """(stage, id) of the FAILED / WOULD FAIL lines of a summary."""
+    found, stage = set(), ""
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            stage = line.partition(":")[0]
+        elif line.strip().startswith(word):
+            found.add((stage, line.strip()[len(word):].partition(":")[0].strip()))
+    return found
+
+
+def test_a_dry_run_predicts_the_runs_failures(project, server, capsys):
+    folder = project / "photos"
+    picture("coffee", folder / "cup.jpg")
+    (folder / "cup.txt").write_text("coffee_cup, table")
+    assert run(project, server, str(folder)) == 0
+    picture("astronaut", folder / "cup.jpg")        # its vision answer is now of an earlier image
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    (folder / "broken.txt").write_text("cat")
+    capsys.readouterr()
+    assert run(project, server, str(folder), "--dry-run") == 1
+    plan = capsys.readouterr().out
+    assert run(project, server, str(folder)) == 1
+    real = capsys.readouterr().out
+    expected = {("interrogate", "broken"), ("interpret", "broken")}
+    assert failures(plan, "WOULD FAIL") == expected, plan
+    assert failures(real, "FAILED") == expected, real
+    assert "interpret: would process 1" in plan and "interpret: 1 ok" in real

@@ -115,7 +115,9 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
                 f"(caption.py {images} writes {captions_for(images)}), set paths.captions, "
                 f"or pass {ADOPT_FLAG} to let this input take the folder over")
         return f"captions: {captions} (a copy of {owner.get('input')}, same images)"
-    if write and (not isinstance(owner, dict) or owner.get("input") != here):
+    if not isinstance(owner, dict) or owner.get("input") != here:
+        if not write:
+            return f"captions: {captions} (would be recorded as {here}'s in {MARKER})"
         atomic_write_json(marker, {"input": here, "images": _sample(cfg),
                                    "claimed": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return f"captions: {captions} (belongs to {here}; recorded in {MARKER})"
