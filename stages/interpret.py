@@ -19,6 +19,7 @@ passes, a caption composed from the tags alone (stages/language/compose.py) is w
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -115,6 +116,7 @@ class InterpretStage(Stage):
                               "images; with shards or Parquet the captions go to "
                               "paths.captions/SHARD.parquet (set it to false)")
         self.units: dict[str, dict] = {}              # dataset input: shard -> its ids, done ids
+        self.units_lock = threading.RLock()           # the listing and completed() may be threads
         self.template = self.load_template("interpret.template", PLACEHOLDERS)
         self.shorten = self.load_template("interpret.shorten_template", {"caption", "max_tokens", "tokens"})
         tag_store = TagStore(self.cfg.paths.cache / "tags.json")
@@ -135,21 +137,34 @@ class InterpretStage(Stage):
             return
         unit = None
         for item in self.input.items():
-            if item.unit != unit:
-                if unit is not None:
-                    self._listed(unit)
-                unit = item.unit
-                self.units.setdefault(unit, {"ids": set(), "keys": {}, "listed": False,
-                                             "done": 0, "written": None})
-            self.units[unit]["ids"].add(item.id)
+            with self.units_lock:
+                if item.unit != unit:
+                    if unit is not None:
+                        self._listed(unit)
+                    unit = item.unit
+                    self.units.setdefault(unit, {"ids": set(), "keys": {}, "listed": False,
+                                                 "done": 0, "written": None})
+                self.units[unit]["ids"].add(item.id)
             yield item
         if unit is not None:
-            self._listed(unit)
+            with self.units_lock:
+                self._listed(unit)
 
     def _listed(self, unit: str) -> None:
         self.units[unit]["listed"] = True
         if self._complete(unit):
             self._write_shard(unit)
+
+    def completed(self, item_id: str) -> None:
+        """A sample captioned (here or by a Ray actor): its shard's Parquet is written as soon
+        as its last sample is in."""
+        unit = item_id.rpartition("/")[0]
+        with self.units_lock:
+            if unit not in self.units:
+                return
+            self.units[unit]["done"] += 1
+            if self._complete(unit):
+                self._write_shard(unit)
 
     def _complete(self, unit: str) -> bool:
         """Every sample of the shard listed and captioned (now or before) in this process."""
@@ -203,15 +218,17 @@ class InterpretStage(Stage):
 
     def is_done(self, item: Item, key: str) -> bool:
         if self.input.dataset:
-            if item.unit in self.units:                 # read when the shard's Parquet is written
-                self.units[item.unit]["keys"][item.id] = key
+            with self.units_lock:
+                if item.unit in self.units:             # read when the shard's Parquet is written
+                    self.units[item.unit]["keys"][item.id] = key
             try:
                 record = read_json(self.record_path(item.id))
             except (FileNotFoundError, ValueError):
                 return False
             done = isinstance(record, dict) and record.get("key") == key
-            if done and item.unit in self.units:
-                self.units[item.unit]["done"] += 1
+            with self.units_lock:
+                if done and item.unit in self.units:
+                    self.units[item.unit]["done"] += 1
             return done
         txt = artifact(self.cfg.paths.captions, item.id, ".txt")
         if not txt.exists():
@@ -307,10 +324,6 @@ class InterpretStage(Stage):
             "trigger_words": list(c.trigger_words), "llm": chat.identity(**self.chat_overrides()),
             "templates": {"interpret": self.template.hash, "shorten": self.shorten.hash},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        if self.input.dataset and item.unit in self.units:
-            self.units[item.unit]["done"] += 1
-            if self._complete(item.unit):
-                await asyncio.to_thread(self._write_shard, item.unit)
 
     def _compose(self, inputs: dict) -> tuple[str, int]:
         """The fallback caption, with fewer details until it fits max_clip_tokens."""

@@ -338,8 +338,9 @@ def test_stage_tallies_made_in_an_actor_reach_the_driver_once(tmp_path):
 @pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
 def test_webdataset_shards_on_ray_one_parquet_each_written_once_by_the_driver(cluster, tmp_path):
     """Shard samples (tar offsets, picklable) go through the actors; each shard's Parquet is
-    written once, by the driver at the end of the stage (the actors only write per-sample
-    records), with every sample once; the rerun calls nothing and rewrites nothing."""
+    written once, by the driver as soon as its last sample is reported (the actors only
+    write per-sample records), with every sample once; the rerun calls nothing and rewrites
+    nothing."""
     from test_webdataset import reply, rows, vision_images, write_shard
 
     data = tmp_path / "data"
