@@ -1,9 +1,10 @@
 """Interrogate stage: ask the vision backend what each image shows.
 
 Answers go to `cache/interrogate/NAME.json`, keyed by the image bytes, the vision model and
-(for backends that read a question) the question template and tag hint. The file's size
-and modification time are remembered with its hash, so a rerun does not re-read every
-image to know that nothing changed.
+(for backends that read a question) the question template and tag hint. The file's size,
+modification time, inode and ctime are remembered with its hash, so a rerun does not
+re-read every image to know that nothing changed, and a file swapped in with the same size
+and mtime is read again.
 """
 
 from __future__ import annotations

@@ -509,7 +509,7 @@ class SampleReader:
 
     def image_file(self, sample: Sample) -> Path | None:
         """The file a table's image cell names (a path beside the table), else None: its
-        size and mtime belong in the sample's stamp, the table's own do not cover it."""
+        size, mtime, inode and ctime belong in the sample's stamp, the table's own do not cover it."""
         if sample.shard.endswith(".tar") or not sample.paths:
             return None
         value = self._cell_value(sample)
