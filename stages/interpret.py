@@ -434,12 +434,9 @@ class InterpretStage(Stage):
             else:
                 unchanged += 1
         notes = []
-        from .io.samples import shard_files, shard_units
+        from .io.samples import shard_root
 
-        current = {unit for _, unit in shard_units(shard_files(self.cfg.paths.images,
-                                                               self.cfg.paths.captions),
-                                                   self.cfg.paths.images)}
-        gone = remove_stale(self.cfg.paths.captions, current)
+        gone = remove_stale(self.cfg.paths.captions, shard_root(self.cfg.paths.images))
         if gone:
             notes.append(f"{len(gone)} shard Parquet files removed, their shards are gone from "
                          f"the input: {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}")

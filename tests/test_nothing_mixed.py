@@ -112,19 +112,24 @@ def test_a_renamed_shard_leaves_no_parquet_behind(project, server, capsys):
 
     data = project / "shards"
     data.mkdir()
-    with tarfile.open(data / "00000.tar", "w") as tar:
-        for i in range(2):
-            add(tar, f"k{i}.jpg", photo_bytes(i))
-            add(tar, f"k{i}.txt", b"coffee_cup, table")
+    for shard in ("00000", "00005"):
+        with tarfile.open(data / f"{shard}.tar", "w") as tar:
+            for i in range(2):
+                add(tar, f"k{i}.jpg", photo_bytes(i + int(shard)))
+                add(tar, f"k{i}.txt", b"coffee_cup, table")
     assert run(project, server, str(data)) == 0
     os.replace(data / "00000.tar", data / "00001.tar")
     assert run(project, server, str(data)) == 0
     assert "1 shard Parquet files removed, their shards are gone from the input: 00000" \
         in capsys.readouterr().out
     captions = project / "shards-captions"
-    assert sorted(p.name for p in captions.glob("*.parquet")) == ["00001.parquet"]
+    assert sorted(p.name for p in captions.glob("*.parquet")) == ["00001.parquet", "00005.parquet"]
     rows = datasets.load_dataset("parquet", data_files=str(captions / "*.parquet"))["train"]
-    assert sorted(rows["id"]) == ["00001/k0", "00001/k1"]
+    assert sorted(rows["id"]) == ["00001/k0", "00001/k1", "00005/k0", "00005/k1"]
+    # a narrower input into the same folder keeps the Parquet of a shard that still exists
+    assert run(project, server, "--set", f"paths.images={data / '00001.tar'}",
+               "--set", f"paths.captions={captions}") == 0
+    assert sorted(p.name for p in captions.glob("*.parquet")) == ["00001.parquet", "00005.parquet"]
 
 
 def test_export_leaves_out_captions_older_than_their_image_tags_or_a_failed_interpret(

@@ -4,7 +4,9 @@ A captions folder records its input in `CAPTIONS/.tagcap-input.json` (written at
 the first time a run writes there): the input's resolved path and the content digests of
 up to `SAMPLED` of its first images. A later run may use the folder when its input is
 
-- the same path (the images in it may have changed: that is what keys are for), or
+- the same path (the images in it may have changed: that is what keys are for), or a part
+  of it named from the same folder (`shards/00001.tar` or `shards/{00001,00005}.tar` for
+  `shards/`: ids are taken under that folder either way, so they cannot clash), or
 - the same images elsewhere: a copy or a move. Every recorded image that the new input
   has under the same id has the same bytes, and at least half of them are there.
 
@@ -88,6 +90,12 @@ def _same_images(cfg, recorded: list) -> bool:
     return matched * 2 >= len(wanted)
 
 
+def _same_root(here: str, owner: str) -> bool:
+    """Whether inputs `here` and `owner` (as recorded) take their ids under the same folder:
+    a folder itself, or the folder before a pattern's first wildcard or of one shard file."""
+    return shard_root(Path(here)) == shard_root(Path(owner))
+
+
 def _identity(images: Path) -> str:
     return str(images) if _is_pattern(str(images)) else str(images.resolve())
 
@@ -108,6 +116,8 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
     except ValueError:
         owner = None                              # unreadable: rewritten below
     if isinstance(owner, dict) and owner.get("input") != here and not adopt:
+        if _same_root(here, str(owner.get("input"))):
+            return f"captions: {captions} (belongs to {owner.get('input')}, of which this is a part)"
         if not _same_images(cfg, owner.get("images") or []):
             raise ConfigError(
                 f"paths.captions = {captions} holds the captions of {owner.get('input')} (see "

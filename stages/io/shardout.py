@@ -60,9 +60,10 @@ def write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
     return True
 
 
-def remove_stale(captions: Path, units: set[str]) -> list[str]:
+def remove_stale(captions: Path, root: Path) -> list[str]:
     """Remove the shard Parquet files of `captions` (ours: they carry our rows digest) whose
-    shard is not among `units`, the shards the input has now (a renamed or removed shard):
+    shard file is gone from `root`, the folder shard names are taken under (a renamed or
+    removed shard; a shard that a narrower pattern leaves out keeps its Parquet):
     `load_dataset("parquet", data_files="captions/*.parquet")` then reads the current
     samples only. Returns the names removed."""
     import pyarrow as pa
@@ -71,7 +72,8 @@ def remove_stale(captions: Path, units: set[str]) -> list[str]:
     removed = []
     for path in sorted(captions.rglob("*.parquet")) if captions.is_dir() else []:
         unit = path.relative_to(captions).with_suffix("").as_posix()
-        if unit in units or any(part.startswith(".") for part in path.relative_to(captions).parts):
+        if any(part.startswith(".") for part in path.relative_to(captions).parts) \
+                or _source_exists(root, unit):
             continue
         try:
             ours = ROWS_DIGEST in (pq.read_schema(path).metadata or {})
@@ -81,6 +83,16 @@ def remove_stale(captions: Path, units: set[str]) -> list[str]:
             path.unlink(missing_ok=True)
             removed.append(unit)
     return removed
+
+
+def _source_exists(root: Path, unit: str) -> bool:
+    """Whether shard `unit` still has its .tar or .parquet file (any case) under `root`."""
+    folder, name = (root / unit).parent, Path(unit).name
+    try:
+        return any(Path(entry).stem == name and Path(entry).suffix.lower() in (".tar", ".parquet")
+                   for entry in os.listdir(folder))
+    except OSError:
+        return False
 
 
 def read_shard(captions: Path, unit: str) -> dict[str, dict]:
