@@ -28,8 +28,8 @@ refused (exit 2) unless --adopt-captions is given."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser("caption.py", __doc__.splitlines()[0], STAGES,
-                          positional=("FOLDER_OR_SHARDS", INPUT_HELP), epilog=FIRST_STEPS)
+    parser = build_parser("caption.py", __doc__.splitlines()[0] + "\n\n" + FIRST_STEPS, STAGES,
+                          positional=("FOLDER_OR_SHARDS", INPUT_HELP))
     parser.add_argument("--adopt-captions", action="store_true",
                         help="let this input take over a captions folder that belongs to "
                              "another input (captions of images that differ are remade)")

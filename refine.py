@@ -20,8 +20,8 @@ FIRST_STEPS = """first steps:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser("refine.py", __doc__.splitlines()[0], STAGES,
-                          positional=("PROMPT_FILE", INPUT_HELP), epilog=FIRST_STEPS)
+    parser = build_parser("refine.py", __doc__.splitlines()[0] + "\n\n" + FIRST_STEPS, STAGES,
+                          positional=("PROMPT_FILE", INPUT_HELP))
     args = parser.parse_args(argv)
 
     def body() -> int:
