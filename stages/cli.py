@@ -20,7 +20,7 @@ def build_parser(prog: str, description: str, stage_names: tuple[str, ...], *,
                  positional: tuple[str, str] | None = None,
                  epilog: str = "") -> argparse.ArgumentParser:
     """The options both programs share; `positional` (name, help) is the optional input
-    argument, `epilog` the first commands a user needs."""
+    argument, `epilog` text after the options (descriptions keep their line breaks)."""
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if positional is not None:
