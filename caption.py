@@ -10,9 +10,29 @@ from stages.cli import build_parser, main_guard
 
 STAGES = ("tags", "interrogate", "interpret")
 
+INPUT_HELP = ("the images to caption: a folder of images with NAME.txt tag files, or "
+              "WebDataset shards / Parquet tables (a file, a glob or a brace pattern; quote it). "
+              "Sets paths.images. Its captions go beside it, to NAME-captions/ (a folder "
+              "photos/ -> photos-captions/; shards/*.tar -> shards-captions/), unless it is the "
+              "config's paths.images (then paths.captions) or --set paths.captions is given")
+FIRST_STEPS = """first steps:
+  python caption.py                         caption the sample folder images/ into captions/
+  python caption.py ~/photos                caption your folder into ~/photos-captions/
+                                            (open its index.html to review)
+  python caption.py ~/photos --export hf out   then export it for training (datasets)
+
+Captions of a FOLDER given here go to FOLDER-captions/ beside it (of the config's own
+paths.images: to paths.captions). A captions folder belongs to one input (its
+.tagcap-input.json; a copy or a move of that input is the same input): another input is
+refused (exit 2) unless --adopt-captions is given."""
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser("caption.py", __doc__.splitlines()[0], STAGES)
+    parser = build_parser("caption.py", __doc__.splitlines()[0] + "\n\n" + FIRST_STEPS, STAGES,
+                          positional=("FOLDER_OR_SHARDS", INPUT_HELP))
+    parser.add_argument("--adopt-captions", action="store_true",
+                        help="let this input take over a captions folder that belongs to "
+                             "another input (captions of images that differ are remade)")
     parser.add_argument("--export", nargs=2, metavar=("FORMAT", "PATH"), default=None,
                         help="after captioning, export the folder: FORMAT is 'hf' "
                              "(a datasets folder with save_to_disk + metadata.jsonl)")
@@ -27,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from stages.app import run_program
+        from stages.cli import input_overrides
 
+        args.overrides = input_overrides(args, "caption")
         if args.review:
             return serve_review(args)
 
@@ -111,12 +133,16 @@ def export(args) -> int:
     if fmt != "hf":
         raise ConfigError(f"--export {fmt!r}: unknown format; accepted: hf")
     cfg = load_config(config_path(args.config), args.overrides)
-    count = export_hf(cfg, Path(out))
+    skipped: list[tuple[str, str]] = []
+    count = export_hf(cfg, Path(out), skipped)
     from stages.io.samples import is_dataset
 
     where = f"{out}/dataset" + ("" if is_dataset(cfg.paths.images) else f" and {out}/imagefolder")
-    print(f"export: {count} captioned images written to {where}")
-    return 0
+    print(f"export: {count} captioned images written to {where}"
+          + (f"; {len(skipped)} left out, their captions are not current:" if skipped else ""))
+    for item_id, reason in skipped[:50]:
+        print(f"  SKIPPED {item_id}: {reason}")
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":

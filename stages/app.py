@@ -66,6 +66,12 @@ def run_program(program: str, args: argparse.Namespace) -> int:
     show_warnings()
     cfg = load_config(config_path(args.config), args.overrides)
     options = options_from_args(args, program)
+    owner = ""
+    if program == "caption":
+        from .io.owner import claim_captions
+
+        owner = claim_captions(cfg, adopt=getattr(args, "adopt_captions", False),
+                               write=not options.dry_run)
     ctx = Context(cfg, program=program, options=options, overrides=tuple(args.overrides))
     stages = [stage_class(name)(ctx) for name in PROGRAMS[program]
               if not options.only or name in options.only]
@@ -75,6 +81,8 @@ def run_program(program: str, args: argparse.Namespace) -> int:
     out = sys.stdout
     for line in format_summary(ctx, reports):
         print(line, file=out)
+    if owner:
+        print(owner, file=out)
     failed = any(r.failed for r in reports)
     if options.dry_run:
         return 1 if failed else 0

@@ -16,8 +16,16 @@ from pathlib import Path
 from .errors import ConfigError, FatalError
 
 
-def build_parser(prog: str, description: str, stage_names: tuple[str, ...]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+def build_parser(prog: str, description: str, stage_names: tuple[str, ...], *,
+                 positional: tuple[str, str] | None = None,
+                 epilog: str = "") -> argparse.ArgumentParser:
+    """The options both programs share; `positional` (name, help) is the optional input
+    argument, `epilog` text after the options (descriptions keep their line breaks)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    if positional is not None:
+        parser.add_argument("input", metavar=positional[0], nargs="?", default=None,
+                            help=positional[1])
     parser.add_argument("--config", metavar="PATH", default=None,
                         help="config file (default: config.ini beside this script)")
     parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
@@ -32,6 +40,33 @@ def build_parser(prog: str, description: str, stage_names: tuple[str, ...]) -> a
                         help="print the plan (stages, skip state, item counts, backends); call nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def input_overrides(args: argparse.Namespace, program: str) -> list[str]:
+    """`--set` values with the positional input in front (so a --set of the same key wins):
+    caption.py FOLDER_OR_SHARDS sets paths.images and, unless it is the config's own
+    paths.images or paths.captions is set, paths.captions to the input's own folder
+    (stages/io/owner.py); refine.py PROMPT_FILE sets upsample.benchmark."""
+    value = getattr(args, "input", None)
+    if not value:
+        return list(args.overrides)
+    if program == "refine":
+        named = Path(value).expanduser()
+        bench = str(named.absolute()) if named.exists() or named.suffix else value
+        return [f"upsample.benchmark={bench}"] + list(args.overrides)
+    from .config import load_config
+    from .io.owner import captions_for
+
+    images = Path(value).expanduser().absolute()
+    front = [f"paths.images={images}"]
+    sets_captions = any(o.partition("=")[0].strip().lower() == "paths.captions"
+                        for o in args.overrides)
+    if not sets_captions:
+        configured = load_config(config_path(args.config), [o for o in args.overrides if
+                                 o.partition("=")[0].strip().lower() != "paths.images"])
+        if configured.paths.images.resolve() != images.resolve():
+            front.append(f"paths.captions={captions_for(images)}")
+    return front + list(args.overrides)
 
 
 def parse_only(text: str, stage_names: tuple[str, ...]) -> tuple[str, ...]:

@@ -56,8 +56,10 @@ _COLUMN = r"[^\s,;#]+"
 class InputConfig:
     """How samples are read when paths.images names WebDataset shards or Parquet tables."""
 
-    image_column: str = _key("jpg", pattern=_COLUMN, describe="a column name / member "
-                             "extension such as jpg (no spaces or commas)")
+    image_column: str = _key("jpg;jpeg;png;webp;gif;bmp;tif;tiff",
+                             pattern=r"[^\s,;#]+(;[^\s,;#]+)*",
+                             describe="a column name / member extension such as jpg, or "
+                             "alternatives such as jpg;png;webp (no spaces or commas)")
     tags_column: str = _key("txt", pattern=r"[^\s,;#]*", describe="a column name / member "
                             "extension such as txt, or empty for no tags")
     key_column: str = _key("key", pattern=_COLUMN, describe="a column name such as key")
@@ -438,7 +440,8 @@ def _cross_checks(cfg: Config) -> None:
         if url != "local" and not url.startswith(("http://", "https://")):
             raise ConfigError(where + f"llm.base_url: {url!r} is not a URL; use 'local' or "
                               "http(s)://HOST:PORT/v1")
-    if cfg.input.image_column.lower() in (cfg.input.tags_column.lower(), "json"):
+    if any(c in (cfg.input.tags_column.lower(), "json")
+           for c in cfg.input.image_column.lower().split(";")):
         raise ConfigError(where + f"input.image_column = {cfg.input.image_column!r}: the same as "
                           "input.tags_column or KEY.json; name the image member or column, e.g. jpg")
     if not cfg.generate.seeds:

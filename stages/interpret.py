@@ -21,6 +21,7 @@ its score go into NAME.json.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -119,6 +120,7 @@ class InterpretStage(Stage):
                               "images; with shards or Parquet the captions go to "
                               "paths.captions/SHARD.parquet (set it to false)")
         self.units: dict[str, dict] = {}              # dataset input: shard -> its ids, done ids
+        self.units_lock = threading.RLock()           # the listing and completed() may be threads
         self.template = self.load_template("interpret.template", PLACEHOLDERS)
         self.shorten = self.load_template("interpret.shorten_template", {"caption", "max_tokens", "tokens"})
         tag_store = TagStore(self.cfg.paths.cache / "tags.json")
@@ -141,21 +143,34 @@ class InterpretStage(Stage):
             return
         unit = None
         for item in self.input.items():
-            if item.unit != unit:
-                if unit is not None:
-                    self._listed(unit)
-                unit = item.unit
-                self.units.setdefault(unit, {"ids": set(), "keys": {}, "listed": False,
-                                             "done": 0, "written": None})
-            self.units[unit]["ids"].add(item.id)
+            with self.units_lock:
+                if item.unit != unit:
+                    if unit is not None:
+                        self._listed(unit)
+                    unit = item.unit
+                    self.units.setdefault(unit, {"ids": set(), "keys": {}, "listed": False,
+                                                 "done": 0, "written": None})
+                self.units[unit]["ids"].add(item.id)
             yield item
         if unit is not None:
-            self._listed(unit)
+            with self.units_lock:
+                self._listed(unit)
 
     def _listed(self, unit: str) -> None:
         self.units[unit]["listed"] = True
         if self._complete(unit):
             self._write_shard(unit)
+
+    def completed(self, item_id: str) -> None:
+        """A sample captioned (here or by a Ray actor): its shard's Parquet is written as soon
+        as its last sample is in."""
+        unit = item_id.rpartition("/")[0]
+        with self.units_lock:
+            if unit not in self.units:
+                return
+            self.units[unit]["done"] += 1
+            if self._complete(unit):
+                self._write_shard(unit)
 
     def _complete(self, unit: str) -> bool:
         """Every sample of the shard listed and captioned (now or before) in this process."""
@@ -191,6 +206,9 @@ class InterpretStage(Stage):
         record = interrogation(self.cfg.paths.cache, item.id)
         digest = self.input.digest(item, record)
         if record is not None and record.get("image_sha256") != digest:
+            if self.ctx.options.dry_run and self._interrogate_runs_first():
+                record = {"answer": "(to be redone by the interrogate stage of this run)"}
+        if record is not None and record.get("image_sha256", digest) != digest:
             where = artifact(self.cfg.paths.cache / "interrogate", item.id, ".json")
             raise ItemError(f"the vision answer in {where} describes an earlier version of this "
                             "image; run the interrogate stage again (see its failures)")
@@ -208,15 +226,17 @@ class InterpretStage(Stage):
 
     def is_done(self, item: Item, key: str) -> bool:
         if self.input.dataset:
-            if item.unit in self.units:                 # read when the shard's Parquet is written
-                self.units[item.unit]["keys"][item.id] = key
+            with self.units_lock:
+                if item.unit in self.units:             # read when the shard's Parquet is written
+                    self.units[item.unit]["keys"][item.id] = key
             try:
                 record = read_json(self.record_path(item.id))
             except (FileNotFoundError, ValueError):
                 return False
             done = isinstance(record, dict) and record.get("key") == key
-            if done and item.unit in self.units:
-                self.units[item.unit]["done"] += 1
+            with self.units_lock:
+                if done and item.unit in self.units:
+                    self.units[item.unit]["done"] += 1
             return done
         txt = artifact(self.cfg.paths.captions, item.id, ".txt")
         try:
@@ -259,13 +279,22 @@ class InterpretStage(Stage):
         except OSError:
             return False
 
-    async def process(self, item: Item, key: str) -> None:
+    def precheck(self, item: Item) -> None:
+        """A broken image gets no caption (decoded only when interrogate did not do it)."""
         from .io.imageio import check_image
 
+        if not decoded_before(self.cfg.paths.cache, item, self.input):
+            check_image(self.input.image(item), self.cfg.interrogate.max_pixels)
+
+    def _interrogate_runs_first(self) -> bool:
+        """Whether this run's interrogate stage comes before this one (so a vision answer
+        of an earlier image is redone before it is read)."""
+        only = self.ctx.options.only
+        return (not only or "interrogate" in only) and not self.ctx.cfg.interrogate.skip
+
+    async def process(self, item: Item, key: str) -> None:
         c = self.cfg.interpret
-        if not decoded_before(self.cfg.paths.cache, item, self.input):  # a broken image: no caption
-            source = await asyncio.to_thread(self.input.image, item)
-            await asyncio.to_thread(check_image, source, self.cfg.interrogate.max_pixels)
+        await asyncio.to_thread(self.precheck, item)
         inputs = self.inputs(item)
         if not inputs["tags"] and not inputs["vision"]:
             raise ItemError("no tags and no vision answer to caption from (add NAME.txt or "
@@ -312,10 +341,6 @@ class InterpretStage(Stage):
             "trigger_words": list(c.trigger_words), "llm": chat.identity(**self.chat_overrides()),
             "templates": {"interpret": self.template.hash, "shorten": self.shorten.hash},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        if self.input.dataset and item.unit in self.units:
-            self.units[item.unit]["done"] += 1
-            if self._complete(item.unit):
-                await asyncio.to_thread(self._write_shard, item.unit)
 
     def _compose(self, inputs: dict) -> tuple[str, int]:
         """The fallback caption, with fewer details until it fits max_clip_tokens."""
@@ -410,8 +435,9 @@ class InterpretStage(Stage):
         before, or failed with its reason); shards with no failure were written as soon as
         they were complete. A killed or limited run writes none for the shards it did not
         finish, and its rerun resumes from the per-sample records. A shard whose every sample
-        failed has no Parquet: an earlier one is removed, its rows are no longer current."""
-        from .io.shardout import shard_path, write_shard
+        failed has no Parquet: an earlier one is removed, its rows are no longer current; so is
+        the Parquet of a shard the input no longer has (renamed or removed)."""
+        from .io.shardout import remove_stale, shard_path, write_shard
 
         failed = {item_id for item_id, _ in report.failed}
         written, unchanged, waiting, removed = 0, 0, 0, 0
@@ -434,6 +460,12 @@ class InterpretStage(Stage):
             else:
                 unchanged += 1
         notes = []
+        from .io.samples import shard_root
+
+        gone = remove_stale(self.cfg.paths.captions, shard_root(self.cfg.paths.images))
+        if gone:
+            notes.append(f"{len(gone)} shard Parquet files removed, their shards are gone from "
+                         f"the input: {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}")
         if written or unchanged:
             notes.append(f"{written} shard Parquet files written, {unchanged} unchanged "
                          f"(in {self.cfg.paths.captions})")

@@ -1,9 +1,10 @@
 """Interrogate stage: ask the vision backend what each image shows.
 
 Answers go to `cache/interrogate/NAME.json`, keyed by the image bytes, the vision model and
-(for backends that read a question) the question template and tag hint. The file's size
-and modification time are remembered with its hash, so a rerun does not re-read every
-image to know that nothing changed.
+(for backends that read a question) the question template and tag hint. The file's size,
+modification time, inode and ctime are remembered with its hash, so a rerun does not
+re-read every image to know that nothing changed, and a file swapped in with the same size
+and mtime is read again.
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ class InterrogateStage(Stage):
     def is_done(self, item: Item, key: str) -> bool:
         record = self._records.pop(item.id) if item.id in self._records else self._record(item)
         return bool(record) and record.get("key") == key
+
+    def precheck(self, item: Item) -> None:
+        from .io.imageio import check_image
+
+        check_image(self.input.image(item), self.cfg.interrogate.max_pixels)
 
     async def process(self, item: Item, key: str) -> None:
         from .io.imageio import load_image

@@ -113,7 +113,8 @@ def thumbnail(image: Path, out_dir: Path) -> str:
         st = image.stat()
     except OSError:
         return ""
-    digest = hashlib.sha256(f"{THUMB_VERSION}|{image.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    digest = hashlib.sha256(f"{THUMB_VERSION}|{image.resolve()}|{st.st_size}|{st.st_mtime_ns}|"
+                            f"{st.st_ino}|{st.st_ctime_ns}"
                             .encode()).hexdigest()
     name = digest[:20] + ".jpg"
     target = out_dir / name

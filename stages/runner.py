@@ -18,8 +18,18 @@ from .store import atomic_write_json
 
 def _dry_run(stage: Stage, options: RunOptions) -> StageReport:
     """Count what a run would do, item by item, without calling or writing anything."""
+    from .executors import outcome
+
     report = StageReport(stage.name, state="planned")
-    report.ok = sum(1 for _ in pending(stage, options, report))
+    for item, _ in pending(stage, options, report):
+        try:
+            stage.precheck(item)
+            report.ok += 1
+        except Exception as exc:  # what the run would record for this item
+            state, reason = outcome(exc)
+            if state == "fatal":
+                raise
+            report.failed.append((item.id, reason))
     return report
 
 
@@ -72,6 +82,7 @@ def write_summary(path: Path, ctx: Context, reports: list[StageReport]) -> None:
     """Written last, so an interrupted run leaves no summary claiming success."""
     atomic_write_json(path, {
         "program": ctx.program, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **({"captions": str(ctx.cfg.paths.captions)} if ctx.program == "caption" else {}),
         "calls": ctx.stats.as_dict(),
         "stages": [{"name": r.name, "state": r.state, "ok": r.ok, "reused": r.reused,
                     "failed": [{"id": i, "reason": why} for i, why in r.failed],

@@ -113,7 +113,7 @@ class Context:
         self.cfg = cfg
         self.program = program
         self.options = options
-        self.overrides = overrides          # --set values, for executors that rebuild the config
+        self.overrides = overrides          # --set values as given (cfg already holds them)
         self.stats = CallStats()
         self.calls = CallCache(cfg.paths.cache / "calls")
         self._resources: dict[str, Any] = {}
@@ -297,6 +297,11 @@ class Stage(ABC):
     async def process(self, item: Item, key: str) -> None:
         """Make the item's output; raise ItemError with a reason when it cannot."""
 
+    def precheck(self, item: Item) -> None:
+        """Raise the ItemError a real run would raise for this item before any model call
+        (an unreadable image). A dry run calls it for every item it would process, so its
+        WOULD FAIL lines are the run's FAILED ones; process() makes the same check."""
+
     def prepare(self) -> None:
         """Checks before the first item (templates, inputs). Writes nothing: a dry run calls it."""
 
@@ -319,6 +324,11 @@ class Stage(ABC):
         """What the summary says when the stage found no items at all (a typo in a path
         must not look like a finished run)."""
         return "no items found"
+
+    def completed(self, item_id: str) -> None:
+        """Called in the driver's process once an item's output is made, here or by a Ray
+        actor (for bookkeeping across items, such as a shard's Parquet once its last sample
+        is done). Runs outside the event loop; it may block on a write."""
 
     def flush(self) -> None:
         """Persist anything buffered in memory (called after each batch by executors)."""

@@ -112,11 +112,12 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def content_digest(path: Path, memo: Path | None = None) -> str:
     """sha256 of a file's bytes, remembered in the JSON file `memo` by resolved path, size and
-    mtime, so a multi-GB model is hashed once, not on every run. Without a memo it is hashed."""
+    mtime, inode and ctime (a file swapped in with the same size and mtime is hashed again),
+    so a multi-GB model is hashed once, not on every run. Without a memo it is hashed."""
     st = os.stat(path)
     if memo is None:
         return sha256_file(path)
-    stamp = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    stamp = f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}"
     try:
         known = read_json(memo)
     except (FileNotFoundError, ValueError):

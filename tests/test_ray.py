@@ -319,7 +319,7 @@ def test_stage_tallies_made_in_an_actor_reach_the_driver_once(tmp_path):
         assert len(todo) == 6
         batch = {"id": [i.id for i, _ in todo], "key": [k for _, k in todo],
                  "item": [pickle.dumps(i) for i, _ in todo]}
-        worker = StageWorker(str(ROOT / "config.ini"), sets, str(tmp_path), "caption", "interpret")
+        worker = StageWorker(pickle.dumps(driver.ctx.cfg), "caption", "interpret")
         try:
             assert worker.fatal == ""
             rows = worker(batch)
@@ -338,8 +338,9 @@ def test_stage_tallies_made_in_an_actor_reach_the_driver_once(tmp_path):
 @pytest.mark.slow                       # runs by default and in CI (pyproject.toml)
 def test_webdataset_shards_on_ray_one_parquet_each_written_once_by_the_driver(cluster, tmp_path):
     """Shard samples (tar offsets, picklable) go through the actors; each shard's Parquet is
-    written once, by the driver at the end of the stage (the actors only write per-sample
-    records), with every sample once; the rerun calls nothing and rewrites nothing."""
+    written once, by the driver as soon as its last sample is reported (the actors only
+    write per-sample records), with every sample once; the rerun calls nothing and rewrites
+    nothing."""
     from test_webdataset import reply, rows, vision_images, write_shard
 
     data = tmp_path / "data"
@@ -429,7 +430,7 @@ def test_a_batch_whose_outputs_cannot_be_saved_fails_its_items_with_the_reason(t
         todo = list(pending(driver, driver.ctx.options, StageReport("tags")))
         batch = {"id": [i.id for i, _ in todo], "key": [k for _, k in todo],
                  "item": [pickle.dumps(i) for i, _ in todo]}
-        worker = StageWorker(str(ROOT / "config.ini"), sets, str(tmp_path), "caption", "tags")
+        worker = StageWorker(pickle.dumps(driver.ctx.cfg), "caption", "tags")
         try:
             rows = worker(batch)
         finally:
@@ -458,7 +459,7 @@ def test_the_tags_summary_counts_what_the_actors_stored(tmp_path):
         todo = list(pending(driver, driver.ctx.options, report))
         batch = {"id": [i.id for i, _ in todo], "key": [k for _, k in todo],
                  "item": [pickle.dumps(i) for i, _ in todo]}
-        worker = StageWorker(str(ROOT / "config.ini"), sets, str(tmp_path), "caption", "tags")
+        worker = StageWorker(pickle.dumps(driver.ctx.cfg), "caption", "tags")
         try:
             rows = worker(batch)
         finally:

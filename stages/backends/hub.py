@@ -102,7 +102,7 @@ def folder_fingerprint(folder: Path, memo: Path | None = None) -> str:
     """A saved model folder's identity without loading it: the content of every file in it
     (configs, tokenizer, weights; hidden files left out), so a model fine-tuned in place,
     with the same names and sizes, is a new model. Hashes are remembered in `memo` by path,
-    size and mtime, so a large model is read once."""
+    size, mtime, inode and ctime, so a large model is read once."""
     from ..store import content_digest, hash_value
 
     files = sorted(p for p in folder.rglob("*") if p.is_file()

@@ -28,9 +28,13 @@ async def _run_stage(stage: Stage, options: RunOptions, report: StageReport) -> 
     bar = tqdm(total=total, desc=stage.name, unit="item", file=sys.stderr, leave=True,
                disable=options.quiet or not stage.cfg.run.progress, dynamic_ncols=True)
 
+    bookkeeping = type(stage).completed is not Stage.completed
+
     async def handle(item: Item, key: str) -> None:
         try:
             await stage.process(item, key)
+            if bookkeeping:
+                await asyncio.to_thread(stage.completed, item.id)
             report.ok += 1
         except Exception as exc:  # one bad item never stops a batch (record re-raises fatal ones)
             record(report, item.id, exc)

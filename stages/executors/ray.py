@@ -15,6 +15,9 @@ How a stage runs:
 - The driver consumes one status row per item as batches finish (`iter_batches`) and fills
   the stage report. A `FatalError` in an actor (a server it cannot reach, a full disk)
   stops the run with that one message, as in a local run.
+- Actors get the driver's own `Config` (pickled: what the driver read at launch, --set
+  values included); config.ini is never read again, so an edit during a run cannot reach
+  outputs whose keys the driver computed from the old values.
 - Outputs are written by the actors to the shared filesystem exactly as in a local run
   (per item, atomically), so an item whose worker dies is simply redone by the next run.
 
@@ -35,7 +38,6 @@ import pickle
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, FatalError, ToolkitError
@@ -54,8 +56,7 @@ class StageWorker:
     """A Ray Data actor: one stage instance with its own event loop and backends, for the
     life of the stage. Ray Data calls it once per batch of items."""
 
-    def __init__(self, config: str, overrides: list[str], cwd: str, program: str, stage: str):
-        from ..config import load_config
+    def __init__(self, config: bytes, program: str, stage: str):
         from ..registry import stage_class
         from ..stage import Context, RunOptions
 
@@ -68,7 +69,7 @@ class StageWorker:
         self.fatal = ""          # why this actor cannot work: every batch reports it
         self.tallies = tuple(stage_class(stage).tallies)
         try:
-            cfg = load_config(Path(config), overrides, cwd=Path(cwd))
+            cfg = pickle.loads(config)       # the config the driver read at launch
             self.ctx = Context(cfg, program=program, options=RunOptions(quiet=True))
             self.stage = stage_class(stage)(self.ctx)
             self.stage.prepare()
@@ -280,9 +281,8 @@ def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int,
     results = dataset.map_batches(
         StageWorker, batch_size=size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
         **per_actor,
-        fn_constructor_kwargs={"config": str(Path(ctx.cfg.source).resolve()),
-                               "overrides": list(ctx.overrides), "cwd": str(Path.cwd()),
-                               "program": ctx.program, "stage": stage.name})
+        fn_constructor_kwargs={"config": pickle.dumps(ctx.cfg), "program": ctx.program,
+                               "stage": stage.name})
     listing.start()
     try:
         with warnings.catch_warnings():        # "fewer inputs than actors": the stream is lazy
@@ -373,6 +373,7 @@ def _settle_rows(rows: dict, stage, report, sent: dict, lock: threading.Lock) ->
         for name in stage.tallies:
             setattr(stage, name, getattr(stage, name) + int(rows[TALLY + name][row]))
         if status == "ok":
+            stage.completed(item_id)           # e.g. the shard's Parquet, once its last sample is in
             report.ok += 1
         else:
             report.failed.append((item_id, reason))

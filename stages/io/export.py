@@ -26,18 +26,63 @@ from ..store import atomic_write_text, sha256_bytes
 from .folder import artifact, image_items, read_tags
 
 
-def captioned(cfg: Config) -> Iterator[dict]:
+def captioned(cfg: Config, skipped: list[tuple[str, str]] | None = None) -> Iterator[dict]:
+    """The folder's images with a caption that is current: made from this very image and
+    these tags (its NAME.json says which), and not failed by the last run's interpret stage.
+    Any other caption is left out, with its reason appended to `skipped`: a new image is
+    never paired with an old caption. A caption with no NAME.json (written by hand) is
+    exported as it is."""
     from ..decisions import REJECTED, folder_decision
+    from ..store import read_json, sha256_file
 
+    skipped = skipped if skipped is not None else []
+    failed = _last_failures(cfg)
     for item in image_items(cfg.paths.images):
         if item.error:
             continue                  # a clash or an unreadable folder: it has no caption
         if folder_decision(cfg.paths.captions, item.id) == REJECTED:
             continue                  # rejected in the review page: not in the dataset
         txt = artifact(cfg.paths.captions, item.id, ".txt")
-        if txt.exists():
-            yield {"id": item.id, "path": item.data, "caption": txt.read_text(encoding="utf-8").strip(),
-                   "tags": read_tags(item.data, cfg)}
+        if not txt.exists():
+            continue
+        if item.id in failed:
+            skipped.append((item.id, f"interpret failed for it in the last run ({failed[item.id]}); "
+                            "its caption is older than its inputs"))
+            continue
+        try:
+            meta = read_json(artifact(cfg.paths.captions, item.id, ".json"))
+        except (FileNotFoundError, ValueError):
+            meta = None
+        tags = read_tags(item.data, cfg)
+        if isinstance(meta, dict) and meta.get("image_sha256"):
+            if sha256_file(item.data) != meta["image_sha256"]:
+                skipped.append((item.id, "the image changed after its caption was written; run "
+                                "caption.py first"))
+                continue
+            if isinstance(meta.get("tags"), list) and meta["tags"] != tags:
+                skipped.append((item.id, "the tags changed after its caption was written; run "
+                                "caption.py first"))
+                continue
+        yield {"id": item.id, "path": item.data, "caption": txt.read_text(encoding="utf-8").strip(),
+               "tags": tags}
+
+
+def _last_failures(cfg: Config) -> dict[str, str]:
+    """Image id -> why the interpret stage of the last caption run (on this captions folder)
+    failed it."""
+    from ..store import read_json
+
+    try:
+        summary = read_json(cfg.paths.cache / "summary-caption.json")
+    except (FileNotFoundError, ValueError):
+        return {}
+    if not isinstance(summary, dict) or summary.get("captions", str(cfg.paths.captions)) != \
+            str(cfg.paths.captions):
+        return {}
+    for stage in summary.get("stages", []):
+        if stage.get("name") == "interpret":
+            return {str(f.get("id")): str(f.get("reason")) for f in stage.get("failed", [])}
+    return {}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -50,17 +95,21 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def export_hf(cfg: Config, out: Path) -> int:
-    """Write both layouts; return the number of captioned images exported."""
+def export_hf(cfg: Config, out: Path, skipped: list[tuple[str, str]] | None = None) -> int:
+    """Write both layouts; return the number of captioned images exported (the ones left
+    out, with why, are appended to `skipped`)."""
     import datasets
 
     from .samples import is_dataset
 
     if is_dataset(cfg.paths.images):
         return export_hf_samples(cfg, out)
-    rows = list(captioned(cfg))
+    skipped = skipped if skipped is not None else []
+    rows = list(captioned(cfg, skipped))
     if not rows:
-        raise ConfigError(f"--export: no captions in {cfg.paths.captions}; run caption.py first")
+        why = f" ({len(skipped)} left out; {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise ConfigError(f"--export: no current captions in {cfg.paths.captions}{why}; run "
+                          "caption.py first")
     folder = out / "imagefolder"
     lines = []
     for row in rows:

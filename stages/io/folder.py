@@ -35,15 +35,25 @@ def image_items(images: Path) -> Iterator[Item]:
             yield Item(rel.with_suffix("").as_posix(), path, error=problem)
 
 
-def image_digest(path: Path, record: dict | None) -> str:
-    """sha256 of the image, reusing a record's (its `image_sha256`) when the file's size and
-    mtime are the ones recorded with it."""
+def file_stamp(path: Path) -> dict[str, int]:
+    """What says a file is still the one a digest was taken of: size and mtime, which an
+    archive tool restores on another file, plus its inode and ctime, which no tool sets
+    (a swapped or rewritten file has another inode or a newer ctime). Anything that only
+    changes the ctime (chmod, a hard link) costs one re-hash, never a wrong reuse."""
     import os
 
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
+            "ctime_ns": st.st_ctime_ns}
+
+
+def image_digest(path: Path, record: dict | None) -> str:
+    """sha256 of the image, reusing a record's (its `image_sha256`) while the file's stamp
+    (`file_stamp`) is the one recorded with it."""
     from ..store import sha256_file
 
-    st = os.stat(path)
-    if record and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns:
+    stamp = file_stamp(path)
+    if record and record.get("image_sha256") and all(record.get(k) == v for k, v in stamp.items()):
         return record["image_sha256"]
     return sha256_file(path)
 

@@ -115,17 +115,18 @@ class ImageInput:
     def stamp(self, item: Item) -> dict[str, Any]:
         """What a record keeps beside a digest so that it can be reused while this holds."""
         if not self.dataset:
-            st = os.stat(item.data)
-            return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            from .folder import file_stamp
+
+            return file_stamp(item.data)
         s = item.data
         stamp = f"{s.stamp}:{s.offset}:{s.size}"
         if not s.shard.endswith(".tar"):
-            stamp += f":{self.columns.image}"          # another column: other bytes, same row
+            stamp += f":{s.column}"                    # another column: other bytes, same row
             image = self.reader.image_file(s)
             if image is not None:                      # a path: the file, not the table, changes
                 try:
                     st = os.stat(image)
-                    stamp += f":{st.st_size}:{st.st_mtime_ns}"
+                    stamp += f":{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
                 except OSError:
                     stamp += ":missing"                # reading it fails the item with why
         return {"source_stamp": stamp}

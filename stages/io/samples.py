@@ -6,10 +6,11 @@
 - a Parquet file (`table.parquet`), or a folder of Parquet files and/or shards.
 
 A shard is `img2dataset`'s layout: `KEY.jpg` (the image; `input.image_column` names the
-extension), `KEY.txt` (tags; `input.tags_column`) and `KEY.json` (metadata; with
-`input.tags_json_field` set, the tags are that field of it). A Parquet table has one row
-per sample: `input.key_column`, `input.image_column` (bytes, a path relative to the table,
-or a `{"bytes", "path"}` struct as `datasets` writes it) and `input.tags_column` (text or a
+extension, or alternatives `jpg;png;webp`: the first a sample has is its image), `KEY.txt`
+(tags; `input.tags_column`) and `KEY.json` (metadata; with `input.tags_json_field` set, the
+tags are that field of it). A Parquet table has one row per sample: `input.key_column`,
+`input.image_column` (the first of its alternatives the table has; bytes, a path relative
+to the table, or a `{"bytes", "path"}` struct as `datasets` writes it) and `input.tags_column` (text or a
 list; empty: no tags).
 
 Nothing is unpacked or loaded whole. A shard's listing reads its tar headers (member data
@@ -23,7 +24,9 @@ every character but letters, digits, `_`, `-` and `.` percent-encoded (so `a/b` 
 `../x` stay one safe file name). What a shard cannot give becomes a failed item with its
 reason; nothing else in the shard is lost:
 a duplicated key fails that key, a truncated tar fails from where it breaks (named
-`SHARD.tar`), a table without a configured column fails as `SHARD.parquet`.
+`SHARD.tar`), a table without a configured column fails as `SHARD.parquet`, and members
+whose name starts with a dot (no key: WebDataset's key ends at the first dot) fail as
+`SHARD/~NAME`.
 """
 
 from __future__ import annotations
@@ -55,10 +58,15 @@ KEPT_BATCHES = 8             # image batches kept per process (covers the items 
 class InputColumns:
     """The `[input]` settings, as the listing and reader use them."""
 
-    image: str = "jpg"
+    image: str = "jpg"          # alternatives separated by `;`, the first one present wins
     tags: str = "txt"
     key: str = "key"
     tags_json_field: str = ""
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """The image member extensions (or table columns) to look for, in order."""
+        return tuple(part.strip() for part in self.image.split(";") if part.strip())
 
 
 @dataclass(frozen=True)
@@ -73,8 +81,9 @@ class Sample:
     member: str = ""            # tar: the image member's name
     tags: Any = None            # raw tags: bytes of KEY.txt / KEY.json, or the column's value
     tags_kind: str = ""         # text | json | value ('' when the sample has none)
-    stamp: str = ""             # the shard's size and mtime when listed
+    stamp: str = ""             # the shard's size, mtime, inode and ctime when listed
     paths: bool = False         # Parquet: the image column may hold paths (not only bytes)
+    column: str = ""            # Parquet: the image column (the first of input.image_column found)
 
     def where(self) -> str:
         return f"{self.shard}#{self.member or self.offset}"
@@ -246,8 +255,8 @@ def _item(sample: Sample):
 
 
 def _stamp(path: Path) -> str:
-    st = os.stat(path)
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    st = os.stat(path)             # inode and ctime: a same-size, same-mtime swap shows
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
 
 
 def _plain(name: str) -> str:
@@ -272,6 +281,7 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
     groups: dict[str, dict[str, list[tuple[int, int, str]]]] = {}
     problem, last, whole = "", "", False
     links: dict[str, str] = {}                  # key -> a link member that cannot be read
+    dotted: dict[str, list[str]] = {}           # members named .x...: no key, each fails
     try:
         with tarfile.open(path, "r:") as tar:
             while True:
@@ -281,6 +291,9 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
                     problem, whole = _end_problem(path, tar.offset, size)
                     break
                 key, ext = _split_member(member.name)
+                if _dotted(member.name) and (member.isfile() or member.islnk() or member.issym()):
+                    dotted.setdefault(_dotted(member.name), []).append(_plain(member.name))
+                    continue
                 if member.islnk() or member.issym():   # `tar cf` stores a repeated file as a
                     if key and ext:                    # hard link to its first copy's bytes
                         last = key
@@ -305,6 +318,11 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
         groups.pop(last, None)         # the sample being read when it broke may miss members
     want_tags = (("json", "json") if columns.tags_json_field
                  else (columns.tags.lower(), "text") if columns.tags else None)
+    for name, members in dotted.items():
+        yield _failed(f"{unit}/~{safe_key(name)}", unit, (
+            f"{', '.join(members)} in {path.name}: a name that starts with a dot has no sample "
+            "key (WebDataset's key ends at the first dot of the name); rename it, e.g. "
+            f"{name.lstrip('.') or 'KEY'}.jpg"))
     for key in [k for k in links if k not in groups]:
         yield _failed_key(unit, key, f"{links.pop(key)} in {path.name}, not a file: create the "
                           "shard with `tar --hard-dereference` (or img2dataset)")
@@ -319,11 +337,12 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
                 yield _failed_key(unit, key, f"duplicate key in {path.name}: "
                                   f"{', '.join(doubled)} appear more than once; one key, one sample")
                 continue
-            image = fields.get(columns.image.lower())
+            image = next((fields[e.lower()] for e in columns.images if e.lower() in fields), None)
             if image is None:
                 has = ", ".join(sorted(fields))
-                yield _failed_key(unit, key, f"no {key}.{columns.image} in {path.name} (it has: "
-                                  f"{has}); set input.image_column to the image's extension")
+                yield _failed_key(unit, key, f"no {key}.{'|'.join(columns.images)} in {path.name} "
+                                  f"(it has: {has}); set input.image_column to the image's "
+                                  "extension (alternatives: jpg;png;webp)")
                 continue
             offset, length, member = image[0]
             tags, kind = None, ""
@@ -335,6 +354,16 @@ def _tar_items(path: Path, unit: str, columns: InputColumns):
     if problem:
         yield _failed(f"{unit}.tar", unit, f"{problem}; the {len(groups)} samples listed before "
                       "it are kept, the rest of this shard is lost: rewrite the shard")
+
+
+def _dotted(name: str) -> str:
+    """For a member whose base name starts with a dot, that name up to its next dot
+    (`.d.jpg` -> `.d`, with its folder); else ''."""
+    folder, _, base = _plain(name).rpartition("/")
+    if not base.startswith("."):
+        return ""
+    stem = "." + base[1:].partition(".")[0]
+    return f"{folder}/{stem}" if folder else stem
 
 
 def _link_target(groups: dict, member: tarfile.TarInfo) -> tuple[int, int, str] | None:
@@ -384,7 +413,8 @@ def _parquet_items(path: Path, unit: str, columns: InputColumns):
         yield _failed(f"{unit}.parquet", unit, f"not a readable Parquet file: {exc}"[:300])
         return
     names = table.schema_arrow.names
-    wanted = {"input.key_column": columns.key, "input.image_column": columns.image}
+    column = next((c for c in columns.images if c in names), columns.images[0])
+    wanted = {"input.key_column": columns.key, "input.image_column": column}
     if columns.tags:
         wanted["input.tags_column"] = columns.tags
     missing = [f"{setting} = {name}" for setting, name in wanted.items() if name not in names]
@@ -393,7 +423,7 @@ def _parquet_items(path: Path, unit: str, columns: InputColumns):
                       f"{', '.join(names)}); set the [input] keys to this table's columns")
         return
     stamp = _stamp(path)
-    kind = table.schema_arrow.field(columns.image).type
+    kind = table.schema_arrow.field(column).type
     paths = not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
                  or pa.types.is_fixed_size_binary(kind))
     counts: dict[str, int] = {}
@@ -420,7 +450,7 @@ def _parquet_items(path: Path, unit: str, columns: InputColumns):
             else:
                 yield _item(Sample(str(path), unit, str(key), row, tags=value,
                                    tags_kind="value" if value is not None else "", stamp=stamp,
-                                   paths=paths))
+                                   paths=paths, column=column))
             row += 1
 
 
@@ -479,7 +509,7 @@ class SampleReader:
 
     def image_file(self, sample: Sample) -> Path | None:
         """The file a table's image cell names (a path beside the table), else None: its
-        size and mtime belong in the sample's stamp, the table's own do not cover it."""
+        size, mtime, inode and ctime belong in the sample's stamp, the table's own do not cover it."""
         if sample.shard.endswith(".tar") or not sample.paths:
             return None
         value = self._cell_value(sample)
@@ -488,7 +518,7 @@ class SampleReader:
         return None
 
     def _cell_value(self, sample: Sample) -> Any:
-        value = self._row_value(sample.shard, sample.offset)
+        value = self._row_value(sample)
         if isinstance(value, dict):                           # datasets' Image struct
             value = value.get("bytes") or value.get("path")
         return value
@@ -506,25 +536,26 @@ class SampleReader:
                 return path.read_bytes()
             except OSError as exc:
                 raise ItemError(f"cannot read the image file {value}: {exc.strerror or exc}") from None
-        raise ItemError(f"row {sample.offset} has no image in column {self.columns.image}")
+        raise ItemError(f"row {sample.offset} has no image in column {sample.column}")
 
-    def _row_value(self, shard: str, row: int) -> Any:
+    def _row_value(self, sample: Sample) -> Any:
+        shard, row = sample.shard, sample.offset
         index, within = divmod(row, READ_BATCH)
         with self._lock:
             batch = self._batches.get((shard, index))
             if batch is None:
-                batch = self._read_batch(shard, index)
+                batch = self._read_batch(shard, index, sample.column or self.columns.images[0])
             else:
                 self._batches.move_to_end((shard, index))
             return batch[within] if within < len(batch) else None
 
-    def _read_batch(self, shard: str, index: int) -> list:
+    def _read_batch(self, shard: str, index: int, column: str) -> list:
         import pyarrow.parquet as pq
 
         cursor = self._cursors.get(shard)
         if cursor is None or cursor[0] > index:
             batches = pq.ParquetFile(shard).iter_batches(batch_size=READ_BATCH,
-                                                         columns=[self.columns.image])
+                                                         columns=[column])
             cursor = (0, iter(batches))
         position, batches = cursor
         for batch in batches:

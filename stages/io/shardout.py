@@ -60,6 +60,41 @@ def write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
     return True
 
 
+def remove_stale(captions: Path, root: Path) -> list[str]:
+    """Remove the shard Parquet files of `captions` (ours: they carry our rows digest) whose
+    shard file is gone from `root`, the folder shard names are taken under (a renamed or
+    removed shard; a shard that a narrower pattern leaves out keeps its Parquet):
+    `load_dataset("parquet", data_files="captions/*.parquet")` then reads the current
+    samples only. Returns the names removed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    removed = []
+    for path in sorted(captions.rglob("*.parquet")) if captions.is_dir() else []:
+        unit = path.relative_to(captions).with_suffix("").as_posix()
+        if any(part.startswith(".") for part in path.relative_to(captions).parts) \
+                or _source_exists(root, unit):
+            continue
+        try:
+            ours = ROWS_DIGEST in (pq.read_schema(path).metadata or {})
+        except (OSError, pa.ArrowException):
+            ours = False
+        if ours:
+            path.unlink(missing_ok=True)
+            removed.append(unit)
+    return removed
+
+
+def _source_exists(root: Path, unit: str) -> bool:
+    """Whether shard `unit` still has its .tar or .parquet file (any case) under `root`."""
+    folder, name = (root / unit).parent, Path(unit).name
+    try:
+        return any(Path(entry).stem == name and Path(entry).suffix.lower() in (".tar", ".parquet")
+                   for entry in os.listdir(folder))
+    except OSError:
+        return False
+
+
 def read_shard(captions: Path, unit: str) -> dict[str, dict]:
     """id -> row of a written shard Parquet ({} when there is none)."""
     import pyarrow.parquet as pq

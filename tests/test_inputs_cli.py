@@ -1,0 +1,145 @@
+"""Which input a run works on: `caption.py FOLDER_OR_SHARDS` and `refine.py PROMPT_FILE`,
+where a new input's captions go, and a captions folder that refuses another input's
+captions (issues 19.1 and 22.1). Real CLI runs in temp folders against the local
+OpenAI-compatible server, real photos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import llm_overrides
+from fakes import FakeOpenAI
+from PIL import Image
+from test_webdataset import add, photo_bytes
+
+import caption
+import refine
+
+
+def photo(name: str, folder: Path, stem: str, tags: str) -> None:
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(getattr(data, name)()).convert("RGB").resize((160, 120)).save(folder / f"{stem}.jpg")
+    (folder / f"{stem}.txt").write_text(tags, encoding="utf-8")
+
+
+def reply(request: dict) -> str:
+    if isinstance(request["messages"][-1]["content"], list):
+        return "A photo of a cup or a flower on a plain background."
+    return "A picture of the subject on a plain background."
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAI(reply) as s:
+        yield s
+
+
+def run(project: Path, server: FakeOpenAI, *args: str, sets: tuple[str, ...] = ()) -> int:
+    argv = ["--config", str(project / "config.ini"), "--quiet", *args]
+    for item in llm_overrides(server.url, **{"vision.backend": "openai"}) + list(sets):
+        argv += ["--set", item]
+    return caption.main(argv)
+
+
+@pytest.fixture
+def two_inputs(project: Path) -> tuple[Path, Path]:
+    """Two folders with the same file name, other pictures: a's cup.jpg is a coffee."""
+    a, b = project / "a", project / "b"
+    photo("coffee", a, "cup", "coffee_cup, table")
+    photo("astronaut", b, "cup", "flower, orange")
+    return a, b
+
+
+def test_a_captions_folder_refuses_another_inputs_captions(project, server, two_inputs, capsys):
+    a, b = two_inputs
+    captions = project / "captions"
+    assert run(project, server, sets=(f"paths.images={a}",)) == 0
+    first = (captions / "cup.txt").read_text()
+    page = (captions / "index.html").read_text()
+    assert json.loads((captions / ".tagcap-input.json").read_text())["input"] == str(a.resolve())
+    capsys.readouterr()
+
+    assert run(project, server, sets=(f"paths.images={b}",)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(a.resolve()) in err and "--adopt-captions" in err
+    assert (captions / "cup.txt").read_text() == first          # nothing of b written
+    assert (captions / "index.html").read_text() == page        # the page still shows a only
+
+    assert run(project, server, "--adopt-captions", sets=(f"paths.images={b}",)) == 0
+    assert (captions / "cup.txt").read_text() != first
+    assert json.loads((captions / ".tagcap-input.json").read_text())["input"] == str(b.resolve())
+
+
+def test_a_copy_or_a_move_of_the_input_keeps_its_captions_folder(project, server, two_inputs, capsys):
+    a, _ = two_inputs
+    assert run(project, server, sets=(f"paths.images={a}",)) == 0
+    copy = project / "copy of a"
+    shutil.copytree(a, copy)
+    calls = len(server.chat_requests)
+    capsys.readouterr()
+    assert run(project, server, sets=(f"paths.images={copy}",)) == 0
+    out = capsys.readouterr().out
+    assert "interpret: 0 ok, 1 reused" in out and "same images" in out
+    assert len(server.chat_requests) == calls                  # reused, no call
+
+
+def test_a_folder_with_spaces_as_the_argument_gets_its_own_captions_folder(project, server, capsys):
+    folder = project / "my photos"
+    photo("coffee", folder, "cup", "coffee_cup, table")
+    photo("chelsea", folder, "cat", "cat, animal")
+    assert run(project, server, str(folder)) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    own = project / "my photos-captions"
+    assert sorted(p.name for p in own.glob("*.txt")) == ["cat.txt", "cup.txt"]
+    assert (own / "index.html").exists()
+    assert not (project / "captions").exists()                 # paths.captions is not touched
+    assert any(line.startswith(f"captions: {own}") for line in out[-2:])
+
+
+def test_the_configs_own_folder_as_the_argument_writes_to_paths_captions(project, server, capsys):
+    assert run(project, server, str(project / "images"), "--only", "tags,interrogate") == 0
+    assert (project / "captions" / ".tagcap-input.json").exists()
+    assert not (project / "images-captions").exists()
+
+
+def test_a_shard_pattern_as_the_argument(project, server, capsys):
+    shards = project / "shards"
+    shards.mkdir()
+    for s in range(2):
+        with tarfile.open(shards / f"{s:05d}.tar", "w") as tar:
+            add(tar, f"k{s}.jpg", photo_bytes(s))
+            add(tar, f"k{s}.txt", b"coffee_cup, table")
+    assert run(project, server, str(shards / "*.tar")) == 0
+    own = project / "shards-captions"
+    assert sorted(p.name for p in own.glob("*.parquet")) == ["00000.parquet", "00001.parquet"]
+    assert f"captions: {own}" in capsys.readouterr().out
+
+
+def test_refine_takes_a_prompt_file(project, server, tmp_path):
+    prompts = tmp_path / "my prompts.txt"
+    prompts.write_text("a red cube on a blue sphere\nthree cats on a sofa\n", encoding="utf-8")
+    argv = ["--config", str(project / "config.ini"), "--quiet", str(prompts), "--only", "upsample"]
+    for item in llm_overrides(server.url):
+        argv += ["--set", item]
+    assert refine.main(argv) == 0
+    rows = [json.loads(line) for line in
+            (project / "runs" / "default" / "prompts.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["a red cube on a blue sphere", "three cats on a sofa"]
+
+
+def test_help_shows_the_first_commands_and_the_rule(capsys):
+    with pytest.raises(SystemExit):
+        caption.main(["--help"])
+    text = capsys.readouterr().out
+    assert "FOLDER_OR_SHARDS" in text and "FOLDER-captions/ beside it" in text
+    assert text.count("python caption.py") >= 3
+    with pytest.raises(SystemExit):
+        refine.main(["--help"])
+    text = capsys.readouterr().out
+    assert "PROMPT_FILE" in text and text.count("python refine.py") >= 3
