@@ -29,8 +29,9 @@ FLUSH_EVERY = 50
 
 class TagsStage(Stage):
     name = "tags"
-    version = 4            # 2: definition only, short ones kept, grounded; 3: heading-first pages;
-                           # 4: DText id links (pool #1, topic #2, ...) dropped
+    version = 5            # 2: definition only, short ones kept, grounded; 3: heading-first pages;
+                           # 4: DText id links (pool #1, topic #2, ...) dropped; 5: definition
+                           # sections kept, tagging instructions dropped
     llm_bound = True
     chat_params = {"max_tokens": 80}
 

@@ -166,6 +166,39 @@ def test_definition_is_the_prose_before_the_first_heading():
     assert definition("h4. See also\nThe [[cat]] page and the dog page.") == ""
 
 
+@pytest.mark.parametrize("body, expected", [
+    # the page's definition sits in a collapsed section: its prose is the definition
+    ("[section=Definition]A hat with a wide brim.[/section]\nh4. See also\n* [[cap]]",
+     "A hat with a wide brim."),
+    ("[expand=Description]Shoes with laces.[/expand]\n[section=Not To Be Confused With]"
+     "* [[boots]][/section]", "Shoes with laces."),
+    # no prose outside sections: the first section that is not links or a gallery
+    ("[section=Gallery]!post #1[/section]\n[section]Footwear with a heel.[/section]",
+     "Footwear with a heel."),
+    ("[section=Gallery]!post #1[/section]", ""),
+    # prose outside a section wins; other sections stay dropped
+    ("A cat. [section=Examples]A dog.[/section]", "A cat."),
+    # tagging instructions are not the definition
+    ("Footwear worn on the feet. To tag the colour, use tags like [[red footwear]]. "
+     "Do not use this tag for socks.", "Footwear worn on the feet."),
+    ("A hat. Use [[cap]] instead for peaked hats. It shades the eyes.", "A hat. It shades the eyes."),
+    ("This tag is for pictures of boats on water.", "This tag is for pictures of boats on water."),
+])
+def test_definition_sections_and_instructions(body, expected):
+    assert definition(body) == expected
+
+
+def test_a_definition_section_on_danbooru_is_found_not_no_wiki(project):
+    setup_folder(project, "hat")
+    page = "[section=Definition]A head covering with a brim. To tag the colour, use tags like " \
+           "[[red headwear]].[/section]"
+    with FakeOpenAI(summary_reply) as llm, FakeDanbooru({"hat": page}) as booru:
+        assert run_tags(project, llm, "tags.source=danbooru", f"tags.url={booru.url}") == 0
+    entry = store(project)["hat"]
+    assert entry["status"] == "found" and entry["wiki"] == "A head covering with a brim."
+    assert entry["summary"] == "A head covering with a brim."
+
+
 @pytest.mark.parametrize("answer, made_by, summary", [
     ("Hair that reaches past the shoulders.", "model", "Hair that reaches past the shoulders."),
     # invented words: replaced by the definition's first sentence

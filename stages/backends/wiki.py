@@ -39,6 +39,21 @@ _DROP_BLOCKS = re.compile(
     r"\[(section|expand|table|code|nodtext|tn)(?:[=\s][^\]]*)?\].*?(?:\[/\1\]|\Z)"
     r"|<(section|expand|table|code|nodtext|tn)(?:[=\s][^>]*)?>.*?(?:</\2>|\Z)",
     re.IGNORECASE | re.DOTALL)
+# A collapsed section that holds the page's definition: its prose is kept, the markup dropped.
+_DEFINITION_SECTION = re.compile(
+    r"\[(section|expand)=\s*(?:definition|description|overview|summary|about|meaning)\s*\]"
+    r"(.*?)(?:\[/\1\]|\Z)", re.IGNORECASE | re.DOTALL)
+_ANY_SECTION = re.compile(r"\[(section|expand)(?:=([^\]]*))?\](.*?)(?:\[/\1\]|\Z)",
+                          re.IGNORECASE | re.DOTALL)
+_NOT_DEFINITION = re.compile(r"see also|external link|related|confused|gallery|example|"
+                             r"trivia|list|note", re.IGNORECASE)
+# Sentences that tell taggers what to do rather than say what the tag means.
+_INSTRUCTION = re.compile(
+    r"\bto tag\b|\buse (?:the )?tags?\b|\btags? (?:such as|like)\b|\buse \S+(?: \S+)? instead\b"
+    r"|\b(?:do not|don't|never) (?:use|tag|add)\b|\bshould (?:not )?be tagged\b"
+    r"|\b(?:tag|tagged) (?:it |them |this |these )?(?:as|with)\b|\bplease\b",
+    re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(\[])")
 _HEADING = re.compile(r"^\s*h[1-6](?:#[\w-]+)?\.\s", re.IGNORECASE | re.MULTILINE)
 # Embeds (`!post #1`, `thumb #2`, `!asset #3`) and DText's id links to site records
 # (`pool #12`, `topic #345/p2`, `comment #9`, ...): references, not definition prose.
@@ -108,6 +123,9 @@ def definition(body: str, limit: int = 1500) -> str:
     embedded posts are left out, so the summariser reads only what the tag means.
     """
     text = html.unescape(body.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _DEFINITION_SECTION.sub(lambda m: "\n" + m.group(2) + "\n", text)
+    if not clean_dtext(_HEADING.sub("", text), limit=len(text) + 1).strip():
+        text = _first_section(text)
     text = _DROP_BLOCKS.sub("\n", text)
     heading = _HEADING.search(text)
     if heading and not clean_dtext(text[:heading.start()]).strip():
@@ -120,12 +138,30 @@ def definition(body: str, limit: int = 1500) -> str:
         text = "" if links_only else section
     elif heading:
         text = text[:heading.start()]
-    prose = " ".join(clean_dtext(text, limit=len(text) + 1).split("\n"))
+    prose = without_instructions(" ".join(clean_dtext(text, limit=len(text) + 1).split("\n")))
     if len(prose) <= limit:
         return prose
     cut = prose[:limit]
     end = max(cut.rfind(". "), cut.rfind("! "), cut.rfind("? "))
     return cut[:end + 1] if end > 0 else cut.rstrip()
+
+
+def _first_section(text: str) -> str:
+    """For a page whose only prose sits in collapsed sections: the first section that is not
+    a list of links, examples or look-alikes, unwrapped (its prose is the definition)."""
+    for match in _ANY_SECTION.finditer(text):
+        title = (match.group(2) or "").strip()
+        if not _NOT_DEFINITION.search(title) and clean_dtext(match.group(3)).strip():
+            return match.group(3)
+    return text
+
+
+def without_instructions(prose: str) -> str:
+    """The definition without sentences that instruct taggers ("To tag the colour, use tags
+    like red footwear."; "Do not use this tag for ..."): they say how to tag, not what the
+    picture shows, and their tag names would read as facts."""
+    sentences = _SENTENCE_END.split(prose)
+    return " ".join(s for s in sentences if not _INSTRUCTION.search(s)).strip()
 
 
 class FileWiki:
