@@ -124,6 +124,7 @@ class TagsConfig:
     retries: int = _key(4, min=0, max=20)
     blacklist: tuple[str, ...] = _key(())
     drop_meta: bool = _key(True)
+    drop_copyright: bool = _key(True)
 
 
 @dataclass(frozen=True)

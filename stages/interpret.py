@@ -34,7 +34,7 @@ from .language.verify import Evidence, best, confident_vision, verify
 from .language.words import first_sentence
 from .stage import Declaration, Item, Stage, StageReport
 from .store import atomic_write_json, atomic_write_text, read_json, sha256_bytes, sha256_text
-from .tagstore import TagStore, definitions_for, summaries_for
+from .tagstore import TagStore, definitions_for, facts_for, summaries_for
 
 PLACEHOLDERS = {"subject", "draft", "tags", "summaries", "vision", "trigger", "max_tokens"}
 FALLBACK = "fallback"
@@ -95,7 +95,7 @@ class InterpretStage(Stage):
             config=("interpret.template", "interpret.shorten_template", "interpret.candidates",
                     "interpret.trigger_words",
                     "interpret.max_clip_tokens", "interpret.write_beside_images") + beside,
-            reads=("tags.blacklist", "tags.drop_meta") + reads, backends=("chat",),
+            reads=("tags.blacklist", "tags.drop_meta", "tags.drop_copyright") + reads, backends=("chat",),
             operational=("interpret.overwrite", "interrogate.max_pixels") + operational
             + (() if beside else ("interpret.beside_extension",)))
 
@@ -120,6 +120,7 @@ class InterpretStage(Stage):
         tag_store = TagStore(self.cfg.paths.cache / "tags.json")
         self.store = tag_store.load(read_only=self.ctx.options.dry_run)
         self.moved_aside = tag_store.moved_aside
+        self.facts = facts_for(self.store)
         self.over_limit = 0
         self.kept = 0
         self.fallbacks = 0
@@ -179,16 +180,20 @@ class InterpretStage(Stage):
         return artifact(self.cfg.paths.cache / "interpret", item_id, ".json")
 
     def inputs(self, item: Item) -> dict:
-        """Tags (after hygiene), their summaries and the vision answer: the texts the caption
-        is made from, as they are on disk now."""
-        tags = self.input.tags(item)
+        """Tags (sifted: stages/language/tagsift.py), their summaries and the vision answer:
+        the texts the caption is made from, as they are on disk now; and the dropped tags
+        with their reasons."""
+        sifted = self.input.sift(item, self.facts)
+        tags = sifted.used
         record = interrogation(self.cfg.paths.cache, item.id)
         digest = self.input.digest(item, record)
         if record is not None and record.get("image_sha256") != digest:
             where = artifact(self.cfg.paths.cache / "interrogate", item.id, ".json")
             raise ItemError(f"the vision answer in {where} describes an earlier version of this "
                             "image; run the interrogate stage again (see its failures)")
-        return {"image_sha256": digest, "tags": tags, "summaries": summaries_for(tags, self.store),
+        return {"image_sha256": digest, "tags": tags, "tags_used": tags,
+                "tags_dropped": sifted.dropped_records(),
+                "summaries": summaries_for(tags, self.store),
                 "definitions": definitions_for(tags, self.store),
                 "vision": (record or {}).get("answer", "")}
 

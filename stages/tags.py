@@ -42,7 +42,7 @@ class TagsStage(Stage):
         return Declaration(
             config=("tags.template", "tags.include_tags_without_wiki", "tags.source"),
             reads=source, backends=("chat",),
-            operational=("tags.blacklist", "tags.drop_meta", "tags.user_agent",
+            operational=("tags.blacklist", "tags.drop_meta", "tags.drop_copyright", "tags.user_agent",
                          "tags.requests_per_second", "tags.timeout", "tags.retries", "llm.backoff")
             + INPUT_ALL)         # which tags exist, never what a tag's summary is
 
@@ -119,7 +119,9 @@ class TagsStage(Stage):
         self.pending[tag] = {
             "status": answer.status, "wiki": wiki or None, "summary": summary,
             "made_by": made_by, "rejected": problems or None,
-            "post_count": answer.post_count, **self.wiki().identity(),
+            "post_count": answer.post_count, "category": answer.category,
+            "implies": list(answer.implies) if answer.implies is not None else None,
+            "other_names": list(answer.other_names) or None, **self.wiki().identity(),
             "model": self.backend("chat").model_id, "template": self.template.hash, "key": key,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if len(self.pending) >= FLUSH_EVERY:

@@ -26,6 +26,21 @@ class WikiAnswer:
     status: str                 # found | no_wiki | below_min_posts
     text: str = ""
     post_count: int | None = None
+    category: str | None = None          # general | artist | copyright | character | meta
+    implies: tuple[str, ...] | None = None   # broader tags, transitively; None: not known
+    other_names: tuple[str, ...] = ()    # the tag's names in other languages
+
+
+# Danbooru's tag categories by number.
+CATEGORIES = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta"}
+MAX_IMPLICATION_DEPTH = 4
+
+
+def our_name(name: str) -> str:
+    """Danbooru's spelling ('long_hair') in our cleaned form ('long hair')."""
+    from ..language.tagging import normalise
+
+    return normalise(name)
 
 
 def api_name(tag: str) -> str:
@@ -165,10 +180,15 @@ def without_instructions(prose: str) -> str:
 
 
 class FileWiki:
-    """Tag -> wiki text from a JSON object or JSON-lines file (offline source)."""
+    """Tag -> wiki text from a JSON object or JSON-lines file (offline source).
+
+    A value is the wiki text, or an object {"wiki": text, "implies": [broader tags],
+    "category": "copyright" | "meta" | ..., "other_names": [names in other languages]}
+    (JSONL rows carry the same fields beside "tag")."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.facts: dict[str, dict] = {}
         self.entries = self._load()
 
     def _load(self) -> dict[str, str]:
@@ -189,21 +209,41 @@ class FileWiki:
                               f"'tag' and 'wiki' fields): {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a JSON object of tag -> wiki text")
-        return {str(k).strip().lower().replace("_", " "): str(v) for k, v in data.items()}
+        if self.path.suffix == ".jsonl":
+            data = {row["tag"]: {k: v for k, v in row.items() if k != "tag"} for row in rows}
+        entries = {}
+        for key, value in data.items():
+            tag = str(key).strip().lower().replace("_", " ")
+            if isinstance(value, dict):
+                self.facts[tag] = {k: value[k] for k in ("implies", "category", "other_names")
+                                   if k in value}
+                value = value.get("wiki") or ""
+            entries[tag] = str(value)
+        return entries
 
     def identity(self) -> dict:
         """Where answers come from; the text itself is part of each tag's key (`text`)."""
         return {"source": "file"}
 
     def text(self, tag: str) -> str | None:
-        """The tag's wiki text as the file has it now, or None (no entry, or an empty one)."""
+        """The tag's wiki text as the file has it now, or None (no entry, or an empty one);
+        with its facts (implies, category, other names) when the file gives any, so that
+        editing them redoes the tag."""
         text = self.entries.get(tag) or self.entries.get(tag.replace("_", " "))
-        return text.strip() if text and text.strip() else None
+        text = text.strip() if text and text.strip() else None
+        facts = self.facts.get(tag)
+        return text if not facts else json.dumps({"wiki": text, **facts}, sort_keys=True)
 
     async def lookup(self, tag: str) -> WikiAnswer:
-        raw = self.text(tag)
+        raw = self.entries.get(tag, "").strip()
         text = definition(raw) if raw else ""
-        return WikiAnswer("found", text) if text else WikiAnswer("no_wiki")
+        facts = self.facts.get(tag, {})
+        implies = facts.get("implies")
+        extra = {"category": str(facts["category"]) if facts.get("category") else None,
+                 "implies": (tuple(our_name(str(t)) for t in implies)
+                             if isinstance(implies, list) else None),
+                 "other_names": tuple(our_name(str(t)) for t in facts.get("other_names") or ())}
+        return WikiAnswer("found", text, **extra) if text else WikiAnswer("no_wiki", **extra)
 
     def close(self) -> None:
         pass
@@ -227,7 +267,9 @@ class RateLimiter:
 
 
 class DanbooruWiki:
-    """Danbooru's JSON API: post counts from /tags.json, wiki text from /wiki_pages/NAME.json."""
+    """Danbooru's JSON API: post count and category from /tags.json, wiki text and other
+    names from /wiki_pages/NAME.json, implied tags from /tag_implications.json (followed to
+    MAX_IMPLICATION_DEPTH)."""
 
     def __init__(self, url: str, *, user_agent: str, timeout: float, retries: int,
                  requests_per_second: float, min_post_count: int, backoff: float = 1.0):
@@ -253,20 +295,44 @@ class DanbooruWiki:
 
     async def lookup(self, tag: str) -> WikiAnswer:
         name = api_name(tag)
-        posts = None
-        if self.min_post_count > 0:
-            status, data = await self._get("/tags.json", {"search[name_matches]": name})
-            match = next((t for t in data or [] if isinstance(t, dict) and t.get("name") == name), None)
-            posts = int(match.get("post_count", 0)) if match else 0
-            if posts < self.min_post_count:
-                return WikiAnswer("below_min_posts", post_count=posts)
+        status, data = await self._get("/tags.json", {"search[name_matches]": name})
+        match = next((t for t in data or [] if isinstance(t, dict) and t.get("name") == name), None)
+        posts = int(match.get("post_count", 0)) if match else 0
+        category = CATEGORIES.get(match.get("category")) if match else None
+        if self.min_post_count > 0 and posts < self.min_post_count:
+            return WikiAnswer("below_min_posts", post_count=posts, category=category)
+        implies = await self.implications(name)
+        facts = {"post_count": posts if match or self.min_post_count > 0 else None,
+                 "category": category, "implies": implies}
         status, page = await self._get(f"/wiki_pages/{urllib.parse.quote(name, safe='')}.json", None)
         if status == 404 or not isinstance(page, dict) or not str(page.get("body", "")).strip():
-            return WikiAnswer("no_wiki", post_count=posts)
+            return WikiAnswer("no_wiki", **facts)
+        others = page.get("other_names") if isinstance(page.get("other_names"), list) else []
+        facts["other_names"] = tuple(our_name(str(n)) for n in others if str(n).strip())
         text = definition(str(page["body"]))
         if not text:
-            return WikiAnswer("no_wiki", post_count=posts)     # headings and lists only
-        return WikiAnswer("found", text, post_count=posts)
+            return WikiAnswer("no_wiki", **facts)     # headings and lists only
+        return WikiAnswer("found", text, **facts)
+
+    async def implications(self, name: str) -> tuple[str, ...]:
+        """The tags `name` implies on danbooru (active implications), followed transitively
+        (motorcycle -> motor_vehicle -> ground_vehicle), in our spelling."""
+        found: list[str] = []
+        layer = [name]
+        for _ in range(MAX_IMPLICATION_DEPTH):
+            following = []
+            for antecedent in layer:
+                _, rows = await self._get("/tag_implications.json", {
+                    "search[antecedent_name]": antecedent, "search[status]": "active"})
+                for row in rows if isinstance(rows, list) else []:
+                    consequent = row.get("consequent_name") if isinstance(row, dict) else None
+                    if consequent and consequent != name and consequent not in found:
+                        found.append(consequent)
+                        following.append(consequent)
+            if not following:
+                break
+            layer = following
+        return tuple(our_name(t) for t in found)
 
     async def _get(self, path: str, params: dict | None) -> tuple[int, object]:
         import requests

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .tagging import is_emoticon
+from .tagging import is_face
 from .words import stem, tokens
 
 CONTENT_ROLES = ("count", "object", "wear", "body", "pose", "setting", "time")
@@ -70,7 +70,11 @@ stretching looking facing turning writing cooking climbing falling floating posi
 EMOTICONS = {"^_^": "smiling with closed eyes", "o_o": "staring wide-eyed", "0_0": "staring wide-eyed",
              ">_<": "with eyes squeezed shut", "-_-": "with half-closed eyes", ";_;": "teary-eyed",
              "t_t": "teary-eyed", "x_x": "with crossed-out eyes", "=_=": "with tired eyes",
-             "._.": "with a blank look", "u_u": "with a sleepy look", "^_^;": "smiling nervously"}
+             "._.": "with a blank look", "u_u": "with a sleepy look", "^_^;": "smiling nervously",
+             ":d": "smiling with an open mouth", ":)": "smiling", ":o": "with an open mouth",
+             ":p": "sticking out the tongue", ";d": "winking with an open-mouthed smile",
+             ";)": "winking", ":3": "with a cat-like smile", "xd": "laughing with eyes squeezed shut",
+             ":q": "licking the lips", ":<": "frowning", ":/": "with a wry mouth"}
 # Words that name the same thing as a tag, for coverage and for the subject check.
 EQUIVALENT = {"outdoors": {"outdoor", "outside", "open air"}, "indoors": {"indoor", "inside"},
               "day": {"daylight", "daytime", "sunlight", "sunny"}, "night": {"nighttime"},
@@ -96,7 +100,7 @@ def tag_info(tag: str) -> TagInfo:
     words = _QUALIFIER.sub("", tag).strip() if qualifier else tag
     if qualifier and qualifier.group(1).strip() == "medium":
         return TagInfo(tag, "medium", words, words)
-    if is_emoticon(tag):
+    if is_face(tag):
         return TagInfo(tag, "emoticon", tag, tag)
     parts = words.split(" of ")[0].split()
     head = parts[-1] if parts else words
