@@ -8,12 +8,20 @@ next run redoes it; it can never leave a caption that looks hand-written. A capt
 was not written by this stage, or was edited by hand after, is never replaced unless
 `interpret.overwrite = true`.
 
-Faithfulness does not rest on the model: `interpret.candidates` captions are sampled (the
-server's parallel slots answer them together) and cut to their first sentence; the verifier
-(stages/language/verify.py) checks each against its evidence (tags, summaries, vision answer,
-trigger words, the templates it must not copy) and the best passing one is kept. When none
-passes, a caption composed from the tags alone (stages/language/compose.py) is written and flagged
-`fallback`. Every verdict, the flags and the chosen caption's score go into NAME.json.
+Faithfulness does not rest on the model: a candidate caption is asked for, cut to its first
+sentence and checked by the verifier (stages/language/verify.py) against its evidence (the
+sifted tags, summaries, vision answer, trigger words, the templates it must not copy); the
+next candidate (another sample index, so another cache entry) is asked for only when it
+fails, up to `interpret.candidates`. A good first answer costs one call. (One request
+carrying several samples with the `n` parameter is not used: llama.cpp's server and many
+others ignore it, and a cached answer is one sample.) When none passes, a caption composed
+from the tags alone (stages/language/compose.py) is written and flagged `fallback`. Every
+verdict, the flags and the chosen caption's score go into NAME.json.
+
+`interpret.template = auto` picks templates/interpret.txt (short: the composed draft only)
+for the embedded server and templates/interpret_full.txt (tags, what each means, the vision
+answer, the draft) for any other; the config resolves it, so the chosen file's text is what
+enters the keys.
 """
 
 from __future__ import annotations
@@ -79,12 +87,13 @@ def decoded_before(cache: Path, item: Item, source: ImageInput) -> bool:
 
 class InterpretStage(Stage):
     name = "interpret"
-    version = 3            # 2: candidates checked by the verifier; composed fallback; 3: verifier
+    version = 4            # 2: candidates checked by the verifier; composed fallback; 3: verifier
                            # rules: % signs, compound heads, counts, summary words; fallback
-                           # reasons; vision_guess flag
+                           # reasons; vision_guess flag; 4: sifted tags (tags_used, tags_dropped),
+                           # lazy candidates, count-neutral composing
     llm_bound = True
     chat_params = {"max_tokens": 120}
-    tallies = ("fallbacks", "over_limit")
+    tallies = ("fallbacks", "over_limit", "calls")
 
     @classmethod
     def declare(cls, cfg: Config) -> Declaration:
@@ -122,6 +131,7 @@ class InterpretStage(Stage):
         self.moved_aside = tag_store.moved_aside
         self.facts = facts_for(self.store)
         self.over_limit = 0
+        self.calls = 0                # candidate requests made (or answered from the cache)
         self.kept = 0
         self.fallbacks = 0
         self.fallbacks_before = 0     # reused captions (made by earlier runs) that are fallbacks
@@ -265,11 +275,14 @@ class InterpretStage(Stage):
         messages = self.template.render(
             **prompt_fields(evidence), trigger=", ".join(c.trigger_words) or "(none)",
             max_tokens=str(c.max_clip_tokens))
-        answers = await asyncio.gather(*(
-            chat.chat(messages, template_hash=self.template.hash, sample=i, **self.chat_overrides())
-            for i in range(c.candidates)))
-        verdicts = [verify(fix_articles(first_sentence(tidy_caption(a.text))), evidence)
-                     for a in answers]
+        verdicts = []
+        for i in range(c.candidates):         # lazily: the next only when this one fails
+            answer = await chat.chat(messages, template_hash=self.template.hash, sample=i,
+                                     **self.chat_overrides())
+            verdicts.append(verify(fix_articles(first_sentence(tidy_caption(answer.text))), evidence))
+            if verdicts[-1].passed:
+                break
+        self.calls += len(verdicts)
         chosen, flags = best(verdicts), []
         if chosen is not None:
             caption, tokens, shortened = await self._fit(chosen.caption, evidence)
@@ -298,7 +311,8 @@ class InterpretStage(Stage):
             "candidates": [v.as_dict() for v in verdicts],
             "clip_tokens": tokens, "over_limit": over, "shortened": shortened, **inputs,
             "trigger_words": list(c.trigger_words), "llm": chat.identity(**self.chat_overrides()),
-            "templates": {"interpret": self.template.hash, "shorten": self.shorten.hash},
+            "templates": {"interpret": self.template.hash, "shorten": self.shorten.hash,
+                          "interpret_file": self.template.path.name},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         if self.input.dataset and item.unit in self.units:
             self.units[item.unit]["done"] += 1
@@ -372,6 +386,8 @@ class InterpretStage(Stage):
             notes += self._write_shards(report)
         fallbacks = self.fallbacks + self.fallbacks_before
         over_limit = self.over_limit + self.over_limit_before
+        if self.calls and report.ok:
+            notes.append(f"{self.calls / report.ok:.2f} candidates asked for per caption")
         if fallbacks:
             earlier = f", {self.fallbacks_before} of them reused" if self.fallbacks_before else ""
             notes.append(f"{fallbacks} fallback captions composed from the tags (no candidate "
