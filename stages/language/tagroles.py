@@ -85,6 +85,36 @@ MASS = frozenset("""coffee tea water milk juice wine beer grass hair fur skin ar
 food foliage snow rain fire smoke sand light sunlight clothing furniture bread rice meat money
 text fog mist steam ice chocolate soup cream armor armour jewelry jewellery""".split())
 
+# Things a booru tag names in the singular that a picture almost always shows several of
+# (`coin` on a pile of 27 coins, `star (sky)`, `galaxy` on a deep field). Tags do not count,
+# so the composer says these count-neutrally, as bare plurals ("coins"), never "a coin".
+COLLECTIVE = frozenset("""coin star galaxy petal leaf bubble bead pearl gem feather snowflake
+sparkle raindrop firefly cherry berry grape pebble seashell confetti""".split())
+
+
+def plural(phrase: str) -> str:
+    """"coin" -> "coins", "galaxy" -> "galaxies", "leaf" -> "leaves" (the last word)."""
+    head, _, last = phrase.rpartition(" ")
+    if last.endswith("y") and last[-2:-1] not in tuple("aeiou"):
+        last = last[:-1] + "ies"
+    elif last.endswith(("s", "x", "ch", "sh")):
+        last += "es"
+    elif last.endswith("f") and last not in ("roof", "chief", "reef"):
+        last = last[:-1] + "ves"
+    elif last.endswith("fe"):
+        last = last[:-2] + "ves"
+    else:
+        last += "s"
+    return f"{head} {last}".strip()
+
+
+def count_neutral(info: TagInfo) -> str:
+    """A thing tag as the composer says it: bare plural for COLLECTIVE things, else with an
+    article ("a cup": one thing the picture is about)."""
+    if info.role in ("object", "setting") and info.words.split()[-1] in COLLECTIVE:
+        return plural(info.words)
+    return with_article(info.words)
+
 
 @dataclass(frozen=True)
 class TagInfo:
