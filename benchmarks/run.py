@@ -40,6 +40,11 @@ Figures (ratios are the point; absolute numbers depend on the machine):
   figure beside `model_kept`. A failed run, or one that leaves images uncaptioned, gives
   `caption_quality_error` (and exit 1) instead of figures. Quality, not speed: the figure
   to compare template or verifier changes by.
+- interpret_calls_per_image: chat requests the interpret stage makes per image (candidates,
+  asked for one at a time until one passes the verifier, plus any shortening), with the
+  embedded default on the sample folder images/ from a cold cache; the tags and interrogate
+  stages run first, apart, so their calls are not counted. interpret_candidates_per_image
+  lists each image's candidate count (from NAME.json). Goal <= 1.2.
 Results also go to benchmarks/results.json.
 """
 
@@ -400,12 +405,37 @@ def bench_caption_quality(tmp: Path, results: dict) -> None:
         results[f"caption_quality_{key}"] = value
 
 
+def bench_interpret_calls(tmp: Path, results: dict) -> None:
+    """The embedded default on a copy of the sample folder: interpret's requests per image."""
+    project = Path(tempfile.mkdtemp(dir=tmp, prefix="calls"))
+    for name in ("images", "data", "templates"):
+        shutil.copytree(ROOT / name, project / name)
+    shutil.copy(ROOT / "config.ini", project / "config.ini")
+    import caption
+
+    base = ["--config", str(project / "config.ini"), "--quiet", "--set", "run.progress=false"]
+    code = caption.main(base + ["--only", "tags,interrogate"])
+    code = code or caption.main(base + ["--only", "interpret"])
+    summary = json.loads((project / "cache" / "summary-caption.json").read_text())
+    calls = summary["calls"]["calls"] + summary["calls"]["cache_hits"]
+    images = sorted(p.stem for p in (project / "images").iterdir() if p.suffix != ".txt")
+    metas = {name: json.loads((project / "captions" / f"{name}.json").read_text())
+             for name in images if (project / "captions" / f"{name}.json").exists()}
+    if code != 0 or len(metas) != len(images):
+        results["interpret_calls_error"] = (f"caption.py exited {code} with {len(metas)} of "
+                                            f"{len(images)} images captioned")
+        return
+    results["interpret_calls_per_image"] = round(calls / len(images), 3)
+    results["interpret_candidates_per_image"] = {n: len(m["candidates"]) for n, m in metas.items()}
+    results["interpret_calls_fallbacks"] = sum("fallback" in m["flags"] for m in metas.values())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small samples (the 2k/20k memory runs stay)")
     parser.add_argument("--skip", default="", help="comma-separated groups to skip: "
                         "saturation,saturation50,concurrency,upsample,sdxl,rss,rssrun,coverage,shards,"
-                        "quality")
+                        "quality,calls")
     parser.add_argument("--only", default="", help="comma-separated groups to run (the rest are skipped)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -427,6 +457,7 @@ def main() -> int:
             ("coverage", lambda: bench_coverage(3000, results)),
             ("shards", lambda: bench_shards(tmp, 2000 if q else 20_000, results)),
             ("quality", lambda: bench_caption_quality(tmp, results)),
+            ("calls", lambda: bench_interpret_calls(tmp, results)),
         ]
         for name, fn in groups:
             if name in skip or (only and name not in only):
