@@ -63,7 +63,7 @@ def draft_reply(request: dict) -> str:
     text = request["messages"][-1]["content"]
     if "Tag: " in text:
         return "The picture shows " + text.split("Tag: ", 1)[1].split("\n", 1)[0] + "."
-    return text.rsplit("Caption composed from the tags alone: ", 1)[-1].strip() + "."
+    return text.rsplit("Draft from the tags: ", 1)[-1].strip() + "."
 
 
 def run(project: Path, server: FakeOpenAI, *extra: str) -> int:
@@ -76,7 +76,7 @@ def run(project: Path, server: FakeOpenAI, *extra: str) -> int:
 def assert_sifted(project: Path, server: FakeOpenAI) -> None:
     captions = project / "captions"
     prompts = [json.dumps(r["messages"], ensure_ascii=False) for r in server.chat_requests
-               if "Caption composed from the tags alone" in json.dumps(r["messages"])]
+               if "Draft from the tags" in json.dumps(r["messages"])]
     assert len(prompts) == len(HOSTILE)            # one call per image: the draft passes
     for name in HOSTILE:
         text = (captions / f"{name}.txt").read_text(encoding="utf-8").lower()
@@ -192,7 +192,7 @@ def interpret_only(project: Path, server: FakeOpenAI, *extra: str) -> int:
 
 
 def candidate_requests(server: FakeOpenAI) -> list[dict]:
-    return [r for r in server.chat_requests if "Caption composed" in json.dumps(r["messages"])]
+    return [r for r in server.chat_requests if "Draft from the tags" in json.dumps(r["messages"])]
 
 
 def test_one_call_per_image_when_the_first_candidate_passes(project):
@@ -243,7 +243,7 @@ def test_auto_template_resolves_by_server_and_enters_the_key(project):
     with FakeOpenAI(draft_reply) as server:
         assert interpret_only(project, server) == 0
         first = server.chat_requests[-1]["messages"]
-        assert "What the tags mean" in first[-1]["content"] and first[0]["role"] == "system"
+        assert "Meanings of the tags" in first[-1]["content"] and first[0]["role"] == "system"
         meta = json.loads((project / "captions" / "cup.json").read_text())
         assert meta["templates"]["interpret_file"] == "interpret_full.txt"
         calls = len(server.chat_requests)
