@@ -436,6 +436,10 @@ def bench_interpret_calls(tmp: Path, results: dict) -> None:
     results["interpret_shorten_calls"] = calls - sum(candidates.values())
     results["interpret_candidates_per_image"] = candidates
     results["interpret_calls_fallbacks"] = sum("fallback" in m["flags"] for m in metas.values())
+    results["interpret_rejected_candidates"] = {      # why a second call was needed
+        n: [f"{c['caption']} -- {'; '.join(c['reasons'])}" for c in m["candidates"] if not c["passed"]]
+        for n, m in metas.items() if any(not c["passed"] for c in m["candidates"])}
+    results["interpret_captions"] = {n: m["caption"] for n, m in metas.items()}
 
 
 def main() -> int:
