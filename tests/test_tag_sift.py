@@ -164,6 +164,12 @@ def test_sifting_rules(raw, used, dropped):
         assert reason.startswith(dropped[tag]), (tag, reason)
 
 
+def test_a_character_tag_counts_as_a_person_for_faces():
+    facts = TagFacts(category={"saber (fate)": "character"})
+    assert sift_tags(["saber_(fate)", ":d"], facts=facts).used == ["saber (fate)", ":d"]
+    assert sift_tags(["saber_(fate)", ":d"]).used == ["saber (fate)"]
+
+
 def test_the_sources_implications_replace_the_shipped_table():
     # the source says coin implies nothing: money stays; it says rock implies stone
     facts = TagFacts(implies={"coin": (), "rock": ("stone",)})

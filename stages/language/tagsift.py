@@ -6,8 +6,9 @@ with their reasons (`Sifted.dropped`). Dropped, in this order:
   - junk: no letters, markup (`<script>`), file paths (`../../etc/passwd`), URLs;
   - blacklisted tags and meta tags (about the post, not the picture: `absurdres`,
     `animated`), and with the tag source's categories, copyright (series) and meta tags;
-  - emoticons (`:d`, `^_^`) unless a person or an animal is tagged (on a cup they are not
-    a face), and faces we have no words for;
+  - emoticons (`:d`, `^_^`) unless a person or an animal is tagged (a count tag, a person or
+    animal word, or a tag the source calls a character; on a cup they are no face), and
+    faces we have no words for;
   - translated duplicates: a tag in another script beside tags in Latin script. Captions are
     written in English, so such a tag can only reach one through a translation the model
     would have to guess; in booru tag files it is almost always the same tag again (the
@@ -155,7 +156,8 @@ def sift_tags(raw: Iterable[str], *, blacklist: Iterable[str] = (), drop_meta: b
         else:
             kept.append(tag)
     gone: dict[str, str] = {}
-    living = has_living_subject(t for t in kept if not is_face(t))
+    living = (has_living_subject(t for t in kept if not is_face(t))
+              or any(facts.category.get(t) == "character" for t in kept))     # `saber (fate)`
     for tag in kept:
         if is_face(tag) and not living:
             gone[tag] = "emoticon: no person or animal is tagged"
