@@ -19,6 +19,7 @@ import time
 from .config import Config
 from .errors import ItemError
 from .io.inputs import INPUT_ALL, ImageInput
+from .language.tagsift import IMPLIED
 from .language.text import tidy_caption
 from .stage import Declaration, Item, Stage, StageReport
 from .summary import FROM_DEFINITION, choose_summary, short_definition
@@ -84,9 +85,14 @@ class TagsStage(Stage):
                 yield image
                 continue
             try:
-                seen.update(self.input.tags(image))
+                sifted = self.input.sift(image)
             except ItemError as exc:
                 yield Item(self.input.tag_source(image), error=str(exc))
+                continue
+            # a tag the shipped table calls implied is looked up too: the source's own
+            # implications (learnt now) may say otherwise, and interpret then uses it
+            seen.update(sifted.used)
+            seen.update(t for t, why in sifted.dropped if why.startswith(IMPLIED))
         for tag in sorted(seen):
             yield Item(tag)
 

@@ -33,6 +33,7 @@ from .tagroles import EMOTICONS, tag_info
 IMPLICATIONS_FILE = Path(__file__).resolve().parent.parent / "data" / "tag_implications.txt"
 
 JUNK = "junk"
+IMPLIED = "implied by"
 _MARKUP = re.compile(r"<\s*/?\s*[a-z!?][^>]*>?|\[/?(?:url|img|b|i|u|s|section|code|quote)\b|"
                      r"&(?:[a-z]+|#\d+);|\bjavascript:|\{\{|\}\}", re.IGNORECASE)
 _PATH = re.compile(r"(?:^|/)\.\.?/|^[/~]|\\|^[a-z]:[\\/]|/[\w.-]+\.\w{1,4}$", re.IGNORECASE)
@@ -176,7 +177,7 @@ def sift_tags(raw: Iterable[str], *, blacklist: Iterable[str] = (), drop_meta: b
         narrower = next((t for t in kept if t != tag and t not in gone
                          and tag in broader(t, facts)), None)
         if narrower is not None:
-            gone[tag] = f"implied by {narrower}"
+            gone[tag] = f"{IMPLIED} {narrower}"
     dropped += [(t, gone[t]) for t in kept if t in gone]
     order = {t: i for i, t in enumerate(dict.fromkeys(normalise(r) for r in raw))}
     dropped.sort(key=lambda d: order.get(d[0], len(order)))
