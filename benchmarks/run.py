@@ -45,6 +45,14 @@ Figures (ratios are the point; absolute numbers depend on the machine):
   (benchmarks/verifier_bench.py): the share of captions labelled unfaithful that it passes,
   and of captions labelled faithful that it fails. The held-out half was written before the
   verifier was tuned and no test uses it.
+- interpret_calls_per_image: chat requests the interpret stage asks for per image (candidates,
+  asked for one at a time until one passes the verifier, plus any shortening), with the
+  embedded default on the sample folder images/ from a cold cache; the tags and interrogate
+  stages run first, apart, so their calls are not counted. interpret_candidates_per_image
+  lists each image's candidate count (from NAME.json), interpret_candidate_calls_per_image
+  their mean and interpret_shorten_calls the rest (a caption over max_clip_tokens is
+  shortened once). Transport retries (timeouts of a busy embedded server) are not calls the
+  stage asked for: interpret_call_retries counts them apart. Goal <= 1.2.
 Results also go to benchmarks/results.json.
 """
 
@@ -409,6 +417,38 @@ def bench_verifier(results: dict) -> None:
     from verifier_bench import load_cases, rates
 
     results.update(rates(load_cases()))
+def bench_interpret_calls(tmp: Path, results: dict) -> None:
+    """The embedded default on a copy of the sample folder: interpret's requests per image."""
+    project = Path(tempfile.mkdtemp(dir=tmp, prefix="calls"))
+    for name in ("images", "data", "templates"):
+        shutil.copytree(ROOT / name, project / name)
+    shutil.copy(ROOT / "config.ini", project / "config.ini")
+    import caption
+
+    base = ["--config", str(project / "config.ini"), "--quiet", "--set", "run.progress=false"]
+    code = caption.main(base + ["--only", "tags,interrogate"])
+    code = code or caption.main(base + ["--only", "interpret"])
+    summary = json.loads((project / "cache" / "summary-caption.json").read_text())
+    stats = summary["calls"]              # `calls` counts every attempt, retries included
+    calls = stats["calls"] - stats["retries"] + stats["cache_hits"]
+    results["interpret_call_retries"] = stats["retries"]
+    images = sorted(p.stem for p in (project / "images").iterdir() if p.suffix != ".txt")
+    metas = {name: json.loads((project / "captions" / f"{name}.json").read_text())
+             for name in images if (project / "captions" / f"{name}.json").exists()}
+    if code != 0 or len(metas) != len(images):
+        results["interpret_calls_error"] = (f"caption.py exited {code} with {len(metas)} of "
+                                            f"{len(images)} images captioned")
+        return
+    candidates = {n: len(m["candidates"]) for n, m in metas.items()}
+    results["interpret_calls_per_image"] = round(calls / len(images), 3)
+    results["interpret_candidate_calls_per_image"] = round(sum(candidates.values()) / len(images), 3)
+    results["interpret_shorten_calls"] = calls - sum(candidates.values())
+    results["interpret_candidates_per_image"] = candidates
+    results["interpret_calls_fallbacks"] = sum("fallback" in m["flags"] for m in metas.values())
+    results["interpret_rejected_candidates"] = {      # why a second call was needed
+        n: [f"{c['caption']} -- {'; '.join(c['reasons'])}" for c in m["candidates"] if not c["passed"]]
+        for n, m in metas.items() if any(not c["passed"] for c in m["candidates"])}
+    results["interpret_captions"] = {n: m["caption"] for n, m in metas.items()}
 
 
 def main() -> int:
@@ -416,7 +456,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small samples (the 2k/20k memory runs stay)")
     parser.add_argument("--skip", default="", help="comma-separated groups to skip: "
                         "saturation,saturation50,concurrency,upsample,sdxl,rss,rssrun,coverage,shards,"
-                        "quality,verifier")
+                        "quality,verifier,calls")
     parser.add_argument("--only", default="", help="comma-separated groups to run (the rest are skipped)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -439,6 +479,7 @@ def main() -> int:
             ("shards", lambda: bench_shards(tmp, 2000 if q else 20_000, results)),
             ("quality", lambda: bench_caption_quality(tmp, results)),
             ("verifier", lambda: bench_verifier(results)),
+            ("calls", lambda: bench_interpret_calls(tmp, results)),
         ]
         for name, fn in groups:
             if name in skip or (only and name not in only):

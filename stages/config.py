@@ -30,12 +30,16 @@ from typing import Any
 
 from .errors import ConfigError
 
+AUTO = Path("auto")
+
 
 def _key(default: Any, *, choices: tuple = (), min: float | None = None,
          max: float | None = None, path: bool = False, pattern: str = "",
-         describe: str = "") -> Any:
+         describe: str = "", auto: tuple[str, str] = ()) -> Any:
+    """`auto` (path keys): the value `auto` names the first file for the embedded LLM server
+    and the second for any other; load_config resolves it."""
     meta = {"choices": choices, "min": min, "max": max, "path": path, "pattern": pattern,
-            "describe": describe}
+            "describe": describe, "auto": auto}
     if isinstance(default, (list, tuple)):
         return field(default=tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -126,6 +130,7 @@ class TagsConfig:
     retries: int = _key(4, min=0, max=20)
     blacklist: tuple[str, ...] = _key(())
     drop_meta: bool = _key(True)
+    drop_copyright: bool = _key(True)
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,8 @@ class InterrogateConfig:
 @dataclass(frozen=True)
 class InterpretConfig:
     skip: bool = _key(False)
-    template: Path = _key(Path("templates/interpret.txt"), path=True)
+    template: Path = _key(AUTO, path=True, auto=("templates/interpret.txt",
+                                                 "templates/interpret_full.txt"))
     shorten_template: Path = _key(Path("templates/shorten.txt"), path=True)
     candidates: int = _key(3, min=1, max=16)
     trigger_words: tuple[str, ...] = _key(())
@@ -391,7 +397,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None,
         if section not in SECTIONS:
             raise ConfigError(f"--set {section}.{key}: unknown section [{section}]; "
                               "accepted sections: " + ", ".join(SECTIONS))
-    cfg = Config(source=path, **sections)
+    cfg = _resolve_auto(Config(source=path, **sections), base_file)
     _cross_checks(cfg)
     return cfg
 
@@ -418,13 +424,38 @@ def _build_section(path: Path, name: str, cls: type, raw: dict, base_file: Path,
         if problem:
             raise ConfigError(f"{where} = {value.strip()!r}: {problem}; expected "
                               + _describe_type(tp, meta))
-        if meta.get("path") and not converted.is_absolute():
+        if meta.get("path") and not converted.is_absolute() and not _is_auto(converted, meta):
             converted = (base_file if origin == "file" else base_set) / converted
         values[key] = converted
     for key, f in fields.items():
-        if key not in values and f.metadata.get("path") and not f.default.is_absolute():
+        if (key not in values and f.metadata.get("path") and not f.default.is_absolute()
+                and not _is_auto(f.default, f.metadata)):
             values[key] = base_file / f.default
     return cls(**values)
+
+
+def _is_auto(value: Any, meta: Any) -> bool:
+    return bool(meta.get("auto")) and value == AUTO
+
+
+def embedded_llm(cfg: Config) -> bool:
+    """Whether the LLM is the embedded llama.cpp server (llm.base_url = local)."""
+    return cfg.llm.backend == "openai" and cfg.llm.base_url == ("local",)
+
+
+def _resolve_auto(cfg: Config, base_file: Path) -> Config:
+    """Path keys set to `auto` become the file their metadata names for this LLM server, so
+    that the chosen file (its text) is what enters keys and provenance."""
+    for name in SECTIONS:
+        section = getattr(cfg, name)
+        changes = {}
+        for f in dataclasses.fields(section):
+            if _is_auto(getattr(section, f.name), f.metadata):
+                embedded, other = f.metadata["auto"]
+                changes[f.name] = base_file / (embedded if embedded_llm(cfg) else other)
+        if changes:
+            cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(section, **changes)})
+    return cfg
 
 
 def _cross_checks(cfg: Config) -> None:

@@ -8,14 +8,21 @@ next run redoes it; it can never leave a caption that looks hand-written. A capt
 was not written by this stage, or was edited by hand after, is never replaced unless
 `interpret.overwrite = true`.
 
-Faithfulness does not rest on the model: `interpret.candidates` captions are sampled (the
-server's parallel slots answer them together) and cut to their first sentence; the verifier
-(stages/language/verify.py) checks each against its evidence (tags, summaries, vision answer,
-trigger words, the templates it must not copy) and the best passing one is kept. When none
-passes, a caption composed from the tags alone (stages/language/compose.py) is written and flagged
-`fallback`; a written caption that itself fails the verifier is flagged `doubted`. Every
-verdict (with the words it doubted), the flags, the written caption's `doubted` words and
-its score go into NAME.json.
+Faithfulness does not rest on the model: a candidate caption is asked for, cut to its first
+sentence and checked by the verifier (stages/language/verify.py) against its evidence (the
+sifted tags, summaries, vision answer, trigger words, the templates it must not copy); the
+next candidate (another sample index, so another cache entry) is asked for only when it
+fails, up to `interpret.candidates`. A good first answer costs one call. (One request
+carrying several samples with the `n` parameter is not used: llama.cpp's server and many
+others ignore it, and a cached answer is one sample.) When none passes, a caption composed
+from the tags alone (stages/language/compose.py) is written and flagged `fallback`; a written
+caption that itself fails the verifier is flagged `doubted`. Every verdict (with the words it
+doubted), the flags, the written caption's `doubted` words and its score go into NAME.json.
+
+`interpret.template = auto` picks templates/interpret.txt (short: the composed draft only)
+for the embedded server and templates/interpret_full.txt (tags, what each means, the vision
+answer, the draft) for any other; the config resolves it, so the chosen file's text is what
+enters the keys.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from .language.verify import Evidence, best, confident_vision, verify
 from .language.words import first_sentence
 from .stage import Declaration, Item, Stage, StageReport
 from .store import atomic_write_json, atomic_write_text, read_json, sha256_bytes, sha256_text
-from .tagstore import TagStore, definitions_for, summaries_for
+from .tagstore import TagStore, definitions_for, facts_for, summaries_for
 
 PLACEHOLDERS = {"subject", "draft", "tags", "summaries", "vision", "trigger", "max_tokens"}
 FALLBACK = "fallback"
@@ -84,12 +91,14 @@ def decoded_before(cache: Path, item: Item, source: ImageInput) -> bool:
 
 class InterpretStage(Stage):
     name = "interpret"
-    version = 4            # 2: candidates checked by the verifier; composed fallback; 3: verifier
+    version = 5            # 2: candidates checked by the verifier; composed fallback; 3: verifier
                            # rules: % signs, compound heads, counts, summary words; fallback
                            # reasons; vision_guess flag; 4: the strict verifier (doubted words)
+                           # 5: sifted tags (tags_used, tags_dropped), lazy candidates,
+                           # count-neutral composing
     llm_bound = True
     chat_params = {"max_tokens": 120}
-    tallies = ("fallbacks", "over_limit")
+    tallies = ("fallbacks", "over_limit", "calls")
 
     @classmethod
     def declare(cls, cfg: Config) -> Declaration:
@@ -100,7 +109,7 @@ class InterpretStage(Stage):
             config=("interpret.template", "interpret.shorten_template", "interpret.candidates",
                     "interpret.trigger_words",
                     "interpret.max_clip_tokens", "interpret.write_beside_images") + beside,
-            reads=("tags.blacklist", "tags.drop_meta") + reads, backends=("chat",),
+            reads=("tags.blacklist", "tags.drop_meta", "tags.drop_copyright") + reads, backends=("chat",),
             operational=("interpret.overwrite", "interrogate.max_pixels") + operational
             + (() if beside else ("interpret.beside_extension",)))
 
@@ -126,7 +135,9 @@ class InterpretStage(Stage):
         tag_store = TagStore(self.cfg.paths.cache / "tags.json")
         self.store = tag_store.load(read_only=self.ctx.options.dry_run)
         self.moved_aside = tag_store.moved_aside
+        self.facts = facts_for(self.store)
         self.over_limit = 0
+        self.calls = 0                # candidate requests made (or answered from the cache)
         self.kept = 0
         self.reviewed = 0             # accepted or edited in the review page: kept
         self.rejected = 0             # rejected in the review page: not captioned
@@ -200,9 +211,11 @@ class InterpretStage(Stage):
         return artifact(self.cfg.paths.cache / "interpret", item_id, ".json")
 
     def inputs(self, item: Item) -> dict:
-        """Tags (after hygiene), their summaries and the vision answer: the texts the caption
-        is made from, as they are on disk now."""
-        tags = self.input.tags(item)
+        """Tags (sifted: stages/language/tagsift.py), their summaries and the vision answer:
+        the texts the caption is made from, as they are on disk now; and the dropped tags
+        with their reasons."""
+        sifted = self.input.sift(item, self.facts)
+        tags = sifted.used
         record = interrogation(self.cfg.paths.cache, item.id)
         digest = self.input.digest(item, record)
         if record is not None and record.get("image_sha256") != digest:
@@ -212,7 +225,9 @@ class InterpretStage(Stage):
             where = artifact(self.cfg.paths.cache / "interrogate", item.id, ".json")
             raise ItemError(f"the vision answer in {where} describes an earlier version of this "
                             "image; run the interrogate stage again (see its failures)")
-        return {"image_sha256": digest, "tags": tags, "summaries": summaries_for(tags, self.store),
+        return {"image_sha256": digest, "tags": tags, "tags_used": tags,
+                "tags_dropped": sifted.dropped_records(),
+                "summaries": summaries_for(tags, self.store),
                 "definitions": definitions_for(tags, self.store),
                 "vision": (record or {}).get("answer", ""),
                 "vision_backend": ((record or {}).get("vision") or {}).get("backend", "")}
@@ -304,11 +319,14 @@ class InterpretStage(Stage):
         messages = self.template.render(
             **prompt_fields(evidence), trigger=", ".join(c.trigger_words) or "(none)",
             max_tokens=str(c.max_clip_tokens))
-        answers = await asyncio.gather(*(
-            chat.chat(messages, template_hash=self.template.hash, sample=i, **self.chat_overrides())
-            for i in range(c.candidates)))
-        verdicts = [verify(fix_articles(first_sentence(tidy_caption(a.text))), evidence)
-                     for a in answers]
+        verdicts = []
+        for i in range(c.candidates):         # lazily: the next only when this one fails
+            answer = await chat.chat(messages, template_hash=self.template.hash, sample=i,
+                                     **self.chat_overrides())
+            verdicts.append(verify(fix_articles(first_sentence(tidy_caption(answer.text))), evidence))
+            if verdicts[-1].passed:
+                break
+        self.calls += len(verdicts)
         chosen, flags = best(verdicts), []
         if chosen is not None:
             caption, tokens, shortened = await self._fit(chosen.caption, evidence)
@@ -339,7 +357,8 @@ class InterpretStage(Stage):
             "candidates": [v.as_dict() for v in verdicts], "doubted": verdict.doubted,
             "clip_tokens": tokens, "over_limit": over, "shortened": shortened, **inputs,
             "trigger_words": list(c.trigger_words), "llm": chat.identity(**self.chat_overrides()),
-            "templates": {"interpret": self.template.hash, "shorten": self.shorten.hash},
+            "templates": {"interpret": self.template.hash, "shorten": self.shorten.hash,
+                          "interpret_file": self.template.path.name},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     def _compose(self, inputs: dict) -> tuple[str, int]:
@@ -409,6 +428,8 @@ class InterpretStage(Stage):
             notes += self._write_shards(report)
         fallbacks = self.fallbacks + self.fallbacks_before
         over_limit = self.over_limit + self.over_limit_before
+        if self.calls and report.ok:
+            notes.append(f"{self.calls / report.ok:.2f} candidates asked for per caption")
         if fallbacks:
             earlier = f", {self.fallbacks_before} of them reused" if self.fallbacks_before else ""
             notes.append(f"{fallbacks} fallback captions composed from the tags (no candidate "

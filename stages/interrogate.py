@@ -32,7 +32,8 @@ class InterrogateStage(Stage):
         return Declaration(
             config=("interrogate.template", "interrogate.tags_hint") if asks else (),
             reads=(("tags.blacklist", "tags.drop_meta") if hint else ()) + reads,
-            backends=("vision",), operational=("interrogate.max_pixels",) + operational)
+            backends=("vision",), operational=("interrogate.max_pixels", "tags.drop_copyright")
+            + operational)             # hints are sifted without the tag store: no categories
 
     def prepare(self) -> None:
         self.input = ImageInput(self.cfg, self.ctx.options.shard)

@@ -19,6 +19,7 @@ import time
 from .config import Config
 from .errors import ItemError
 from .io.inputs import INPUT_ALL, ImageInput
+from .language.tagsift import IMPLIED
 from .language.text import tidy_caption
 from .stage import Declaration, Item, Stage, StageReport
 from .summary import FROM_DEFINITION, choose_summary, short_definition
@@ -29,8 +30,9 @@ FLUSH_EVERY = 50
 
 class TagsStage(Stage):
     name = "tags"
-    version = 4            # 2: definition only, short ones kept, grounded; 3: heading-first pages;
-                           # 4: DText id links (pool #1, topic #2, ...) dropped
+    version = 5            # 2: definition only, short ones kept, grounded; 3: heading-first pages;
+                           # 4: DText id links (pool #1, topic #2, ...) dropped; 5: definition
+                           # sections kept, tagging instructions dropped
     llm_bound = True
     chat_params = {"max_tokens": 80}
 
@@ -41,7 +43,7 @@ class TagsStage(Stage):
         return Declaration(
             config=("tags.template", "tags.include_tags_without_wiki", "tags.source"),
             reads=source, backends=("chat",),
-            operational=("tags.blacklist", "tags.drop_meta", "tags.user_agent",
+            operational=("tags.blacklist", "tags.drop_meta", "tags.drop_copyright", "tags.user_agent",
                          "tags.requests_per_second", "tags.timeout", "tags.retries", "llm.backoff")
             + INPUT_ALL)         # which tags exist, never what a tag's summary is
 
@@ -83,9 +85,14 @@ class TagsStage(Stage):
                 yield image
                 continue
             try:
-                seen.update(self.input.tags(image))
+                sifted = self.input.sift(image)
             except ItemError as exc:
                 yield Item(self.input.tag_source(image), error=str(exc))
+                continue
+            # a tag the shipped table calls implied is looked up too: the source's own
+            # implications (learnt now) may say otherwise, and interpret then uses it
+            seen.update(sifted.used)
+            seen.update(t for t, why in sifted.dropped if why.startswith(IMPLIED))
         for tag in sorted(seen):
             yield Item(tag)
 
@@ -118,7 +125,9 @@ class TagsStage(Stage):
         self.pending[tag] = {
             "status": answer.status, "wiki": wiki or None, "summary": summary,
             "made_by": made_by, "rejected": problems or None,
-            "post_count": answer.post_count, **self.wiki().identity(),
+            "post_count": answer.post_count, "category": answer.category,
+            "implies": list(answer.implies) if answer.implies is not None else None,
+            "other_names": list(answer.other_names) or None, **self.wiki().identity(),
             "model": self.backend("chat").model_id, "template": self.template.hash, "key": key,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if len(self.pending) >= FLUSH_EVERY:

@@ -107,6 +107,22 @@ def definitions_for(tags: list[str], store: dict[str, dict]) -> dict[str, str]:
     return _known(tags, store, "wiki")
 
 
+def facts_for(store: dict[str, dict]):
+    """What the tag source said about each stored tag beyond its text (category, implied
+    tags, other names), for stages/language/tagsift.py."""
+    from .language.tagsift import TagFacts
+
+    category, implies, other = {}, {}, {}
+    for tag, entry in store.items():
+        if entry.get("category"):
+            category[tag] = str(entry["category"])
+        if isinstance(entry.get("implies"), list):
+            implies[tag] = tuple(str(t) for t in entry["implies"])
+        if isinstance(entry.get("other_names"), list):
+            other[tag] = tuple(str(t) for t in entry["other_names"])
+    return TagFacts(category=category, implies=implies, other_names=other)
+
+
 def _known(tags: list[str], store: dict[str, dict], field: str) -> dict[str, str]:
     out = {}
     for tag in tags:

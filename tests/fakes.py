@@ -16,9 +16,15 @@ __all__ = ["FakeDanbooru", "FakeOpenAI", "Fault", "LocalServer", "QuickHandler",
 class FakeDanbooru(LocalServer):
     """Danbooru's /tags.json and /wiki_pages/NAME.json from a dict; logs raw request paths."""
 
-    def __init__(self, wiki: dict[str, str], posts: dict[str, int] | None = None):
+    def __init__(self, wiki: dict[str, str], posts: dict[str, int] | None = None, *,
+                 categories: dict[str, int] | None = None,
+                 implications: dict[str, list[str]] | None = None,
+                 other_names: dict[str, list[str]] | None = None):
         self.wiki = wiki                      # danbooru names (underscores) -> body
         self.posts = posts or {}
+        self.categories = categories or {}    # name -> danbooru category number
+        self.implications = implications or {}   # antecedent -> consequents (active)
+        self.other_names = other_names or {}
         self.paths: list[str] = []
         self.agents: list[str] = []
         self.fail: dict[str, deque] = {}      # name -> statuses to answer first
@@ -46,8 +52,16 @@ class FakeDanbooru(LocalServer):
                 parts = urlsplit(self.path)
                 if parts.path == "/tags.json":
                     name = parse_qs(parts.query).get("search[name_matches]", [""])[0]
-                    found = [{"name": name, "post_count": fake.posts[name]}] if name in fake.posts else []
+                    known = name in fake.posts or name in fake.categories
+                    found = [{"name": name, "post_count": fake.posts.get(name, 1),
+                              "category": fake.categories.get(name, 0)}] if known else []
                     self._send(200, found)
+                    return
+                if parts.path == "/tag_implications.json":
+                    query = parse_qs(parts.query)
+                    name = query.get("search[antecedent_name]", [""])[0]
+                    self._send(200, [{"antecedent_name": name, "consequent_name": c,
+                                      "status": "active"} for c in fake.implications.get(name, [])])
                     return
                 if parts.path.startswith("/wiki_pages/") and parts.path.endswith(".json"):
                     name = unquote(parts.path[len("/wiki_pages/"):-len(".json")])
@@ -56,7 +70,8 @@ class FakeDanbooru(LocalServer):
                         self._send(queue.popleft(), {"error": "injected"})
                         return
                     if name in fake.wiki:
-                        self._send(200, {"title": name, "body": fake.wiki[name]})
+                        self._send(200, {"title": name, "body": fake.wiki[name],
+                                         "other_names": fake.other_names.get(name, [])})
                     else:
                         self._send(404, {"success": False, "message": "not found"})
                     return

@@ -78,7 +78,8 @@ def world(tmp_path_factory):
     (cache / "interrogate").mkdir(parents=True)
     (cache / "tags.json").write_text(json.dumps({"version": 1, "tags": {
         "cat": {"summary": "A small furry pet.", "key": "k"},
-        "animal": {"summary": "A living creature.", "key": "k"}}}))
+        "animal": {"summary": "A living creature.", "key": "k",
+                   "category": "copyright"}}}))     # so that tags.drop_copyright changes keys
     from stages.store import sha256_file
 
     (cache / "interrogate" / "cat.json").write_text(json.dumps({

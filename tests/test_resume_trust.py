@@ -222,8 +222,10 @@ def run_killed_at(project: Path, url: str, point: str, *sets: str) -> subprocess
 def first_caption(request: dict) -> str:
     """A caption that passes the verifier: the draft the interpret template sends, reworded."""
     content = request["messages"][-1]["content"]
-    if isinstance(content, str) and content.startswith("Notes: "):
-        return content[len("Notes: "):].split("\n", 1)[0].replace(" with ", " beside ") + "."
+    marker = "Draft from the tags: "    # the full template (not embedded)
+    if isinstance(content, str) and (content.startswith("Notes: ") or marker in content):
+        draft = content.split(marker, 1)[1] if marker in content else content[len("Notes: "):]
+        return draft.split("\n", 1)[0].replace(" with ", " beside ") + "."
     return "A picture."
 
 

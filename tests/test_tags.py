@@ -13,7 +13,7 @@ import caption
 from stages.backends.wiki import clean_dtext, definition
 from stages.summary import choose_summary
 
-TAG_TEXT = "1girl, long_hair, ^_^, c++_(language), ../../etc/passwd, 猫耳, rating:general"
+TAG_TEXT = "1girl, long_hair, ^_^, c++_(language), cat_ears, ../../etc/passwd, 猫耳, rating:general"
 
 
 def summary_reply(request: dict) -> str:
@@ -60,7 +60,7 @@ def test_danbooru_source_encodes_names_and_caches_definitive_answers(project):
     wiki = {"1girl": "An image with exactly one girl.", "long_hair": LONG_HAIR_PAGE,
             "c++_(language)": "h4. Language\nA programming language."}
     with FakeOpenAI(summary_reply) as llm, FakeDanbooru(wiki) as booru:
-        booru.fail["猫耳"] = deque([500, 500, 500])       # transient: never cached
+        booru.fail["cat_ears"] = deque([500, 500, 500])   # transient: never cached
         code = run_tags(project, llm, "tags.source=danbooru", f"tags.url={booru.url}")
         assert code == 1                                   # one tag failed after retries
         entries = store(project)
@@ -76,23 +76,27 @@ def test_danbooru_source_encodes_names_and_caches_definitive_answers(project):
         assert len(sent) == 1 and "reaches past the shoulders" in sent[0]
         for leak in ("post #", "h4", "See also", "very long hair", "wikipedia", "sleeves", "section"):
             assert leak not in sent[0]
+        # a face beside a person is looked up; junk, translations and meta tags are not
         assert entries["^_^"]["status"] == "no_wiki" and entries["^_^"]["summary"] is None
         assert "猫耳" not in entries and "rating:general" not in entries
+        assert not any("passwd" in tag for tag in entries)
         wiki_paths = [p for p in booru.paths if p.startswith("/wiki_pages/")]
         assert "/wiki_pages/c%2B%2B_%28language%29.json" in wiki_paths
-        assert "/wiki_pages/..%2F..%2Fetc%2Fpasswd.json" in wiki_paths
-        assert "/wiki_pages/%E7%8C%AB%E8%80%B3.json" in wiki_paths
+        assert not any("passwd" in p or "%E7%8C%AB" in p for p in booru.paths)
         assert all(agent.startswith("tagcap/") for agent in booru.agents)
         calls = len(llm.chat_requests)
         # Rerun: only the transiently failed tag is asked again, and now it answers.
-        booru.wiki["猫耳"] = "Cat ears worn by a person. Often part of a headband."
+        booru.wiki["cat_ears"] = "Cat ears worn by a person. Often part of a headband."
         before = len(booru.paths)
         assert run_tags(project, llm, "tags.source=danbooru", f"tags.url={booru.url}") == 0
-        assert booru.paths[before:] == ["/wiki_pages/%E7%8C%AB%E8%80%B3.json"]
+        asked = booru.paths[before:]
+        assert [p for p in asked if p.startswith("/wiki_pages/")] == ["/wiki_pages/cat_ears.json"]
+        assert all("cat_ears" in p for p in asked)
         assert len(llm.chat_requests) == calls + 1
         # Third run: nothing to do, no request anywhere.
+        after = len(booru.paths)
         assert run_tags(project, llm, "tags.source=danbooru", f"tags.url={booru.url}") == 0
-        assert len(booru.paths) == before + 1 and len(llm.chat_requests) == calls + 1
+        assert len(booru.paths) == after and len(llm.chat_requests) == calls + 1
     assert not list(project.rglob("passwd*"))
 
 
@@ -164,6 +168,39 @@ def test_definition_is_the_prose_before_the_first_heading():
     assert definition("h4. Language\nA programming language.\nh4. See also\n* [[c]]") == (
         "A programming language.")
     assert definition("h4. See also\nThe [[cat]] page and the dog page.") == ""
+
+
+@pytest.mark.parametrize("body, expected", [
+    # the page's definition sits in a collapsed section: its prose is the definition
+    ("[section=Definition]A hat with a wide brim.[/section]\nh4. See also\n* [[cap]]",
+     "A hat with a wide brim."),
+    ("[expand=Description]Shoes with laces.[/expand]\n[section=Not To Be Confused With]"
+     "* [[boots]][/section]", "Shoes with laces."),
+    # no prose outside sections: the first section that is not links or a gallery
+    ("[section=Gallery]!post #1[/section]\n[section]Footwear with a heel.[/section]",
+     "Footwear with a heel."),
+    ("[section=Gallery]!post #1[/section]", ""),
+    # prose outside a section wins; other sections stay dropped
+    ("A cat. [section=Examples]A dog.[/section]", "A cat."),
+    # tagging instructions are not the definition
+    ("Footwear worn on the feet. To tag the colour, use tags like [[red footwear]]. "
+     "Do not use this tag for socks.", "Footwear worn on the feet."),
+    ("A hat. Use [[cap]] instead for peaked hats. It shades the eyes.", "A hat. It shades the eyes."),
+    ("This tag is for pictures of boats on water.", "This tag is for pictures of boats on water."),
+])
+def test_definition_sections_and_instructions(body, expected):
+    assert definition(body) == expected
+
+
+def test_a_definition_section_on_danbooru_is_found_not_no_wiki(project):
+    setup_folder(project, "hat")
+    page = "[section=Definition]A head covering with a brim. To tag the colour, use tags like " \
+           "[[red headwear]].[/section]"
+    with FakeOpenAI(summary_reply) as llm, FakeDanbooru({"hat": page}) as booru:
+        assert run_tags(project, llm, "tags.source=danbooru", f"tags.url={booru.url}") == 0
+    entry = store(project)["hat"]
+    assert entry["status"] == "found" and entry["wiki"] == "A head covering with a brim."
+    assert entry["summary"] == "A head covering with a brim."
 
 
 @pytest.mark.parametrize("answer, made_by, summary", [

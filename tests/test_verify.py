@@ -152,7 +152,8 @@ def test_interpret_keeps_the_best_candidate_and_flags_fallbacks(project, capsys)
 
     with FakeOpenAI(reply) as server:
         args = ["--config", str(project / "config.ini"), "--only", "interpret",
-                "--set", "interrogate.skip=true"]
+                "--set", "interrogate.skip=true",       # the short template, with its example
+                "--set", f"interpret.template={project / 'templates' / 'interpret.txt'}"]
         for item in llm_overrides(server.url):
             args += ["--set", item]
         assert caption.main(args) == 0
@@ -173,7 +174,8 @@ def test_interpret_keeps_the_best_candidate_and_flags_fallbacks(project, capsys)
     # a rerun reuses both captions and still counts the fallback among them
     with FakeOpenAI(reply) as server:
         args = ["--config", str(project / "config.ini"), "--only", "interpret",
-                "--set", "interrogate.skip=true"]
+                "--set", "interrogate.skip=true",
+                "--set", f"interpret.template={project / 'templates' / 'interpret.txt'}"]
         for item in llm_overrides(server.url):
             args += ["--set", item]
         assert caption.main(args) == 0

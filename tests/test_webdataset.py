@@ -286,7 +286,7 @@ def test_listing_keys_tags_from_json_and_patterns(tmp_path):
 
     class View:                           # what ImageInput reads of a config
         class tags:
-            blacklist, drop_meta = (), True
+            blacklist, drop_meta, drop_copyright = (), True, True
 
     source = ImageInput.__new__(ImageInput)
     source.dataset, source.columns, source.cfg = True, InputColumns(tags_json_field="tags"), View

@@ -26,6 +26,21 @@ class WikiAnswer:
     status: str                 # found | no_wiki | below_min_posts
     text: str = ""
     post_count: int | None = None
+    category: str | None = None          # general | artist | copyright | character | meta
+    implies: tuple[str, ...] | None = None   # broader tags, transitively; None: not known
+    other_names: tuple[str, ...] = ()    # the tag's names in other languages
+
+
+# Danbooru's tag categories by number.
+CATEGORIES = {0: "general", 1: "artist", 3: "copyright", 4: "character", 5: "meta"}
+MAX_IMPLICATION_DEPTH = 4
+
+
+def our_name(name: str) -> str:
+    """Danbooru's spelling ('long_hair') in our cleaned form ('long hair')."""
+    from ..language.tagging import normalise
+
+    return normalise(name)
 
 
 def api_name(tag: str) -> str:
@@ -39,6 +54,21 @@ _DROP_BLOCKS = re.compile(
     r"\[(section|expand|table|code|nodtext|tn)(?:[=\s][^\]]*)?\].*?(?:\[/\1\]|\Z)"
     r"|<(section|expand|table|code|nodtext|tn)(?:[=\s][^>]*)?>.*?(?:</\2>|\Z)",
     re.IGNORECASE | re.DOTALL)
+# A collapsed section that holds the page's definition: its prose is kept, the markup dropped.
+_DEFINITION_SECTION = re.compile(
+    r"\[(section|expand)=\s*(?:definition|description|overview|summary|about|meaning)\s*\]"
+    r"(.*?)(?:\[/\1\]|\Z)", re.IGNORECASE | re.DOTALL)
+_ANY_SECTION = re.compile(r"\[(section|expand)(?:=([^\]]*))?\](.*?)(?:\[/\1\]|\Z)",
+                          re.IGNORECASE | re.DOTALL)
+_NOT_DEFINITION = re.compile(r"see also|external link|related|confused|gallery|example|"
+                             r"trivia|list|note", re.IGNORECASE)
+# Sentences that tell taggers what to do rather than say what the tag means.
+_INSTRUCTION = re.compile(
+    r"\bto tag\b|\buse (?:the )?tags?\b|\btags? (?:such as|like)\b|\buse \S+(?: \S+)? instead\b"
+    r"|\b(?:do not|don't|never) (?:use|tag|add)\b|\bshould (?:not )?be tagged\b"
+    r"|\b(?:tag|tagged) (?:it |them |this |these )?(?:as|with)\b|\bplease\b",
+    re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(\[])")
 _HEADING = re.compile(r"^\s*h[1-6](?:#[\w-]+)?\.\s", re.IGNORECASE | re.MULTILINE)
 # Embeds (`!post #1`, `thumb #2`, `!asset #3`) and DText's id links to site records
 # (`pool #12`, `topic #345/p2`, `comment #9`, ...): references, not definition prose.
@@ -108,6 +138,9 @@ def definition(body: str, limit: int = 1500) -> str:
     embedded posts are left out, so the summariser reads only what the tag means.
     """
     text = html.unescape(body.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _DEFINITION_SECTION.sub(lambda m: "\n" + m.group(2) + "\n", text)
+    if not clean_dtext(_HEADING.sub("", text), limit=len(text) + 1).strip():
+        text = _first_section(text)
     text = _DROP_BLOCKS.sub("\n", text)
     heading = _HEADING.search(text)
     if heading and not clean_dtext(text[:heading.start()]).strip():
@@ -120,7 +153,7 @@ def definition(body: str, limit: int = 1500) -> str:
         text = "" if links_only else section
     elif heading:
         text = text[:heading.start()]
-    prose = " ".join(clean_dtext(text, limit=len(text) + 1).split("\n"))
+    prose = without_instructions(" ".join(clean_dtext(text, limit=len(text) + 1).split("\n")))
     if len(prose) <= limit:
         return prose
     cut = prose[:limit]
@@ -128,11 +161,34 @@ def definition(body: str, limit: int = 1500) -> str:
     return cut[:end + 1] if end > 0 else cut.rstrip()
 
 
+def _first_section(text: str) -> str:
+    """For a page whose only prose sits in collapsed sections: the first section that is not
+    a list of links, examples or look-alikes, unwrapped (its prose is the definition)."""
+    for match in _ANY_SECTION.finditer(text):
+        title = (match.group(2) or "").strip()
+        if not _NOT_DEFINITION.search(title) and clean_dtext(match.group(3)).strip():
+            return match.group(3)
+    return text
+
+
+def without_instructions(prose: str) -> str:
+    """The definition without sentences that instruct taggers ("To tag the colour, use tags
+    like red footwear."; "Do not use this tag for ..."): they say how to tag, not what the
+    picture shows, and their tag names would read as facts."""
+    sentences = _SENTENCE_END.split(prose)
+    return " ".join(s for s in sentences if not _INSTRUCTION.search(s)).strip()
+
+
 class FileWiki:
-    """Tag -> wiki text from a JSON object or JSON-lines file (offline source)."""
+    """Tag -> wiki text from a JSON object or JSON-lines file (offline source).
+
+    A value is the wiki text, or an object {"wiki": text, "implies": [broader tags],
+    "category": "copyright" | "meta" | ..., "other_names": [names in other languages]}
+    (JSONL rows carry the same fields beside "tag")."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.facts: dict[str, dict] = {}
         self.entries = self._load()
 
     def _load(self) -> dict[str, str]:
@@ -153,21 +209,41 @@ class FileWiki:
                               f"'tag' and 'wiki' fields): {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a JSON object of tag -> wiki text")
-        return {str(k).strip().lower().replace("_", " "): str(v) for k, v in data.items()}
+        if self.path.suffix == ".jsonl":
+            data = {row["tag"]: {k: v for k, v in row.items() if k != "tag"} for row in rows}
+        entries = {}
+        for key, value in data.items():
+            tag = str(key).strip().lower().replace("_", " ")
+            if isinstance(value, dict):
+                self.facts[tag] = {k: value[k] for k in ("implies", "category", "other_names")
+                                   if k in value}
+                value = value.get("wiki") or ""
+            entries[tag] = str(value)
+        return entries
 
     def identity(self) -> dict:
         """Where answers come from; the text itself is part of each tag's key (`text`)."""
         return {"source": "file"}
 
     def text(self, tag: str) -> str | None:
-        """The tag's wiki text as the file has it now, or None (no entry, or an empty one)."""
+        """The tag's wiki text as the file has it now, or None (no entry, or an empty one);
+        with its facts (implies, category, other names) when the file gives any, so that
+        editing them redoes the tag."""
         text = self.entries.get(tag) or self.entries.get(tag.replace("_", " "))
-        return text.strip() if text and text.strip() else None
+        text = text.strip() if text and text.strip() else None
+        facts = self.facts.get(tag)
+        return text if not facts else json.dumps({"wiki": text, **facts}, sort_keys=True)
 
     async def lookup(self, tag: str) -> WikiAnswer:
-        raw = self.text(tag)
+        raw = self.entries.get(tag, "").strip()
         text = definition(raw) if raw else ""
-        return WikiAnswer("found", text) if text else WikiAnswer("no_wiki")
+        facts = self.facts.get(tag, {})
+        implies = facts.get("implies")
+        extra = {"category": str(facts["category"]) if facts.get("category") else None,
+                 "implies": (tuple(our_name(str(t)) for t in implies)
+                             if isinstance(implies, list) else None),
+                 "other_names": tuple(our_name(str(t)) for t in facts.get("other_names") or ())}
+        return WikiAnswer("found", text, **extra) if text else WikiAnswer("no_wiki", **extra)
 
     def close(self) -> None:
         pass
@@ -191,7 +267,9 @@ class RateLimiter:
 
 
 class DanbooruWiki:
-    """Danbooru's JSON API: post counts from /tags.json, wiki text from /wiki_pages/NAME.json."""
+    """Danbooru's JSON API: post count and category from /tags.json, wiki text and other
+    names from /wiki_pages/NAME.json, implied tags from /tag_implications.json (followed to
+    MAX_IMPLICATION_DEPTH)."""
 
     def __init__(self, url: str, *, user_agent: str, timeout: float, retries: int,
                  requests_per_second: float, min_post_count: int, backoff: float = 1.0):
@@ -217,20 +295,44 @@ class DanbooruWiki:
 
     async def lookup(self, tag: str) -> WikiAnswer:
         name = api_name(tag)
-        posts = None
-        if self.min_post_count > 0:
-            status, data = await self._get("/tags.json", {"search[name_matches]": name})
-            match = next((t for t in data or [] if isinstance(t, dict) and t.get("name") == name), None)
-            posts = int(match.get("post_count", 0)) if match else 0
-            if posts < self.min_post_count:
-                return WikiAnswer("below_min_posts", post_count=posts)
+        status, data = await self._get("/tags.json", {"search[name_matches]": name})
+        match = next((t for t in data or [] if isinstance(t, dict) and t.get("name") == name), None)
+        posts = int(match.get("post_count", 0)) if match else 0
+        category = CATEGORIES.get(match.get("category")) if match else None
+        if self.min_post_count > 0 and posts < self.min_post_count:
+            return WikiAnswer("below_min_posts", post_count=posts, category=category)
+        implies = await self.implications(name)
+        facts = {"post_count": posts if match or self.min_post_count > 0 else None,
+                 "category": category, "implies": implies}
         status, page = await self._get(f"/wiki_pages/{urllib.parse.quote(name, safe='')}.json", None)
         if status == 404 or not isinstance(page, dict) or not str(page.get("body", "")).strip():
-            return WikiAnswer("no_wiki", post_count=posts)
+            return WikiAnswer("no_wiki", **facts)
+        others = page.get("other_names") if isinstance(page.get("other_names"), list) else []
+        facts["other_names"] = tuple(our_name(str(n)) for n in others if str(n).strip())
         text = definition(str(page["body"]))
         if not text:
-            return WikiAnswer("no_wiki", post_count=posts)     # headings and lists only
-        return WikiAnswer("found", text, post_count=posts)
+            return WikiAnswer("no_wiki", **facts)     # headings and lists only
+        return WikiAnswer("found", text, **facts)
+
+    async def implications(self, name: str) -> tuple[str, ...]:
+        """The tags `name` implies on danbooru (active implications), followed transitively
+        (motorcycle -> motor_vehicle -> ground_vehicle), in our spelling."""
+        found: list[str] = []
+        layer = [name]
+        for _ in range(MAX_IMPLICATION_DEPTH):
+            following = []
+            for antecedent in layer:
+                _, rows = await self._get("/tag_implications.json", {
+                    "search[antecedent_name]": antecedent, "search[status]": "active"})
+                for row in rows if isinstance(rows, list) else []:
+                    consequent = row.get("consequent_name") if isinstance(row, dict) else None
+                    if consequent and consequent != name and consequent not in found:
+                        found.append(consequent)
+                        following.append(consequent)
+            if not following:
+                break
+            layer = following
+        return tuple(our_name(t) for t in found)
 
     async def _get(self, path: str, params: dict | None) -> tuple[int, object]:
         import requests

@@ -92,15 +92,25 @@ def read_tag_text(image: Path) -> str | None:
 
 
 def read_tags(image: Path, cfg) -> list[str]:
-    """Cleaned tags from the image's NAME.txt ([] when there is none); reads tags.blacklist
-    and tags.drop_meta, which callers declare."""
-    from ..language.tagging import DEFAULT_META_TAGS, clean_tags, parse_tag_text
+    """The usable tags from the image's NAME.txt ([] when there is none); reads
+    tags.blacklist, tags.drop_meta and tags.drop_copyright, which callers declare."""
+    return sift_tag_file(image, cfg).used
+
+
+def sift_tag_file(image: Path, cfg, facts=None):
+    """The image's NAME.txt sifted (stages/language/tagsift.py): the tags a caption is made
+    from and the dropped ones with reasons; `facts` from the tag store when known."""
+    from ..language.tagging import parse_tag_text
 
     text = read_tag_text(image)
-    if text is None:
-        return []
-    drop = DEFAULT_META_TAGS if cfg.tags.drop_meta else ()
-    return clean_tags(parse_tag_text(text), blacklist=cfg.tags.blacklist, drop=drop)
+    return sift_raw(parse_tag_text(text) if text is not None else [], cfg, facts)
+
+
+def sift_raw(raw: list[str], cfg, facts=None):
+    from ..language.tagsift import sift_tags
+
+    return sift_tags(raw, blacklist=cfg.tags.blacklist, drop_meta=cfg.tags.drop_meta,
+                     drop_copyright=cfg.tags.drop_copyright, facts=facts)
 
 
 def artifact(root: Path, item_id: str, suffix: str) -> Path:

@@ -83,20 +83,23 @@ class ImageInput:
         return count_images(self.images)
 
     def tags(self, item: Item) -> list[str]:
-        """Cleaned tags (reads tags.blacklist and tags.drop_meta, which callers declare)."""
-        if not self.dataset:
-            from .folder import read_tags
+        """The usable tags (reads tags.blacklist, tags.drop_meta and tags.drop_copyright,
+        which callers declare)."""
+        return self.sift(item).used
 
-            return read_tags(item.data, self.cfg)
-        from ..language.tagging import DEFAULT_META_TAGS, clean_tags, parse_tag_text
+    def sift(self, item: Item, facts=None):
+        """The item's tags sifted: used ones and dropped ones with reasons
+        (stages/language/tagsift.py); `facts` from the tag store when known."""
+        from .folder import sift_raw, sift_tag_file
+
+        if not self.dataset:
+            return sift_tag_file(item.data, self.cfg, facts)
+        from ..language.tagging import parse_tag_text
         from .samples import tag_text
 
         raw = tag_text(item.data, self.columns)
-        if raw is None:
-            return []
-        drop = DEFAULT_META_TAGS if self.cfg.tags.drop_meta else ()
-        return clean_tags(parse_tag_text(raw) if isinstance(raw, str) else raw,
-                          blacklist=self.cfg.tags.blacklist, drop=drop)
+        raw = [] if raw is None else parse_tag_text(raw) if isinstance(raw, str) else list(raw)
+        return sift_raw(raw, self.cfg, facts)
 
     def tag_source(self, item: Item) -> str:
         """What a tag-reading failure names: the tag file, or the sample."""

@@ -1,7 +1,10 @@
 """The fallback caption: composed from the tags alone, so it cannot say what they do not.
 
 Used when no model candidate passes the verifier. Ordered subject -> worn and bodily
-details -> pose -> other objects -> setting -> framing, with booru tags turned into words
+details -> pose -> other objects -> setting -> framing. Booru tags do not count things, so
+nothing here states a number a count tag (`1girl`, `3boys`) does not give, and things a
+picture usually holds several of are bare plurals ("coins", "galaxies with stars"). Tags are
+turned into words
 ("1girl" -> "a woman" in a photo, "brown_hair" + "short_hair" -> "short brown hair", "o_o"
 -> "staring wide-eyed", "saber_(fate)" -> "saber"). Without tags it falls back to the
 subject the vision answer names.
@@ -16,6 +19,7 @@ from .tagroles import (
     POSES,
     TIME,
     TagInfo,
+    count_neutral,
     count_phrase,
     infos,
     is_person,
@@ -158,7 +162,7 @@ def _subject(info: TagInfo, found: list[TagInfo], tags: list[str],
     if kind is not None:
         words = (refined.words[: -len(info.words)] + kind.words).strip()
         used.append(kind)
-    return with_article(words), used
+    return count_neutral(TagInfo(refined.tag, refined.role, words, words.split()[-1])), used
 
 
 def _pose(info: TagInfo) -> str:
@@ -201,7 +205,7 @@ def compose(tags: list[str], vision: str = "", *, definitions: dict[str, str] | 
     details += [("pose", _pose(i)) for i in by_role.get("pose", [])]
     details += [("pose", EMOTICONS[i.tag]) for i in by_role.get("emoticon", []) if i.tag in EMOTICONS]
     details += [("object", count_phrase(i, photo)) for i in by_role.get("count", [])]
-    details += [("object", with_article(i.words)) for i in by_role.get("object", [])]
+    details += [("object", count_neutral(i)) for i in by_role.get("object", [])]
     details += [("setting", p) for p in _setting(by_role.get("setting", []))]
     details += [("time", TIME[i.words]) for i in times]
     details += [("framing", FRAMING_WORDS[i.words]) for i in by_role.get("framing", [])

@@ -1,7 +1,8 @@
 """Booru tag hygiene: parse tag files and normalise tags the way training captions need.
 
-Tags are data, never paths or markup: nothing here touches the file system, and a tag
-like `../../etc/passwd` or `<script>` is just an odd string that passes through unchanged.
+Tags are data, never paths or markup: nothing here touches the file system. A tag like
+`../../etc/passwd` or `<script>` is an odd string here; stages/language/tagsift.py drops it
+(with the other tags no caption should be made from) and says why.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ DEFAULT_META_TAGS = (
     "check_*", "bad_id", "bad_*_id", "md5_mismatch", "duplicate", "tagme", "revision",
     "jpeg_artifacts", "official_art", "artist_request", "character_request",
     "copyright_request", "image_sample", "third-party_edit", "variant_set", "photoshop_(medium)",
+    "animated", "animated_gif", "animated_png", "video", "sound", "has_audio", "looping_animation",
+    "webm", "mp4", "flash", "ai-generated", "ai-assisted", "paid_reward", "patreon_reward",
+    "bad_link", "pixiv_id_*", "user_request", "resolution_mismatch", "upscaled", "cropped_image",
 )
 
 MAX_TAG_LENGTH = 200            # longer is not a tag but pasted text; it is dropped, not cut
@@ -55,6 +59,16 @@ def is_emoticon(tag: str) -> bool:
         return False
     letters = set(_LETTER.findall(tag))
     return len(letters) == 1 or all(letter.isascii() for letter in letters)
+
+
+# Faces written without underscores (`:d`, `;)`, `:3`, `xd`): eyes, then a mouth of one or
+# two signs, or the mouth first (`d:`).
+_FACE = re.compile(r"^(?:[:;=]['-]?[\w()<>\[\]/\\|*@#$&]{1,2}|[\w()<>\[\]/\\|]{1,2}['-]?[:;=]|xd)$")
+
+
+def is_face(tag: str) -> bool:
+    """An emoticon: one with underscores (is_emoticon: `^_^`, `o_o`) or without (`:d`)."""
+    return is_emoticon(tag) or _FACE.match(tag) is not None
 
 
 def normalise(tag: str) -> str:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .tagging import is_emoticon
+from .tagging import is_face
 from .words import stem, tokens
 
 CONTENT_ROLES = ("count", "object", "wear", "body", "pose", "setting", "time")
@@ -70,7 +70,11 @@ stretching looking facing turning writing cooking climbing falling floating posi
 EMOTICONS = {"^_^": "smiling with closed eyes", "o_o": "staring wide-eyed", "0_0": "staring wide-eyed",
              ">_<": "with eyes squeezed shut", "-_-": "with half-closed eyes", ";_;": "teary-eyed",
              "t_t": "teary-eyed", "x_x": "with crossed-out eyes", "=_=": "with tired eyes",
-             "._.": "with a blank look", "u_u": "with a sleepy look", "^_^;": "smiling nervously"}
+             "._.": "with a blank look", "u_u": "with a sleepy look", "^_^;": "smiling nervously",
+             ":d": "smiling with an open mouth", ":)": "smiling", ":o": "with an open mouth",
+             ":p": "sticking out the tongue", ";d": "winking with an open-mouthed smile",
+             ";)": "winking", ":3": "with a cat-like smile", "xd": "laughing with eyes squeezed shut",
+             ":q": "licking the lips", ":<": "frowning", ":/": "with a wry mouth"}
 # Words that name the same thing as a tag, for coverage and for the subject check.
 EQUIVALENT = {"outdoors": {"outdoor", "outside", "open air"}, "indoors": {"indoor", "inside"},
               "day": {"daylight", "daytime", "sunlight", "sunny"}, "night": {"nighttime"},
@@ -80,6 +84,36 @@ EQUIVALENT = {"outdoors": {"outdoor", "outside", "open air"}, "indoors": {"indoo
 MASS = frozenset("""coffee tea water milk juice wine beer grass hair fur skin architecture scenery
 food foliage snow rain fire smoke sand light sunlight clothing furniture bread rice meat money
 text fog mist steam ice chocolate soup cream armor armour jewelry jewellery""".split())
+
+# Things a booru tag names in the singular that a picture almost always shows several of
+# (`coin` on a pile of 27 coins, `star (sky)`, `galaxy` on a deep field). Tags do not count,
+# so the composer says these count-neutrally, as bare plurals ("coins"), never "a coin".
+COLLECTIVE = frozenset("""coin star galaxy petal leaf bubble bead pearl gem feather snowflake
+sparkle raindrop firefly cherry berry grape pebble seashell confetti""".split())
+
+
+def plural(phrase: str) -> str:
+    """"coin" -> "coins", "galaxy" -> "galaxies", "leaf" -> "leaves" (the last word)."""
+    head, _, last = phrase.rpartition(" ")
+    if last.endswith("y") and last[-2:-1] not in tuple("aeiou"):
+        last = last[:-1] + "ies"
+    elif last.endswith(("s", "x", "ch", "sh")):
+        last += "es"
+    elif last.endswith("f") and last not in ("roof", "chief", "reef"):
+        last = last[:-1] + "ves"
+    elif last.endswith("fe"):
+        last = last[:-2] + "ves"
+    else:
+        last += "s"
+    return f"{head} {last}".strip()
+
+
+def count_neutral(info: TagInfo) -> str:
+    """A thing tag as the composer says it: bare plural for COLLECTIVE things, else with an
+    article ("a cup": one thing the picture is about)."""
+    if info.role in ("object", "setting") and info.words.split()[-1] in COLLECTIVE:
+        return plural(info.words)
+    return with_article(info.words)
 
 
 @dataclass(frozen=True)
@@ -96,7 +130,7 @@ def tag_info(tag: str) -> TagInfo:
     words = _QUALIFIER.sub("", tag).strip() if qualifier else tag
     if qualifier and qualifier.group(1).strip() == "medium":
         return TagInfo(tag, "medium", words, words)
-    if is_emoticon(tag):
+    if is_face(tag):
         return TagInfo(tag, "emoticon", tag, tag)
     parts = words.split(" of ")[0].split()
     head = parts[-1] if parts else words
