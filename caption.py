@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             review(args)
         if args.export and not args.dry_run:
             code = max(code, export(args))
+        if getattr(args, "owner_line", ""):
+            print(args.owner_line)        # the last line: where the captions are
         return code
 
     return main_guard(body)
@@ -76,15 +78,22 @@ def review(args) -> None:
 
         total, flagged = dataset_flags(cfg.paths.captions)
         if flagged:
-            config = f" --config {args.config}" if args.config else ""
             print(f"review: {flagged} of {total} captions flagged, to look at: python caption.py"
-                  f"{config} --review (accept, reject or edit them in the browser)")
+                  f"{where(args)} --review (accept, reject or edit them in the browser)")
         return
     done = review_page(cfg.paths.images, cfg.paths.captions,
                        cfg.paths.cache / "summary-caption.json", cfg.paths.cache / "interrogate",
                        clip_limit=cfg.interpret.max_clip_tokens)
     for line in review_lines(done, args):
         print(line)
+
+
+def where(args) -> str:
+    """The arguments that name this run's input and config, for a command to print."""
+    import shlex
+
+    said = f" {shlex.quote(args.input)}" if getattr(args, "input", None) else ""
+    return said + (f" --config {shlex.quote(args.config)}" if args.config else "")
 
 
 def review_lines(done, args) -> list[str]:
@@ -96,8 +105,7 @@ def review_lines(done, args) -> list[str]:
     lines = [f"review: {done.path} ({info.total} images, {info.flagged} flagged"
              + (f": {flags}" if flags else "") + (f"; {decided}" if decided else "") + ")"]
     if info.flagged:
-        config = f" --config {args.config}" if args.config else ""
-        lines.append(f"review: {info.flagged} captions to look at: python caption.py{config} "
+        lines.append(f"review: {info.flagged} captions to look at: python caption.py{where(args)} "
                      "--review (accept, reject or edit them in the browser)")
     if done.empty_tags:
         shown = ", ".join(done.empty_tags[:10])

@@ -82,7 +82,7 @@ def run_program(program: str, args: argparse.Namespace) -> int:
     for line in format_summary(ctx, reports):
         print(line, file=out)
     if owner:
-        print(owner, file=out)
+        args.owner_line = owner           # the program's last line (caption.py prints it after the review)
     failed = any(r.failed for r in reports)
     if options.dry_run:
         return 1 if failed else 0

@@ -70,8 +70,11 @@ def caption_images(project: Path, cases: dict[str, tuple[str | None, str, str]],
         return found[0] if found else ""      # a tag summary: the definition is used instead
 
     with FakeOpenAI(reply) as server:
+        # the short template: its last message holds this image's notes only (the full one,
+        # which `auto` picks for a server, also lists every tag's meaning)
         args = ["--config", str(project / "config.ini"), "--only", "tags,interpret",
-                "--set", "interrogate.skip=true"]
+                "--set", "interrogate.skip=true",
+                "--set", f"interpret.template={project / 'templates' / 'interpret.txt'}"]
         for item in llm_overrides(server.url):
             args += ["--set", item]
         assert caption.main(args) == 0

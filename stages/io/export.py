@@ -32,7 +32,7 @@ def captioned(cfg: Config, skipped: list[tuple[str, str]] | None = None) -> Iter
     Any other caption is left out, with its reason appended to `skipped`: a new image is
     never paired with an old caption. A caption with no NAME.json (written by hand) is
     exported as it is."""
-    from ..decisions import REJECTED, folder_decision
+    from ..decisions import KEEP, REJECTED, folder_decision
     from ..store import read_json, sha256_file
 
     skipped = skipped if skipped is not None else []
@@ -40,7 +40,8 @@ def captioned(cfg: Config, skipped: list[tuple[str, str]] | None = None) -> Iter
     for item in image_items(cfg.paths.images):
         if item.error:
             continue                  # a clash or an unreadable folder: it has no caption
-        if folder_decision(cfg.paths.captions, item.id) == REJECTED:
+        decision = folder_decision(cfg.paths.captions, item.id)
+        if decision == REJECTED:
             continue                  # rejected in the review page: not in the dataset
         txt = artifact(cfg.paths.captions, item.id, ".txt")
         if not txt.exists():
@@ -56,10 +57,13 @@ def captioned(cfg: Config, skipped: list[tuple[str, str]] | None = None) -> Iter
         tags = read_tags(item.data, cfg)
         if isinstance(meta, dict) and meta.get("image_sha256"):
             if sha256_file(item.data) != meta["image_sha256"]:
-                skipped.append((item.id, "the image changed after its caption was written; run "
-                                "caption.py first"))
+                fix = ("its review decision was about the old picture: decide again in caption.py "
+                       "--review" if decision in KEEP else "run caption.py first")
+                skipped.append((item.id, f"the image changed after its caption was written; {fix}"))
                 continue
-            if isinstance(meta.get("tags"), list) and meta["tags"] != tags:
+            # a person accepted or wrote this caption looking at this very image: new tags
+            # do not make it stale (a new image does, above)
+            if isinstance(meta.get("tags"), list) and meta["tags"] != tags and decision not in KEEP:
                 skipped.append((item.id, "the tags changed after its caption was written; run "
                                 "caption.py first"))
                 continue
