@@ -70,6 +70,7 @@ def world(tmp_path_factory):
         '{"id": "p2", "prompt": "two cats", "category": "Animals"}\n', encoding="utf-8")
     (root / "models").mkdir()
     (root / "models" / "other.gguf").write_bytes(b"GGUF not really a model")
+    (root / "models" / "judge.gguf").write_bytes(b"GGUF not really a judge")
     for name, width in (("blip-a", 32), ("blip-b", 48)):
         (root / "models" / name).mkdir()
         (root / "models" / name / "config.json").write_text(json.dumps({"model_type": "blip",
@@ -144,16 +145,19 @@ SCENARIOS = {
     "socratic/judge": ("socratic", {"vision.backend": "openai", "socratic.select": "judge"}, "p1"),
     "evaluate/classifier": ("evaluate", {}, "p1"),
     "evaluate/openai": ("evaluate", {"vision.backend": "openai"}, "p1"),
+    # a judge of its own on the embedded server (it crashed with UndeclaredSetting: issue 19)
+    "evaluate/embedded-judge": ("evaluate", {"llm.base_url": "local", "llm.model": "",
+                                             "evaluate.judge_model": "JUDGE_GGUF"}, "p1"),
 }
 
 # Alternatives that a type alone cannot give (a value that is valid and means something else).
 SPECIAL = {
-    "llm.model": lambda w, sc: (str(w["root"] / "models" / "other.gguf") if sc == "tags/embedded-llm"
+    "llm.model": lambda w, sc: (str(w["root"] / "models" / "other.gguf") if "embedded" in sc
                                 else "gamma"),
-    "llm.base_url": lambda w, sc: None if sc == "tags/embedded-llm" else w["b"],
+    "llm.base_url": lambda w, sc: None if "embedded" in sc else w["b"],
     "vision.base_url": lambda w, sc: w["b"],
     "vision.model": lambda w, sc: "models/blip-b" if sc == "interrogate/blip" else "gamma",
-    "vision.backend": lambda w, sc: ("classifier" if any(k in sc for k in ("openai", "judge", "blip"))
+    "vision.backend": lambda w, sc: ("classifier" if any(k in sc for k in ("openai", "/judge", "blip"))
                                      else "openai"),
     "vision.device": lambda w, sc: "cpu",
     "generate.device": lambda w, sc: "cpu",
@@ -172,7 +176,8 @@ SPECIAL = {
     "evaluate.metrics": lambda w, sc: "clipscore",
     "evaluate.clip_model": lambda w, sc: "other/clip",
     "evaluate.text_model": lambda w, sc: "other/text",
-    "evaluate.judge_model": lambda w, sc: "gamma",
+    "evaluate.judge_model": lambda w, sc: (str(w["root"] / "models" / "other.gguf") if "embedded" in sc
+                                           else "gamma"),
     "evaluate.vision_model": lambda w, sc: "gamma" if "openai" in sc else "models/blip-b",
     "generate.api_auth_env": lambda w, sc: auth_variable(),
     "interpret.beside_extension": lambda w, sc: ".cap",
@@ -195,6 +200,8 @@ NOT_APPLICABLE = {
     ("tags/embedded-llm", "llm.base_url"): "no other URL serves the packaged GGUF",
     ("socratic/clip", "socratic.select"): "select = judge needs vision.backend = openai",
     ("tags/embedded-llm", "llm.backend"): "llm.backend = vllm needs llm.model",
+    ("evaluate/embedded-judge", "llm.base_url"): "no other URL serves the packaged GGUF",
+    ("evaluate/embedded-judge", "llm.backend"): "llm.backend = vllm needs llm.model",
     ("socratic/judge", "vision.backend"): "select = judge needs vision.backend = openai",
     ("interpret/shards", "interpret.write_beside_images"): "shard captions go to SHARD.parquet",
 }
@@ -245,6 +252,8 @@ def alternative(world: dict, scenario: str, name: str, current: typing.Any) -> s
 def build(world: dict, scenario: str, extra: dict[str, str]):
     stage_name, sets, _ = SCENARIOS[scenario]
     values = {**base_sets(world), **sets, **extra}
+    values = {k: str(world["root"] / "models" / "judge.gguf") if v == "JUDGE_GGUF" else v
+              for k, v in values.items()}
     cfg = load_config(world["root"] / "config.ini", [f"{k}={v}" for k, v in values.items()],
                       cwd=world["root"])
     program = next(p for p, names in PROGRAMS.items() if stage_name in names)
