@@ -33,9 +33,12 @@ from .errors import ConfigError
 
 def _key(default: Any, *, choices: tuple = (), min: float | None = None,
          max: float | None = None, path: bool = False, pattern: str = "",
-         describe: str = "") -> Any:
+         describe: str = "", unordered: bool | tuple = False) -> Any:
+    """A key's default and checks. `unordered`: a list whose order means nothing (a set of
+    metrics, of tags); it is kept in one canonical order (the tuple's, else sorted, without
+    repeats), so writing it in another order changes no key and redoes nothing."""
     meta = {"choices": choices, "min": min, "max": max, "path": path, "pattern": pattern,
-            "describe": describe}
+            "describe": describe, "unordered": unordered}
     if isinstance(default, (list, tuple)):
         return field(default=tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -122,7 +125,7 @@ class TagsConfig:
     requests_per_second: float = _key(2.0, min=0.01, max=100.0)
     timeout: float = _key(20.0, min=0.1)
     retries: int = _key(4, min=0, max=20)
-    blacklist: tuple[str, ...] = _key(())
+    blacklist: tuple[str, ...] = _key((), unordered=True)
     drop_meta: bool = _key(True)
 
 
@@ -153,7 +156,7 @@ class UpsampleConfig:
     benchmark: str = _key("parti")
     benchmark_path: str = _key("")
     limit: int = _key(5, min=0)
-    categories: tuple[str, ...] = _key(())
+    categories: tuple[str, ...] = _key((), unordered=True)
     template: Path = _key(Path("templates/upsample.txt"), path=True)
     candidates: int = _key(2, min=1, max=16)
     max_clip_tokens: int = _key(77, min=8, max=1024)
@@ -195,10 +198,13 @@ class SocraticConfig:
     clip_model: str = _key("")           # select = clip: empty means evaluate.clip_model
 
 
+METRICS = ("clipscore", "image_similarity", "caption_score", "llm_judge")
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     skip: bool = _key(False)
-    metrics: tuple[str, ...] = _key(("clipscore", "image_similarity", "caption_score", "llm_judge"))
+    metrics: tuple[str, ...] = _key(METRICS, unordered=METRICS)
     clip_model: str = _key("tiny")
     text_model: str = _key("all-MiniLM-L6-v2")
     judge_template: Path = _key(Path("templates/judge.txt"), path=True)
@@ -209,7 +215,6 @@ class EvaluateConfig:
     permutations: int = _key(10000, min=1000, max=1_000_000)
 
 
-METRICS = ("clipscore", "image_similarity", "caption_score", "llm_judge")
 
 
 @dataclass(frozen=True)
@@ -416,6 +421,8 @@ def _build_section(path: Path, name: str, cls: type, raw: dict, base_file: Path,
         if problem:
             raise ConfigError(f"{where} = {value.strip()!r}: {problem}; expected "
                               + _describe_type(tp, meta))
+        if meta.get("unordered"):
+            converted = _canonical(converted, meta["unordered"])
         if meta.get("path") and not converted.is_absolute():
             converted = (base_file if origin == "file" else base_set) / converted
         values[key] = converted
@@ -423,6 +430,12 @@ def _build_section(path: Path, name: str, cls: type, raw: dict, base_file: Path,
         if key not in values and f.metadata.get("path") and not f.default.is_absolute():
             values[key] = base_file / f.default
     return cls(**values)
+
+
+def _canonical(values: tuple, order: bool | tuple) -> tuple:
+    """An unordered list in its one canonical order, without repeats."""
+    rank = {v: i for i, v in enumerate(order)} if isinstance(order, tuple) else {}
+    return tuple(sorted(set(values), key=lambda v: (rank.get(v, len(rank)), v)))
 
 
 def _cross_checks(cfg: Config) -> None:

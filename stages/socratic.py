@@ -65,8 +65,11 @@ class SocraticStage(PromptsStage, Stage):
         scorer = ("select_clip",) if s.select == "clip" else ()
         return Declaration(
             config=("socratic.template", "socratic.max_clip_tokens", "socratic.start", "socratic.select",
-                    "generate.negative_prompt", "generate.seeds")
+                    "generate.negative_prompt")
             + (("interrogate.template",) if asks else ()),
+            # Only the first seed is used (the loop's fixed seed): it enters as an input, so
+            # adding seeds for the generate stage redoes no trace.
+            reads=("generate.seeds",),
             backends=("images", "vision", "chat") + scorer,
             completion=("socratic.iterations", "socratic.early_stop"),
             operational=("interrogate.max_pixels", "generate.batch_size"))
@@ -93,8 +96,13 @@ class SocraticStage(PromptsStage, Stage):
             return self.up[row["id"]]["upsampled"]
         return row["prompt"]
 
+    def seed(self) -> int:
+        """The loop's fixed seed: the first of generate.seeds."""
+        return self.cfg.generate.seeds[0]
+
     def inputs(self, item: Item) -> dict:
-        return {"prompt": item.data["prompt"], "start": self.start_prompt(item.data)}
+        return {"prompt": item.data["prompt"], "start": self.start_prompt(item.data),
+                "seed": self.seed()}
 
     def _trace(self, item: Item, key: str) -> dict | None:
         try:
@@ -123,7 +131,7 @@ class SocraticStage(PromptsStage, Stage):
     async def process(self, item: Item, key: str) -> None:
         s = self.cfg.socratic
         row = item.data
-        seed = self.cfg.generate.seeds[0]
+        seed = self.seed()
         trace = self._trace(item, key) or {
             "id": row["id"], "prompt": row["prompt"], "category": row.get("category", ""),
             "start": s.start, "seed": seed, "iterations": [], "best": None,

@@ -174,6 +174,7 @@ SPECIAL = {
     "upsample.categories": lambda w, sc: "Shapes",
     "upsample.benchmark": lambda w, sc: str(folder_copy(w, w["root"] / "data", "data") / "bench.jsonl"),
     "evaluate.metrics": lambda w, sc: "clipscore",
+    "generate.seeds": lambda w, sc: "7, 0",               # another first seed (the loop's)
     "evaluate.clip_model": lambda w, sc: "other/clip",
     "evaluate.text_model": lambda w, sc: "other/text",
     "evaluate.judge_model": lambda w, sc: (str(w["root"] / "models" / "other.gguf") if "embedded" in sc
@@ -339,3 +340,25 @@ def test_reading_an_undeclared_setting_is_refused(world):
     view = ConfigView(stage.ctx.cfg, spec("images", stage.ctx.cfg).readable(), "the images backend")
     with pytest.raises(UndeclaredSetting, match="images backend reads llm.temperature"):
         _ = view.llm.temperature
+
+
+@pytest.mark.parametrize(("scenario", "name", "same"), [
+    ("evaluate/openai", "evaluate.metrics", "llm_judge, caption_score, image_similarity, clipscore"),
+    ("evaluate/openai", "evaluate.metrics", "clipscore, clipscore, llm_judge, image_similarity, "
+     "caption_score"),
+    ("socratic/clip", "generate.seeds", "0, 7"),
+    ("socratic/judge", "generate.seeds", "0, 7, 8"),
+    ("interpret", "tags.blacklist", "highres, animal"),
+])
+def test_a_setting_written_otherwise_with_the_same_meaning_keeps_the_key(world, scenario, name, same):
+    """Reordered metrics are the same evaluation; the Socratic loop uses only the first seed,
+    so more seeds for the generate stage redo no trace (issue 19: both redid everything)."""
+    reference = {"evaluate.metrics": "clipscore, image_similarity, caption_score, llm_judge",
+                 "generate.seeds": "0", "tags.blacklist": "animal, highres"}[name]
+    def key(value: str) -> str:
+        return key_and_done(world, scenario, {name: value})[0]
+
+    assert key(reference) == key(same)
+    other = {"evaluate.metrics": "clipscore, caption_score", "generate.seeds": "7, 0",
+             "tags.blacklist": "cat"}[name]
+    assert key(reference) != key(other)

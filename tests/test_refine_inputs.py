@@ -5,7 +5,12 @@ stage left without input by a flag that says which flag. Each test drives the CL
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
+from fakes import FakeOpenAI
+from test_refine_e2e import Script, run, write_drawbench
 
 import refine
 
@@ -17,6 +22,12 @@ def cli(project: Path, *sets: str, extra: tuple[str, ...] = ()) -> int:
     return refine.main(args)
 
 
+@pytest.fixture
+def bench(project: Path) -> Path:
+    write_drawbench(project / "db.csv")
+    return project
+
+
 def test_a_judge_of_its_own_on_the_embedded_server_plans_without_crashing(project, capsys):
     """evaluate.judge_model = some.gguf with llm.base_url = local: the judge backend reads the
     embedded server's context size, which its spec did not declare (UndeclaredSetting)."""
@@ -25,3 +36,28 @@ def test_a_judge_of_its_own_on_the_embedded_server_plans_without_crashing(projec
     assert cli(project, "llm.base_url=local", f"evaluate.judge_model={judge}",
                extra=("--dry-run",)) == 0
     assert "evaluate: would process" in capsys.readouterr().out
+
+
+def stage_counts(project: Path, run: str = "default") -> dict[str, tuple[int, int]]:
+    """(made, reused) per stage of the last run, from its summary."""
+    summary = json.loads((project / "runs" / run / "summary.json").read_text())
+    return {s["name"]: (s["ok"], s["reused"]) for s in summary["stages"]}
+
+
+def test_reordered_metrics_and_more_seeds_redo_nothing_they_do_not_change(bench):
+    """Reordering evaluate.metrics redid every evaluation, and adding a seed redid every
+    Socratic trace although the loop uses only the first seed (issue 19.10)."""
+    with FakeOpenAI(Script(accept=False)) as server:
+        assert run(bench, server, "socratic.iterations=1", "generate.seeds=11",
+                   "evaluate.metrics=clipscore, llm_judge") == 0
+        assert stage_counts(bench)["evaluate"] == (3, 0)
+        calls = len(server.chat_requests)
+        assert run(bench, server, "socratic.iterations=1", "generate.seeds=11",
+                   "evaluate.metrics=llm_judge, clipscore") == 0
+        assert stage_counts(bench)["evaluate"] == (0, 3)
+        assert len(server.chat_requests) == calls
+        assert run(bench, server, "socratic.iterations=1", "generate.seeds=11, 12",
+                   "evaluate.metrics=llm_judge,clipscore") == 0
+        counts = stage_counts(bench)
+        assert counts["socratic"] == (0, 3)
+        assert counts["generate"] == (3, 0) and counts["evaluate"] == (3, 0)   # new images: new rows
