@@ -15,10 +15,14 @@ Rules every source follows:
 - Identical prompts (after that normalisation) are merged into one item: the first
   occurrence gives its id, category and reference; a category filter matches any category
   the prompt appeared under.
-- An id is `LLLLL-hhhhhhhh`: the line where the prompt starts in its file and the first 8 hex
-  digits of the SHA-256 of the prompt. Ids never contain the prompt's characters (they name
-  folders) and do not change when a category filter or a limit picks a subset. A jsonl `id`
-  is used as given when it is a safe name (letters, digits, `.`, `_`, `-`; at most 64).
+- An id comes from the prompt's text alone: the first 12 hex digits of the SHA-256 of the
+  cleaned prompt. Where it lies in the file does not count, so a blank line inserted at the
+  top, or prompts reordered, change no id and redo nothing. Distinct prompts whose 12 digits
+  agree (rare) both take a longer id, `hhhhhhhhhhhh-hhhhhhhh` (the next 8 digits): a
+  suffix from their content, not from their order. Identical prompts are one item (above),
+  so a repeated prompt keeps its one id. Ids never contain the prompt's characters (they
+  name folders) and do not change when a category filter or a limit picks a subset. A jsonl
+  `id` is used as given when it is a safe name (letters, digits, `.`, `_`, `-`; at most 64).
 - Categories filter case-insensitively; `limit` applies after filtering.
 """
 
@@ -29,6 +33,7 @@ import io
 import json
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +89,14 @@ def clean_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
-def make_id(line: int, prompt: str) -> str:
-    return f"{line:05d}-{sha256_text(prompt)[:8]}"
+ID_DIGITS = 12
+
+
+def make_id(prompt: str, *, longer: bool = False) -> str:
+    """The id of a cleaned prompt, from its content only (`longer` when another prompt's
+    short id is the same)."""
+    digest = sha256_text(prompt)
+    return f"{digest[:ID_DIGITS]}-{digest[ID_DIGITS:ID_DIGITS + 8]}" if longer else digest[:ID_DIGITS]
 
 
 def load_benchmark(spec: str, *, path: str = "", categories: tuple[str, ...] = (), limit: int = 0,
@@ -239,7 +250,6 @@ def _read_drawbench_hub() -> Iterator[_Row]:
 def _merge(rows: Iterable[_Row], source: Path) -> list[_Row]:
     """Clean each row, drop empty ones, merge duplicates, give ids, check ids are unique."""
     by_text: dict[str, _Row] = {}
-    by_id: dict[str, int] = {}
     for row in rows:
         row.prompt, row.category = clean_text(row.prompt), clean_text(row.category)
         if not row.prompt:
@@ -250,13 +260,16 @@ def _merge(rows: Iterable[_Row], source: Path) -> list[_Row]:
                 first.categories.append(row.category)
                 first.category = first.category or row.category
             continue
-        row.id = row.id or make_id(row.line, row.prompt)
+        row.categories = [row.category] if row.category else []
+        by_text[row.prompt] = row
+    short = Counter(make_id(row.prompt) for row in by_text.values() if not row.id)
+    by_id: dict[str, int] = {}
+    for row in by_text.values():
+        row.id = row.id or make_id(row.prompt, longer=short[make_id(row.prompt)] > 1)
         if row.id in by_id:
             raise ConfigError(f"{KEY}: {source}:{row.line}: id {row.id!r} is already used on line "
                               f"{by_id[row.id]}; ids must be unique")
         by_id[row.id] = row.line
-        row.categories = [row.category] if row.category else []
-        by_text[row.prompt] = row
     return list(by_text.values())
 
 

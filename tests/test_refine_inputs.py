@@ -61,3 +61,23 @@ def test_reordered_metrics_and_more_seeds_redo_nothing_they_do_not_change(bench)
         counts = stage_counts(bench)
         assert counts["socratic"] == (0, 3)
         assert counts["generate"] == (3, 0) and counts["evaluate"] == (3, 0)   # new images: new rows
+
+
+def test_a_blank_line_on_top_of_the_prompt_file_redoes_nothing(bench):
+    """Prompt ids held the line number: one blank line on top re-rendered every image and
+    redid every trace (issue 19.9). Ids come from the text now."""
+    prompts = bench / "mine.txt"
+    prompts.write_text("a red cube on top of a blue sphere\nthree cats sitting on a sofa\n")
+    sets = (f"upsample.benchmark={prompts}", "socratic.iterations=1", "generate.seeds=11",
+            "evaluate.metrics=clipscore")
+    with FakeOpenAI(Script(accept=False)) as server:
+        assert run(bench, server, *sets) == 0
+        before = sorted(p.name for p in (bench / "runs" / "default" / "images").iterdir())
+        prompts.write_text("\n" + prompts.read_text())
+        calls = len(server.chat_requests)
+        assert run(bench, server, *sets) == 0
+        assert len(server.chat_requests) == calls
+    counts = stage_counts(bench)
+    assert {name: counts[name] for name in ("upsample", "generate", "socratic", "evaluate")} == {
+        name: (0, 2) for name in ("upsample", "generate", "socratic", "evaluate")}
+    assert sorted(p.name for p in (bench / "runs" / "default" / "images").iterdir()) == before
