@@ -81,3 +81,29 @@ def test_a_blank_line_on_top_of_the_prompt_file_redoes_nothing(bench):
     assert {name: counts[name] for name in ("upsample", "generate", "socratic", "evaluate")} == {
         name: (0, 2) for name in ("upsample", "generate", "socratic", "evaluate")}
     assert sorted(p.name for p in (bench / "runs" / "default" / "images").iterdir()) == before
+
+
+def test_set_paths_resolve_against_the_current_folder_and_lose_their_quotes(project, tmp_path_factory,
+                                                                             monkeypatch, capsys):
+    """`--set upsample.benchmark=mine.txt` was read from the config's folder, although --set
+    paths resolve against the current folder (README), and `--set 'KEY="value"'` kept the
+    quotes that the config file drops (issue 19.11)."""
+    here = tmp_path_factory.mktemp("elsewhere")
+    (here / "mine.txt").write_text("a red cube on top of a blue sphere\nthree cats on a sofa\n")
+    (here / "judge.gguf").write_bytes(b"GGUF stand-in")
+    monkeypatch.chdir(here)
+    for value in ("mine.txt", '"mine.txt"'):
+        assert cli(project, "llm.base_url=local", f"upsample.benchmark={value}", "upsample.limit=0",
+                   "evaluate.judge_model=judge.gguf", extra=("--dry-run",)) == 0, value
+        out = capsys.readouterr().out
+        assert "upsample: would process 2, reuse 0" in out, out
+
+
+def test_quoted_set_values_read_as_in_the_config_file(project):
+    from stages.config import load_config
+
+    (project / "quoted.ini").write_text((project / "config.ini").read_text().replace(
+        "trigger_words =", 'trigger_words = "ohwx" ;'))
+    from_file = load_config(project / "quoted.ini").interpret.trigger_words
+    from_set = load_config(project / "config.ini", ['interpret.trigger_words="ohwx"']).interpret.trigger_words
+    assert from_file == from_set == ("ohwx",)
