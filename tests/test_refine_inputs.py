@@ -5,6 +5,7 @@ stage left without input by a flag that says which flag. Each test drives the CL
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -107,3 +108,37 @@ def test_quoted_set_values_read_as_in_the_config_file(project):
     from_file = load_config(project / "quoted.ini").interpret.trigger_words
     from_set = load_config(project / "config.ini", ['interpret.trigger_words="ohwx"']).interpret.trigger_words
     assert from_file == from_set == ("ohwx",)
+
+
+class BrokenUpsampler(Script):
+    """The scripted LLM, with an upsample template it cannot answer (empty replies)."""
+
+    def __call__(self, request: dict) -> str:
+        if "NEW TEMPLATE" in json.dumps(request["messages"]):
+            return ""
+        return super().__call__(request)
+
+
+def test_upsampled_scores_and_traces_follow_the_current_upsampled_rows(bench):
+    """After a template change whose upsampling fails, upsampled.jsonl dropped the rows but
+    metrics.csv kept their old "upsampled" scores, and with socratic.start = upsampled a new
+    trace said "upsampled" while round 0 used the original prompt (issue 19.5)."""
+    sets = ("socratic.start=upsampled", "socratic.iterations=1", "generate.seeds=11",
+            "evaluate.metrics=clipscore")
+    run_dir = bench / "runs" / "default"
+    with FakeOpenAI(BrokenUpsampler(accept=False)) as server:
+        assert run(bench, server, *sets) == 0
+        assert "upsampled" in {r["variant"] for r in csv.DictReader(open(run_dir / "metrics.csv"))}
+        template = bench / "templates" / "upsample.txt"
+        template.write_text(template.read_text() + "\nNEW TEMPLATE\n")
+        assert run(bench, server, *sets) == 1
+    assert (run_dir / "upsampled.jsonl").read_text() == ""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    socratic = next(s for s in summary["stages"] if s["name"] == "socratic")
+    assert len(socratic["failed"]) == 3
+    assert all("no current upsampled prompt" in f["reason"] for f in socratic["failed"])
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    assert rows and {r["variant"] for r in rows} == {"original"}
+    for path in (run_dir / "socratic").glob("*.json"):
+        trace = json.loads(path.read_text())
+        assert trace["iterations"][0]["prompt"] != trace["prompt"] or trace["start"] == "original"
