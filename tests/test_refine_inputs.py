@@ -142,3 +142,17 @@ def test_upsampled_scores_and_traces_follow_the_current_upsampled_rows(bench):
     for path in (run_dir / "socratic").glob("*.json"):
         trace = json.loads(path.read_text())
         assert trace["iterations"][0]["prompt"] != trace["prompt"] or trace["start"] == "original"
+
+
+def test_a_stage_left_without_input_by_a_flag_says_which_flag(project, capsys):
+    """`--only generate` on a new run printed "no prompts.jsonl ... (or set it skip = false)"
+    and exited 0 (issue 22.6). Asked for by --only, it is an error that names --only; left
+    without input by upsample.skip = true in a full run, its note names that setting."""
+    assert cli(project, "run.name=new", extra=("--only", "generate")) == 2
+    err = capsys.readouterr().err
+    assert "--only generate" in err and "prompts.jsonl" in err and "skip = false" not in err
+    assert cli(project, "run.name=new", extra=("--only", "generate,socratic", "--dry-run")) == 2
+    assert cli(project, "run.name=new", "upsample.skip=true", "socratic.skip=true",
+               "evaluate.skip=true") == 0
+    out = capsys.readouterr().out
+    assert "generate: 0 ok" in out and "upsample.skip = true skips it" in out
