@@ -1,6 +1,7 @@
 """Prompt benchmarks: PartiPrompts (shipped), DrawBench, or a file of your own.
 
-`upsample.benchmark` is `parti` (data/PartiPrompts.tsv, Apache-2.0), `drawbench` (a CSV with
+`upsample.benchmark` is `demo` (five PartiPrompts that upsampling visibly changes, picked
+by their content ids: `DEMO_IDS`), `parti` (data/PartiPrompts.tsv, Apache-2.0), `drawbench` (a CSV with
 `Prompts,Category` columns from `upsample.benchmark_path`, else the Hugging Face dataset
 when the hub is reachable) or a path to a `.txt` (one prompt a line), `.csv` (RFC 4180
 quoting), `.tsv` (no quoting: a `"` is an ordinary character, as in PartiPrompts) or
@@ -47,7 +48,18 @@ PROMPT_COLUMNS = ("prompt", "prompts", "text", "caption")
 CATEGORY_COLUMNS = ("category",)
 REFERENCE_COLUMNS = ("image", "reference")
 SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
-ACCEPTED = "parti, drawbench, or a path to a .txt, .csv, .tsv or .jsonl file"
+ACCEPTED = "demo, parti, drawbench, or a path to a .txt, .csv, .tsv or .jsonl file"
+# The demo: short PartiPrompts that name counts and places, which a good rewrite keeps while
+# adding what the short prompt leaves open (materials, light, setting, framing), so the
+# upsampled prompt and its image differ visibly. Picked by content id (the prompt's text),
+# so editing other lines of the file never changes the demo.
+DEMO_IDS = (
+    "876a6d640c3c",     # a red box next to a blue box
+    "f15b2c0575b5",     # two baseballs to the left of three tennis balls
+    "0318079847ab",     # four owls standing on a telephone wire
+    "4a52f8e92dbe",     # a red swirl above a black dashed line.
+    "8b3a004ea8e2",     # three children on a couch
+)
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PARTI_FILE = Path("data") / "PartiPrompts.tsv"
 REPO = Path(__file__).resolve().parent.parent
@@ -103,7 +115,7 @@ def load_benchmark(spec: str, *, path: str = "", categories: tuple[str, ...] = (
                    base_dir: Path) -> list[Prompt]:
     """The prompts of a benchmark, merged, filtered by category and cut to `limit`."""
     name = spec.strip()
-    if name.lower() == "parti":
+    if name.lower() in ("parti", "demo"):
         source = _existing(path, PATH_KEY, base_dir) if path.strip() else _parti_file(base_dir)
         rows = list(_read_file(source))
     elif name.lower() == "drawbench":
@@ -118,6 +130,8 @@ def load_benchmark(spec: str, *, path: str = "", categories: tuple[str, ...] = (
     else:
         raise ConfigError(f"{KEY} = {spec!r} is not a benchmark; accepted: {ACCEPTED}")
     items = _merge(rows, source)
+    if name.lower() == "demo":
+        items = _demo(items, source)
     if not items:
         raise ConfigError(f"{KEY}: {source} contains no prompts")
     chosen = _select(items, categories, source)
@@ -271,6 +285,16 @@ def _merge(rows: Iterable[_Row], source: Path) -> list[_Row]:
                               f"{by_id[row.id]}; ids must be unique")
         by_id[row.id] = row.line
     return list(by_text.values())
+
+
+def _demo(items: list[_Row], source: Path) -> list[_Row]:
+    """The demo's prompts, in DEMO_IDS order; all of them, or a clear error."""
+    by_id = {row.id: row for row in items}
+    missing = [i for i in DEMO_IDS if i not in by_id]
+    if missing:
+        raise ConfigError(f"{KEY} = demo: {source} lacks the demo prompts with ids {', '.join(missing)}; "
+                          "restore data/PartiPrompts.tsv from the repository")
+    return [by_id[i] for i in DEMO_IDS]
 
 
 def _select(items: list[_Row], categories: Iterable[str], source: Path) -> list[_Row]:

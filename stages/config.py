@@ -158,7 +158,7 @@ class InterpretConfig:
 @dataclass(frozen=True)
 class UpsampleConfig:
     skip: bool = _key(False)
-    benchmark: str = _key("parti", path_or_name=(".txt", ".csv", ".tsv", ".jsonl"),
+    benchmark: str = _key("demo", path_or_name=(".txt", ".csv", ".tsv", ".jsonl"),
                            by_suffix=True)
     benchmark_path: str = _key("", path_or_name=("",), by_suffix=True)
     limit: int = _key(5, min=0)

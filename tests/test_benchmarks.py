@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from stages.benchmarks import Prompt, load_benchmark, make_id, write_prompts_jsonl
 from stages.errors import ConfigError
 
+ROOT = Path(__file__).resolve().parent.parent
+
 GENERATED_ID = re.compile(r"^[0-9a-f]{12}(-[0-9a-f]{8})?$")
 
 
@@ -288,3 +290,21 @@ def test_ids_come_from_the_text_and_colliding_ids_take_a_content_suffix(tmp_path
     assert first == moved and len(set(first.values())) == len(lines)
     longer = [i for i in first.values() if "-" in i]
     assert longer and all(len(i.split("-")[0]) == 1 for i in longer)
+
+
+def test_the_demo_is_five_short_concrete_partiprompts_picked_by_content(tmp_path):
+    """The default demo took the file's first five lines ("bond", "element": one abstract
+    word each, nothing for upsampling to show; issue 22.7). It is five prompts with a count
+    or a spatial relation, picked by content id: lines added to the file change nothing."""
+    demo = load_benchmark("demo", base_dir=tmp_path)
+    assert len(demo) == 5 and all(len(p.prompt.split()) <= 9 for p in demo)
+    concrete = ("two", "three", "four", "next to", "left of", "above", "on a")
+    assert all(any(word in p.prompt for word in concrete) for p in demo)
+    parti = {p.id: p for p in load_benchmark("parti", base_dir=tmp_path)}
+    assert all(parti[p.id] == p for p in demo)
+    (tmp_path / "data").mkdir()
+    original = (ROOT / "data" / "PartiPrompts.tsv").read_text(encoding="utf-8")
+    header, _, rest = original.partition("\n")
+    (tmp_path / "data" / "PartiPrompts.tsv").write_text(header + "\n\na new first prompt\tX\tY\t\n" + rest,
+                                                        encoding="utf-8")
+    assert load_benchmark("demo", base_dir=tmp_path) == demo

@@ -156,3 +156,15 @@ def test_a_stage_left_without_input_by_a_flag_says_which_flag(project, capsys):
                "evaluate.skip=true") == 0
     out = capsys.readouterr().out
     assert "generate: 0 ok" in out and "upsample.skip = true skips it" in out
+
+
+def test_the_default_benchmark_is_the_five_prompt_demo(project, capsys):
+    """The defaults upsample five concrete PartiPrompts, not the file's first five lines."""
+    assert cli(project, extra=("--dry-run", "--only", "upsample")) == 0
+    assert "upsample: would process 5, reuse 0\n" in capsys.readouterr().out
+    from stages.config import load_config
+    from stages.upsample import load_prompts
+
+    prompts, total = load_prompts(load_config(project / "config.ini"))
+    assert total == 5 and "bond" not in {p.prompt for p in prompts}
+    assert "two baseballs to the left of three tennis balls" in {p.prompt for p in prompts}
