@@ -71,6 +71,8 @@ def world(tmp_path_factory):
     (root / "models").mkdir()
     (root / "models" / "other.gguf").write_bytes(b"GGUF not really a model")
     (root / "models" / "judge.gguf").write_bytes(b"GGUF not really a judge")
+    (root / "models" / "sdxl-b").mkdir()
+    (root / "models" / "sdxl-b" / "model_index.json").write_text('{"_class_name": "SDXLPipeline"}')
     for name, width in (("blip-a", 32), ("blip-b", 48)):
         (root / "models" / name).mkdir()
         (root / "models" / name / "config.json").write_text(json.dumps({"model_type": "blip",
@@ -162,7 +164,9 @@ SPECIAL = {
     "vision.device": lambda w, sc: "cpu",
     "generate.device": lambda w, sc: "cpu",
     "generate.backend": lambda w, sc: "diffusers" if "a1111" in sc else "a1111",
-    "generate.model": lambda w, sc: "other/model",
+    # a1111: a checkpoint title; diffusers: a local pipeline folder (a hub id must be
+    # obtainable, and this machine has no hub: the check a dry run makes refuses it)
+    "generate.model": lambda w, sc: "other/model" if "a1111" in sc else str(w["root"] / "models" / "sdxl-b"),
     "generate.refiner": lambda w, sc: "tiny",
     "generate.scheduler": lambda w, sc: "EulerAncestralDiscreteScheduler",
     "generate.dtype": lambda w, sc: "float16",

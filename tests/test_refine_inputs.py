@@ -168,3 +168,18 @@ def test_the_default_benchmark_is_the_five_prompt_demo(project, capsys):
     prompts, total = load_prompts(load_config(project / "config.ini"))
     assert total == 5 and "bond" not in {p.prompt for p in prompts}
     assert "two baseballs to the left of three tennis balls" in {p.prompt for p in prompts}
+
+
+def test_a_hub_model_that_cannot_be_loaded_fails_the_dry_run_as_the_run(project, tmp_path_factory,
+                                                                        monkeypatch, capsys):
+    """A hub id as generate.model passed the dry run, then the run exited 2 when the
+    generate stage loaded it (issue 19.8). Offline with an empty cache both stop, with why."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("empty-hf-home")))
+    (project / "runs" / "default").mkdir(parents=True)
+    (project / "runs" / "default" / "prompts.jsonl").write_text(
+        '{"id": "p1", "prompt": "two red balls on a table", "category": ""}\n')
+    for extra in (("--dry-run",), ()):
+        assert cli(project, "generate.model=someone/some-sdxl", extra=("--only", "generate", *extra)) == 2
+        err = capsys.readouterr().err
+        assert "generate.model = someone/some-sdxl" in err and "HF_HUB_OFFLINE" in err, err
