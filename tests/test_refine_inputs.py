@@ -15,6 +15,8 @@ from test_refine_e2e import Script, run, write_drawbench
 
 import refine
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def cli(project: Path, *sets: str, extra: tuple[str, ...] = ()) -> int:
     args = ["--config", str(project / "config.ini"), "--quiet", *extra]
@@ -183,3 +185,20 @@ def test_a_hub_model_that_cannot_be_loaded_fails_the_dry_run_as_the_run(project,
         assert cli(project, "generate.model=someone/some-sdxl", extra=("--only", "generate", *extra)) == 2
         err = capsys.readouterr().err
         assert "generate.model = someone/some-sdxl" in err and "HF_HUB_OFFLINE" in err, err
+
+
+def test_the_embedded_servers_slots_bound_the_requests_in_flight(tmp_path):
+    """8 client requests queued for 4 embedded-server slots, their 120 s timeout running in
+    the queue: the first refine.py on its defaults lost 2 of 5 prompts to timeouts under load
+    (issue 19.12). The client sends no more requests at once than the server has slots."""
+    from stages.backends.chat import CallStats, ChatBackend
+    from stages.config import load_config
+    from stages.store import CallCache
+
+    def slots(*sets: str) -> int:
+        cfg = load_config(ROOT / "config.ini", list(sets))
+        return ChatBackend(cfg.llm, CallCache(tmp_path), CallStats(), cache_dir=tmp_path).request_slots
+
+    assert slots("llm.base_url=local", "llm.concurrency=8", "llm.local_parallel=4") == 4
+    assert slots("llm.base_url=local", "llm.concurrency=2", "llm.local_parallel=4") == 2
+    assert slots("llm.base_url=http://127.0.0.1:9/v1", "llm.concurrency=8", "llm.local_parallel=4") == 8

@@ -278,10 +278,20 @@ class ChatBackend:
         except openai.APIError:
             return None   # reachable; some servers have no /models
 
+    @property
+    def request_slots(self) -> int:
+        """Requests in flight at once: llm.concurrency, and on the embedded server no more
+        than its slots (llm.local_parallel). A request beyond them would wait in the server's
+        queue with its timeout running (8 requests for 4 slots timed out under load), so it
+        waits here instead, and llm.timeout measures the request's own work."""
+        if self.urls == ("local",):
+            return min(self.cfg.concurrency, self.cfg.local_parallel)
+        return self.cfg.concurrency
+
     async def _ensure_ready(self) -> None:
         if self._ready is None:
             self._ready = asyncio.Lock()
-            self._slots = asyncio.Semaphore(self.cfg.concurrency)
+            self._slots = asyncio.Semaphore(self.request_slots)
         async with self._ready:
             if self.endpoints:
                 return
