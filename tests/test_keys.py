@@ -212,6 +212,9 @@ NOT_APPLICABLE = {
 }
 NOT_APPLICABLE.update({(sc, "generate.backend"): "a1111 needs generate.model to name a web UI "
                        "checkpoint, not 'tiny'" for sc in SCENARIOS if sc != "generate/a1111"})
+NOT_APPLICABLE[("generate/a1111", "generate.backend")] = (
+    "diffusers refuses the web UI checkpoint name 'sdxl-base' when the stage starts (no such folder "
+    "or hub id), as the run would")
 
 
 def auth_variable() -> str:
