@@ -1,6 +1,7 @@
 """Prompt benchmarks: PartiPrompts (shipped), DrawBench, or a file of your own.
 
-`upsample.benchmark` is `parti` (data/PartiPrompts.tsv, Apache-2.0), `drawbench` (a CSV with
+`upsample.benchmark` is `demo` (five PartiPrompts that upsampling visibly changes, picked
+by their content ids: `DEMO_IDS`), `parti` (data/PartiPrompts.tsv, Apache-2.0), `drawbench` (a CSV with
 `Prompts,Category` columns from `upsample.benchmark_path`, else the Hugging Face dataset
 when the hub is reachable) or a path to a `.txt` (one prompt a line), `.csv` (RFC 4180
 quoting), `.tsv` (no quoting: a `"` is an ordinary character, as in PartiPrompts) or
@@ -15,10 +16,14 @@ Rules every source follows:
 - Identical prompts (after that normalisation) are merged into one item: the first
   occurrence gives its id, category and reference; a category filter matches any category
   the prompt appeared under.
-- An id is `LLLLL-hhhhhhhh`: the line where the prompt starts in its file and the first 8 hex
-  digits of the SHA-256 of the prompt. Ids never contain the prompt's characters (they name
-  folders) and do not change when a category filter or a limit picks a subset. A jsonl `id`
-  is used as given when it is a safe name (letters, digits, `.`, `_`, `-`; at most 64).
+- An id comes from the prompt's text alone: the first 12 hex digits of the SHA-256 of the
+  cleaned prompt. Where it lies in the file does not count, so a blank line inserted at the
+  top, or prompts reordered, change no id and redo nothing. Distinct prompts whose 12 digits
+  agree (rare) both take a longer id, `hhhhhhhhhhhh-hhhhhhhh` (the next 8 digits): a
+  suffix from their content, not from their order. Identical prompts are one item (above),
+  so a repeated prompt keeps its one id. Ids never contain the prompt's characters (they
+  name folders) and do not change when a category filter or a limit picks a subset. A jsonl
+  `id` is used as given when it is a safe name (letters, digits, `.`, `_`, `-`; at most 64).
 - Categories filter case-insensitively; `limit` applies after filtering.
 """
 
@@ -29,6 +34,7 @@ import io
 import json
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +48,18 @@ PROMPT_COLUMNS = ("prompt", "prompts", "text", "caption")
 CATEGORY_COLUMNS = ("category",)
 REFERENCE_COLUMNS = ("image", "reference")
 SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl")
-ACCEPTED = "parti, drawbench, or a path to a .txt, .csv, .tsv or .jsonl file"
+ACCEPTED = "demo, parti, drawbench, or a path to a .txt, .csv, .tsv or .jsonl file"
+# The demo: short PartiPrompts that name counts and places, which a good rewrite keeps while
+# adding what the short prompt leaves open (materials, light, setting, framing), so the
+# upsampled prompt and its image differ visibly. Picked by content id (the prompt's text),
+# so editing other lines of the file never changes the demo.
+DEMO_IDS = (
+    "876a6d640c3c",     # a red box next to a blue box
+    "f15b2c0575b5",     # two baseballs to the left of three tennis balls
+    "0318079847ab",     # four owls standing on a telephone wire
+    "4a52f8e92dbe",     # a red swirl above a black dashed line.
+    "8b3a004ea8e2",     # three children on a couch
+)
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 PARTI_FILE = Path("data") / "PartiPrompts.tsv"
 REPO = Path(__file__).resolve().parent.parent
@@ -84,15 +101,21 @@ def clean_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
-def make_id(line: int, prompt: str) -> str:
-    return f"{line:05d}-{sha256_text(prompt)[:8]}"
+ID_DIGITS = 12
+
+
+def make_id(prompt: str, *, longer: bool = False) -> str:
+    """The id of a cleaned prompt, from its content only (`longer` when another prompt's
+    short id is the same)."""
+    digest = sha256_text(prompt)
+    return f"{digest[:ID_DIGITS]}-{digest[ID_DIGITS:ID_DIGITS + 8]}" if longer else digest[:ID_DIGITS]
 
 
 def load_benchmark(spec: str, *, path: str = "", categories: tuple[str, ...] = (), limit: int = 0,
                    base_dir: Path) -> list[Prompt]:
     """The prompts of a benchmark, merged, filtered by category and cut to `limit`."""
     name = spec.strip()
-    if name.lower() == "parti":
+    if name.lower() in ("parti", "demo"):
         source = _existing(path, PATH_KEY, base_dir) if path.strip() else _parti_file(base_dir)
         rows = list(_read_file(source))
     elif name.lower() == "drawbench":
@@ -107,6 +130,8 @@ def load_benchmark(spec: str, *, path: str = "", categories: tuple[str, ...] = (
     else:
         raise ConfigError(f"{KEY} = {spec!r} is not a benchmark; accepted: {ACCEPTED}")
     items = _merge(rows, source)
+    if name.lower() == "demo":
+        items = _demo(items, source)
     if not items:
         raise ConfigError(f"{KEY}: {source} contains no prompts")
     chosen = _select(items, categories, source)
@@ -239,7 +264,6 @@ def _read_drawbench_hub() -> Iterator[_Row]:
 def _merge(rows: Iterable[_Row], source: Path) -> list[_Row]:
     """Clean each row, drop empty ones, merge duplicates, give ids, check ids are unique."""
     by_text: dict[str, _Row] = {}
-    by_id: dict[str, int] = {}
     for row in rows:
         row.prompt, row.category = clean_text(row.prompt), clean_text(row.category)
         if not row.prompt:
@@ -250,14 +274,27 @@ def _merge(rows: Iterable[_Row], source: Path) -> list[_Row]:
                 first.categories.append(row.category)
                 first.category = first.category or row.category
             continue
-        row.id = row.id or make_id(row.line, row.prompt)
+        row.categories = [row.category] if row.category else []
+        by_text[row.prompt] = row
+    short = Counter(make_id(row.prompt) for row in by_text.values() if not row.id)
+    by_id: dict[str, int] = {}
+    for row in by_text.values():
+        row.id = row.id or make_id(row.prompt, longer=short[make_id(row.prompt)] > 1)
         if row.id in by_id:
             raise ConfigError(f"{KEY}: {source}:{row.line}: id {row.id!r} is already used on line "
                               f"{by_id[row.id]}; ids must be unique")
         by_id[row.id] = row.line
-        row.categories = [row.category] if row.category else []
-        by_text[row.prompt] = row
     return list(by_text.values())
+
+
+def _demo(items: list[_Row], source: Path) -> list[_Row]:
+    """The demo's prompts, in DEMO_IDS order; all of them, or a clear error."""
+    by_id = {row.id: row for row in items}
+    missing = [i for i in DEMO_IDS if i not in by_id]
+    if missing:
+        raise ConfigError(f"{KEY} = demo: {source} lacks the demo prompts with ids {', '.join(missing)}; "
+                          "restore data/PartiPrompts.tsv from the repository")
+    return [by_id[i] for i in DEMO_IDS]
 
 
 def _select(items: list[_Row], categories: Iterable[str], source: Path) -> list[_Row]:

@@ -35,11 +35,18 @@ AUTO = Path("auto")
 
 def _key(default: Any, *, choices: tuple = (), min: float | None = None,
          max: float | None = None, path: bool = False, pattern: str = "",
-         describe: str = "", auto: tuple[str, str] = ()) -> Any:
-    """`auto` (path keys): the value `auto` names the first file for the embedded LLM server
-    and the second for any other; load_config resolves it."""
+         describe: str = "", unordered: bool | tuple = False,
+         path_or_name: tuple[str, ...] | None = None, by_suffix: bool = False,
+         auto: tuple[str, str] = ()) -> Any:
+    """A key's default and checks. `unordered`: a list whose order means nothing (a set of
+    metrics, of tags); it is kept in one canonical order (the tuple's, else sorted, without
+    repeats), so writing it in another order changes no key and redoes nothing.
+    `path_or_name`: text that is a path or a name (a model: a hub id or a local folder; a
+    benchmark: parti or a file); a relative value that names an existing file or folder, or
+    ends with one of these suffixes, is a path and resolves like every path key."""
     meta = {"choices": choices, "min": min, "max": max, "path": path, "pattern": pattern,
-            "describe": describe, "auto": auto}
+            "describe": describe, "unordered": unordered, "path_or_name": path_or_name,
+            "by_suffix": by_suffix, "auto": auto}
     if isinstance(default, (list, tuple)):
         return field(default=tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -83,7 +90,7 @@ class RunConfig:
 @dataclass(frozen=True)
 class LLMConfig:
     base_url: tuple[str, ...] = _key(("local",))
-    model: str = _key("")
+    model: str = _key("", path_or_name=(".gguf",), by_suffix=True)
     backend: str = _key("openai", choices=("openai", "vllm"))
     api_key_env: str = _key("OPENAI_API_KEY")
     temperature: float = _key(0.2, min=0.0, max=2.0)
@@ -108,7 +115,7 @@ class LLMConfig:
 class VisionConfig:
     backend: str = _key("classifier", choices=("classifier", "openai", "blip"))
     base_url: tuple[str, ...] = _key(())
-    model: str = _key("")
+    model: str = _key("", path_or_name=())
     max_side: int = _key(768, min=64, max=8192)
     top_k: int = _key(3, min=1, max=20)
     device: str = _key("auto", choices=("auto", "cpu", "cuda", "mps"))
@@ -128,7 +135,7 @@ class TagsConfig:
     requests_per_second: float = _key(2.0, min=0.01, max=100.0)
     timeout: float = _key(20.0, min=0.1)
     retries: int = _key(4, min=0, max=20)
-    blacklist: tuple[str, ...] = _key(())
+    blacklist: tuple[str, ...] = _key((), unordered=True)
     drop_meta: bool = _key(True)
     drop_copyright: bool = _key(True)
 
@@ -158,10 +165,11 @@ class InterpretConfig:
 @dataclass(frozen=True)
 class UpsampleConfig:
     skip: bool = _key(False)
-    benchmark: str = _key("parti")
-    benchmark_path: str = _key("")
+    benchmark: str = _key("demo", path_or_name=(".txt", ".csv", ".tsv", ".jsonl"),
+                           by_suffix=True)
+    benchmark_path: str = _key("", path_or_name=("",), by_suffix=True)
     limit: int = _key(5, min=0)
-    categories: tuple[str, ...] = _key(())
+    categories: tuple[str, ...] = _key((), unordered=True)
     template: Path = _key(Path("templates/upsample.txt"), path=True)
     candidates: int = _key(2, min=1, max=16)
     max_clip_tokens: int = _key(77, min=8, max=1024)
@@ -172,8 +180,8 @@ class UpsampleConfig:
 class GenerateConfig:
     skip: bool = _key(False)
     backend: str = _key("diffusers", choices=("diffusers", "a1111"))
-    model: str = _key("tiny")
-    refiner: str = _key("")
+    model: str = _key("tiny", path_or_name=())
+    refiner: str = _key("", path_or_name=())
     scheduler: str = _key("")
     device: str = _key("auto", choices=("auto", "cpu", "cuda", "mps"))
     dtype: str = _key("auto", choices=("auto", "float16", "bfloat16", "float32"))
@@ -200,24 +208,26 @@ class SocraticConfig:
     select: str = _key("clip", choices=("clip", "judge"))
     template: Path = _key(Path("templates/socratic.txt"), path=True)
     max_clip_tokens: int = _key(77, min=8, max=1024)
-    clip_model: str = _key("")           # select = clip: empty means evaluate.clip_model
+    clip_model: str = _key("", path_or_name=())   # select = clip: empty means evaluate.clip_model
+
+
+METRICS = ("clipscore", "image_similarity", "caption_score", "llm_judge")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     skip: bool = _key(False)
-    metrics: tuple[str, ...] = _key(("clipscore", "image_similarity", "caption_score", "llm_judge"))
-    clip_model: str = _key("tiny")
-    text_model: str = _key("all-MiniLM-L6-v2")
+    metrics: tuple[str, ...] = _key(METRICS, unordered=METRICS)
+    clip_model: str = _key("tiny", path_or_name=())
+    text_model: str = _key("all-MiniLM-L6-v2", path_or_name=())
     judge_template: Path = _key(Path("templates/judge.txt"), path=True)
     # An evaluation independent of the Socratic loop (issue 12); empty means the loop's own.
-    judge_model: str = _key("")
+    judge_model: str = _key("", path_or_name=(".gguf",), by_suffix=True)
     vision_backend: str = _key("", choices=("", "classifier", "openai", "blip"))
-    vision_model: str = _key("")
+    vision_model: str = _key("", path_or_name=())
     permutations: int = _key(10000, min=1000, max=1_000_000)
 
 
-METRICS = ("clipscore", "image_similarity", "caption_score", "llm_judge")
 
 
 @dataclass(frozen=True)
@@ -358,6 +368,14 @@ def _strip_line(text: str, where: str) -> str:
     return text[:match.start()].rstrip()
 
 
+def _unquote(raw: str, where: str) -> str:
+    """A --set value read as the file reads a value: a double-quoted value is taken literally
+    without its quotes (`--set 'interpret.trigger_words="ohwx"'` is ohwx, as in the file).
+    No comments on the command line: an unquoted value is kept whole."""
+    text = raw.strip()
+    return _strip_line(text, where) if text.startswith('"') else raw
+
+
 def _read_file(path: Path) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(
         interpolation=None, inline_comment_prefixes=None, strict=True,
@@ -389,7 +407,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None,
         for key, value in parser.items(section):
             raw[(section, key)] = (strip_comment(value, f"{path}: {section}.{key}"), "file")
     for (section, key), value in parse_overrides(overrides or []).items():
-        raw[(section, key)] = (value, "set")
+        raw[(section, key)] = (_unquote(value, f"--set {section}.{key}"), "set")
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         sections[name] = _build_section(path, name, cls, raw, base_file, base_set)
@@ -424,8 +442,13 @@ def _build_section(path: Path, name: str, cls: type, raw: dict, base_file: Path,
         if problem:
             raise ConfigError(f"{where} = {value.strip()!r}: {problem}; expected "
                               + _describe_type(tp, meta))
+        if meta.get("unordered"):
+            converted = _canonical(converted, meta["unordered"])
+        base = base_file if origin == "file" else base_set
         if meta.get("path") and not converted.is_absolute() and not _is_auto(converted, meta):
-            converted = (base_file if origin == "file" else base_set) / converted
+            converted = base / converted
+        if meta.get("path_or_name") is not None:
+            converted = _path_or_name(converted, base, meta["path_or_name"], meta["by_suffix"])
         values[key] = converted
     for key, f in fields.items():
         if (key not in values and f.metadata.get("path") and not f.default.is_absolute()
@@ -456,6 +479,25 @@ def _resolve_auto(cfg: Config, base_file: Path) -> Config:
         if changes:
             cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(section, **changes)})
     return cfg
+
+
+def _path_or_name(value: str, base: Path, suffixes: tuple[str, ...], by_suffix: bool) -> str:
+    """`value` as an absolute path when it is one (see `_key`), else unchanged."""
+    if not value.strip():
+        return value
+    path = Path(os.path.expanduser(value.strip()))
+    if path.is_absolute():
+        return str(path)
+    candidate = base / path
+    if value.strip().lower().endswith(suffixes) or (not by_suffix and candidate.exists()):
+        return str(candidate)
+    return value
+
+
+def _canonical(values: tuple, order: bool | tuple) -> tuple:
+    """An unordered list in its one canonical order, without repeats."""
+    rank = {v: i for i, v in enumerate(order)} if isinstance(order, tuple) else {}
+    return tuple(sorted(set(values), key=lambda v: (rank.get(v, len(rank)), v)))
 
 
 def _cross_checks(cfg: Config) -> None:

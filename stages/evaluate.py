@@ -90,6 +90,7 @@ class EvaluateStage(PromptsStage, Stage):
         self.load_rows()
         self.traces = TraceReader(self.ctx)
         self.mixed: set[tuple[str, int]] = set()     # (prompt, seed) pairs left out by images()
+        self.outdated: set[tuple[str, int]] = set()  # images of no longer current prompts
 
     async def start(self) -> None:
         await super().start()
@@ -131,10 +132,16 @@ class EvaluateStage(PromptsStage, Stage):
         (a generate run that failed half-way after a change) are both left out: their
         difference is not the prompt's alone."""
         out = []
+        texts = self.upstream(item)
         for seed in self.cfg.generate.seeds:
             pair = [(variant, image_path(self.ctx.run_dir, item.id, variant, seed))
                     for variant in ("original", "upsampled")]
             pair = [(variant, path) for variant, path in pair if path.exists()]
+            current = [(v, p) for v, p in pair
+                       if texts.get(v) is not None and png_text(p, "prompt") == texts[v]]
+            if len(current) < len(pair):
+                self.outdated.add((item.id, seed))
+            pair = current
             if len(pair) == 2 and len({made_with(path) for _, path in pair}) > 1:
                 self.mixed.add((item.id, seed))
                 continue
@@ -149,6 +156,12 @@ class EvaluateStage(PromptsStage, Stage):
             out.append(("best", trace["seed"], self.ctx.run_dir / best["image"],
                         best["caption"] if keep else ""))
         return out
+
+    def upstream(self, item: Item) -> dict[str, str | None]:
+        """The text each generated variant must have been made from to be scored: the prompt,
+        and the current upsampled prompt (None when upsampled.jsonl has none for it now)."""
+        up = self.up.get(item.id)
+        return {"original": item.data["prompt"], "upsampled": up["upsampled"] if up else None}
 
     def reference(self, row: dict) -> Path | None:
         ref = row.get("reference")
@@ -248,7 +261,10 @@ class EvaluateStage(PromptsStage, Stage):
             f"{stale} per-prompt evaluation file(s) made from other inputs were left out" if stale else "",
             self.traces.stale_note(),
             f"{len(self.mixed)} original/upsampled pair(s) made with different generation settings "
-            "were left out (run the generate stage to redo them)" if self.mixed else "") if n]
+            "were left out (run the generate stage to redo them)" if self.mixed else "",
+            f"{len(self.outdated)} image(s) of a prompt no longer in prompts.jsonl or upsampled.jsonl "
+            "(dropped or changed since) were left out (run the generate stage to redo them)"
+            if self.outdated else "") if n]
         run_dir = self.ctx.run_dir
         scorers = self.scorers()
         write_metrics_csv(rows, run_dir / "metrics.csv")
@@ -268,15 +284,20 @@ class EvaluateStage(PromptsStage, Stage):
                 print(warning, file=sys.stderr)
 
 
-def made_with(path: Path) -> str | None:
-    """The generation settings recorded in an image we wrote (the backend identity), or None."""
+def png_text(path: Path, field: str) -> str | None:
+    """A text chunk of an image we wrote (its prompt, its backend identity), or None."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            return img.text.get("backend") if hasattr(img, "text") else None
+            return img.text.get(field) if hasattr(img, "text") else None
     except (OSError, SyntaxError, ValueError):
         return None
+
+
+def made_with(path: Path) -> str | None:
+    """The generation settings recorded in an image we wrote (the backend identity), or None."""
+    return png_text(path, "backend")
 
 
 class TraceReader:

@@ -101,8 +101,7 @@ class GenerateStage(PromptsStage, Stage):
 
     def finish(self, report: StageReport) -> None:
         if not self.rows:
-            report.note = "no prompts.jsonl: run the upsample stage (or set it skip = false)"
-            return
+            return                          # the runner says why (nothing_found)
         from .report.page import write_compare_html
 
         path = write_compare_html(self.ctx.run_dir)

@@ -87,6 +87,14 @@ def independent_judge(cfg: Config) -> bool:
     return bool(cfg.evaluate.judge_model) and cfg.evaluate.judge_model != cfg.llm.model
 
 
+def judge_spec(cfg: Config) -> BackendSpec:
+    """The evaluation's own judge: the chat backend's spec (on the embedded server too, where
+    the context size is part of what it answers), with the model evaluate.judge_model names."""
+    chat = chat_spec(cfg)
+    keys = tuple(k for k in chat.keys if k != "llm.model") + ("evaluate.judge_model",)
+    return BackendSpec(keys, chat.operational)
+
+
 def select_clip_spec(cfg: Config) -> BackendSpec:
     """The CLIP that picks the best Socratic round: socratic.clip_model, else evaluate.clip_model."""
     if cfg.socratic.clip_model:
@@ -111,7 +119,7 @@ SPECS = {
     "text": lambda cfg: BackendSpec(("evaluate.text_model",)),
     "select_clip": select_clip_spec,
     "eval_vision": eval_vision_spec,
-    "judge": lambda cfg: BackendSpec(CHAT_KEYS + ("evaluate.judge_model",), chat_spec(cfg).operational),
+    "judge": judge_spec,
 }
 
 
@@ -169,7 +177,7 @@ def build(name: str, ctx: Any, view: ConfigView) -> Any:
         from .backends.chat import ChatBackend
 
         return ChatBackend(view.llm, ctx.calls, ctx.stats, cache_dir=cache, digests=digests,
-                           model=view.evaluate.judge_model)
+                           model=view.evaluate.judge_model, model_key="evaluate.judge_model")
     if name == "text":
         from .backends.scoring import TextEmbedder
 

@@ -65,8 +65,11 @@ class SocraticStage(PromptsStage, Stage):
         scorer = ("select_clip",) if s.select == "clip" else ()
         return Declaration(
             config=("socratic.template", "socratic.max_clip_tokens", "socratic.start", "socratic.select",
-                    "generate.negative_prompt", "generate.seeds")
+                    "generate.negative_prompt")
             + (("interrogate.template",) if asks else ()),
+            # Only the first seed is used (the loop's fixed seed): it enters as an input, so
+            # adding seeds for the generate stage redoes no trace.
+            reads=("generate.seeds",),
             backends=("images", "vision", "chat") + scorer,
             completion=("socratic.iterations", "socratic.early_stop"),
             operational=("interrogate.max_pixels", "generate.batch_size"))
@@ -88,13 +91,22 @@ class SocraticStage(PromptsStage, Stage):
     def out(self, item_id: str) -> Path:
         return self.ctx.run_dir / "socratic" / f"{item_id}.json"
 
-    def start_prompt(self, row: dict) -> str:
-        if self.cfg.socratic.start == "upsampled" and row["id"] in self.up:
-            return self.up[row["id"]]["upsampled"]
+    def start_prompt(self, row: dict) -> str | None:
+        """Round 0's prompt: the original, or with start = upsampled the current upsampled
+        prompt (None when upsampled.jsonl has none: that prompt fails, it never starts from
+        the original under a trace that says upsampled)."""
+        if self.cfg.socratic.start == "upsampled":
+            up = self.up.get(row["id"])
+            return up["upsampled"] if up else None
         return row["prompt"]
 
+    def seed(self) -> int:
+        """The loop's fixed seed: the first of generate.seeds."""
+        return self.cfg.generate.seeds[0]
+
     def inputs(self, item: Item) -> dict:
-        return {"prompt": item.data["prompt"], "start": self.start_prompt(item.data)}
+        return {"prompt": item.data["prompt"], "start": self.start_prompt(item.data),
+                "seed": self.seed()}
 
     def _trace(self, item: Item, key: str) -> dict | None:
         try:
@@ -123,10 +135,14 @@ class SocraticStage(PromptsStage, Stage):
     async def process(self, item: Item, key: str) -> None:
         s = self.cfg.socratic
         row = item.data
-        seed = self.cfg.generate.seeds[0]
+        seed = self.seed()
+        start = self.start_prompt(row)
+        if start is None:
+            raise ItemError("socratic.start = upsampled, but upsampled.jsonl has no current upsampled "
+                            "prompt for it: run the upsample stage (or set socratic.start = original)")
         trace = self._trace(item, key) or {
             "id": row["id"], "prompt": row["prompt"], "category": row.get("category", ""),
-            "start": s.start, "seed": seed, "iterations": [], "best": None,
+            "start": s.start, "start_prompt": start, "seed": seed, "iterations": [], "best": None,
             "stopped_early": False, "key": key}
         trace["loop"] = self.loop_record()
         its = trace["iterations"]
@@ -134,7 +150,7 @@ class SocraticStage(PromptsStage, Stage):
         if end is not None and end < len(its):          # fewer rounds asked for now
             del its[end:]
         while self.finished_at(its) is None:
-            current = its[-1]["verdict"]["revised_prompt"] if its else self.start_prompt(row)
+            current = its[-1]["verdict"]["revised_prompt"] if its else start
             its.append(await self._round(row, len(its), current, its, seed))
             trace["best"] = None
             atomic_write_json(self.out(row["id"]), trace)

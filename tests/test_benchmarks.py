@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from stages.benchmarks import Prompt, load_benchmark, make_id, write_prompts_jsonl
 from stages.errors import ConfigError
 
-GENERATED_ID = re.compile(r"^\d{5}-[0-9a-f]{8}$")
+ROOT = Path(__file__).resolve().parent.parent
+
+GENERATED_ID = re.compile(r"^[0-9a-f]{12}(-[0-9a-f]{8})?$")
 
 
 def write(path: Path, text: str, *, bom: bool = False, crlf: bool = False) -> Path:
@@ -38,10 +40,10 @@ def config_error(fn, *args, **kw) -> str:
 
 # -- the shipped PartiPrompts -----------------------------------------------------------------
 
-def test_parti_loads_every_prompt_with_categories_and_line_ids(tmp_path):
+def test_parti_loads_every_prompt_with_categories_and_content_ids(tmp_path):
     prompts = load_benchmark("parti", base_dir=tmp_path)   # no data/ there: the repository copy
     assert len(prompts) == 1632
-    assert prompts[0] == Prompt(make_id(2, "bond"), "bond", "Abstract")
+    assert prompts[0] == Prompt(make_id("bond"), "bond", "Abstract")
     assert len({p.id for p in prompts}) == len(prompts)
     giggle = [p for p in prompts if "G I G G L E" in p.prompt]
     assert giggle[0].prompt.startswith('"G I G G L E" painted'), "a TSV quote is an ordinary character"
@@ -64,8 +66,8 @@ def test_txt_skips_blank_lines_collapses_space_and_keeps_non_ascii(tmp_path):
     path = write(tmp_path / "p.txt", text, bom=True, crlf=True)
     prompts = load(path)
     assert [p.prompt for p in prompts] == ["a red car", "Café crème à Zürich", "東京の夜景 🌃"]
-    assert [p.id for p in prompts] == [make_id(1, "a red car"), make_id(4, "Café crème à Zürich"),
-                                       make_id(5, "東京の夜景 🌃")]
+    assert [p.id for p in prompts] == [make_id("a red car"), make_id("Café crème à Zürich"),
+                                       make_id("東京の夜景 🌃")]
     assert all(p.category == "" and p.reference is None for p in prompts)
 
 
@@ -74,13 +76,14 @@ def test_txt_merges_duplicates_after_normalising_whitespace_and_unicode(tmp_path
     path = write(tmp_path / "p.txt", f"café at night\nx\n  café   at night \n{decomposed}\nx\n")
     prompts = load(path)
     assert [p.prompt for p in prompts] == ["café at night", "x"]
-    assert prompts[0].id == make_id(1, "café at night") and prompts[1].id == make_id(2, "x")
+    assert prompts[0].id == make_id("café at night") and prompts[1].id == make_id("x")
 
 
 def test_old_mac_line_ends_count_as_lines(tmp_path):
     path = tmp_path / "p.txt"
     path.write_bytes(b"one\rtwo\r\rthree")
-    assert [p.id[:5] for p in load(path)] == ["00001", "00002", "00004"]
+    assert [p.prompt for p in load(path)] == ["one", "two", "three"]
+    assert [p.id for p in load(path)] == [make_id("one"), make_id("two"), make_id("three")]
 
 
 # -- CSV / TSV ----------------------------------------------------------------------------------
@@ -96,21 +99,22 @@ def test_csv_quotes_commas_and_multiline_fields(tmp_path):
     assert [(p.prompt, p.category) for p in prompts] == [
         ('A sign that says "Hello, world"', "Text"), ("apples, pears, and plums", "Food"),
         ("plain prompt", "Colors"), ("after the multi-line one", "Food")]
-    assert [p.id[:5] for p in prompts] == ["00002", "00003", "00005", "00007"], "ids use the starting line"
+    assert [p.id for p in prompts] == [make_id(p.prompt) for p in prompts], "ids come from the text"
 
 
 def test_csv_prompt_column_names_and_optional_category(tmp_path):
     for column in ("prompt", "PROMPTS", "Text", "caption"):
         path = write(tmp_path / f"{column}.csv", f"id,{column}\n7,a blue bus\n")
-        assert load(path) == [Prompt(make_id(2, "a blue bus"), "a blue bus", "")]
+        assert load(path) == [Prompt(make_id("a blue bus"), "a blue bus", "")]
 
 
 def test_csv_duplicates_keep_first_and_filter_on_any_category(tmp_path):
     text = "prompt,category\na cat,Animals\nsomething,Misc\n a  cat ,Counting\na dog,Animals\n"
     path = write(tmp_path / "d.csv", text)
     prompts = load(path)
-    assert [(p.prompt, p.category, p.id[:5]) for p in prompts] == [
-        ("a cat", "Animals", "00002"), ("something", "Misc", "00003"), ("a dog", "Animals", "00005")]
+    assert [(p.prompt, p.category, p.id) for p in prompts] == [
+        ("a cat", "Animals", make_id("a cat")), ("something", "Misc", make_id("something")),
+        ("a dog", "Animals", make_id("a dog"))]
     counting = load(path, categories=("counting",))
     assert [(p.prompt, p.category, p.id) for p in counting] == [("a cat", "Animals", prompts[0].id)]
 
@@ -150,7 +154,7 @@ def test_jsonl_ids_categories_images_and_blank_lines(tmp_path):
     prompts = load(write(tmp_path / "p.jsonl", "\n".join(lines) + "\n", crlf=True))
     coffee = str((tmp_path / "coffee.jpg").resolve())
     assert prompts == [Prompt("coffee-1", "a cup of coffee", "Food", coffee),
-                       Prompt(make_id(3, "a rocket"), "a rocket", ""), Prompt("u.2", "Ünïcödé ✓", "")]
+                       Prompt(make_id("a rocket"), "a rocket", ""), Prompt("u.2", "Ünïcödé ✓", "")]
 
 
 @pytest.mark.parametrize("line, expected", [
@@ -207,7 +211,7 @@ def test_ids_do_not_change_with_filter_or_limit(tmp_path):
 def test_drawbench_reads_the_configured_csv_relative_to_the_config(tmp_path):
     write(tmp_path / "db.csv", "Prompts,Category\nA red colored car.,Colors\nA black colored car.,Colors\n")
     prompts = load_benchmark("DrawBench", path="db.csv", base_dir=tmp_path, limit=1)
-    assert prompts == [Prompt(make_id(2, "A red colored car."), "A red colored car.", "Colors")]
+    assert prompts == [Prompt(make_id("A red colored car."), "A red colored car.", "Colors")]
 
 
 def test_drawbench_offline_says_to_download_the_csv(tmp_path, monkeypatch):
@@ -272,3 +276,35 @@ def test_write_prompts_jsonl_round_trips(tmp_path):
     assert rows == [p.to_json() for p in prompts]
     assert "Ünïcödé" in out.read_text(encoding="utf-8")
     assert [p.name for p in out.parent.iterdir()] == ["prompts.jsonl"], "no temp files left behind"
+
+
+def test_ids_come_from_the_text_and_colliding_ids_take_a_content_suffix(tmp_path, monkeypatch):
+    """A blank line on top or another order changes no id (ids held the line number: issue
+    19.9); prompts whose short ids agree both take the longer id, whatever their order."""
+    from stages import benchmarks
+
+    monkeypatch.setattr(benchmarks, "ID_DIGITS", 1)      # 16 possible short ids: collisions
+    lines = [f"prompt number {i}" for i in range(20)]
+    first = {p.prompt: p.id for p in load(write(tmp_path / "a.txt", "\n".join(lines) + "\n"))}
+    moved = {p.prompt: p.id for p in load(write(tmp_path / "b.txt", "\n\n" + "\n".join(lines[::-1])))}
+    assert first == moved and len(set(first.values())) == len(lines)
+    longer = [i for i in first.values() if "-" in i]
+    assert longer and all(len(i.split("-")[0]) == 1 for i in longer)
+
+
+def test_the_demo_is_five_short_concrete_partiprompts_picked_by_content(tmp_path):
+    """The default demo took the file's first five lines ("bond", "element": one abstract
+    word each, nothing for upsampling to show; issue 22.7). It is five prompts with a count
+    or a spatial relation, picked by content id: lines added to the file change nothing."""
+    demo = load_benchmark("demo", base_dir=tmp_path)
+    assert len(demo) == 5 and all(len(p.prompt.split()) <= 9 for p in demo)
+    concrete = ("two", "three", "four", "next to", "left of", "above", "on a")
+    assert all(any(word in p.prompt for word in concrete) for p in demo)
+    parti = {p.id: p for p in load_benchmark("parti", base_dir=tmp_path)}
+    assert all(parti[p.id] == p for p in demo)
+    (tmp_path / "data").mkdir()
+    original = (ROOT / "data" / "PartiPrompts.tsv").read_text(encoding="utf-8")
+    header, _, rest = original.partition("\n")
+    (tmp_path / "data" / "PartiPrompts.tsv").write_text(header + "\n\na new first prompt\tX\tY\t\n" + rest,
+                                                        encoding="utf-8")
+    assert load_benchmark("demo", base_dir=tmp_path) == demo

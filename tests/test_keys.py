@@ -70,6 +70,9 @@ def world(tmp_path_factory):
         '{"id": "p2", "prompt": "two cats", "category": "Animals"}\n', encoding="utf-8")
     (root / "models").mkdir()
     (root / "models" / "other.gguf").write_bytes(b"GGUF not really a model")
+    (root / "models" / "judge.gguf").write_bytes(b"GGUF not really a judge")
+    (root / "models" / "sdxl-b").mkdir()
+    (root / "models" / "sdxl-b" / "model_index.json").write_text('{"_class_name": "SDXLPipeline"}')
     for name, width in (("blip-a", 32), ("blip-b", 48)):
         (root / "models" / name).mkdir()
         (root / "models" / name / "config.json").write_text(json.dumps({"model_type": "blip",
@@ -145,21 +148,26 @@ SCENARIOS = {
     "socratic/judge": ("socratic", {"vision.backend": "openai", "socratic.select": "judge"}, "p1"),
     "evaluate/classifier": ("evaluate", {}, "p1"),
     "evaluate/openai": ("evaluate", {"vision.backend": "openai"}, "p1"),
+    # a judge of its own on the embedded server (it crashed with UndeclaredSetting: issue 19)
+    "evaluate/embedded-judge": ("evaluate", {"llm.base_url": "local", "llm.model": "",
+                                             "evaluate.judge_model": "JUDGE_GGUF"}, "p1"),
 }
 
 # Alternatives that a type alone cannot give (a value that is valid and means something else).
 SPECIAL = {
-    "llm.model": lambda w, sc: (str(w["root"] / "models" / "other.gguf") if sc == "tags/embedded-llm"
+    "llm.model": lambda w, sc: (str(w["root"] / "models" / "other.gguf") if "embedded" in sc
                                 else "gamma"),
-    "llm.base_url": lambda w, sc: None if sc == "tags/embedded-llm" else w["b"],
+    "llm.base_url": lambda w, sc: None if "embedded" in sc else w["b"],
     "vision.base_url": lambda w, sc: w["b"],
     "vision.model": lambda w, sc: "models/blip-b" if sc == "interrogate/blip" else "gamma",
-    "vision.backend": lambda w, sc: ("classifier" if any(k in sc for k in ("openai", "judge", "blip"))
+    "vision.backend": lambda w, sc: ("classifier" if any(k in sc for k in ("openai", "/judge", "blip"))
                                      else "openai"),
     "vision.device": lambda w, sc: "cpu",
     "generate.device": lambda w, sc: "cpu",
     "generate.backend": lambda w, sc: "diffusers" if "a1111" in sc else "a1111",
-    "generate.model": lambda w, sc: "other/model",
+    # a1111: a checkpoint title; diffusers: a local pipeline folder (a hub id must be
+    # obtainable, and this machine has no hub: the check a dry run makes refuses it)
+    "generate.model": lambda w, sc: "other/model" if "a1111" in sc else str(w["root"] / "models" / "sdxl-b"),
     "generate.refiner": lambda w, sc: "tiny",
     "generate.scheduler": lambda w, sc: "EulerAncestralDiscreteScheduler",
     "generate.dtype": lambda w, sc: "float16",
@@ -171,9 +179,11 @@ SPECIAL = {
     "upsample.categories": lambda w, sc: "Shapes",
     "upsample.benchmark": lambda w, sc: str(folder_copy(w, w["root"] / "data", "data") / "bench.jsonl"),
     "evaluate.metrics": lambda w, sc: "clipscore",
+    "generate.seeds": lambda w, sc: "7, 0",               # another first seed (the loop's)
     "evaluate.clip_model": lambda w, sc: "other/clip",
     "evaluate.text_model": lambda w, sc: "other/text",
-    "evaluate.judge_model": lambda w, sc: "gamma",
+    "evaluate.judge_model": lambda w, sc: (str(w["root"] / "models" / "other.gguf") if "embedded" in sc
+                                           else "gamma"),
     "evaluate.vision_model": lambda w, sc: "gamma" if "openai" in sc else "models/blip-b",
     "generate.api_auth_env": lambda w, sc: auth_variable(),
     "interpret.beside_extension": lambda w, sc: ".cap",
@@ -196,11 +206,16 @@ NOT_APPLICABLE = {
     ("tags/embedded-llm", "llm.base_url"): "no other URL serves the packaged GGUF",
     ("socratic/clip", "socratic.select"): "select = judge needs vision.backend = openai",
     ("tags/embedded-llm", "llm.backend"): "llm.backend = vllm needs llm.model",
+    ("evaluate/embedded-judge", "llm.base_url"): "no other URL serves the packaged GGUF",
+    ("evaluate/embedded-judge", "llm.backend"): "llm.backend = vllm needs llm.model",
     ("socratic/judge", "vision.backend"): "select = judge needs vision.backend = openai",
     ("interpret/shards", "interpret.write_beside_images"): "shard captions go to SHARD.parquet",
 }
 NOT_APPLICABLE.update({(sc, "generate.backend"): "a1111 needs generate.model to name a web UI "
                        "checkpoint, not 'tiny'" for sc in SCENARIOS if sc != "generate/a1111"})
+NOT_APPLICABLE[("generate/a1111", "generate.backend")] = (
+    "diffusers refuses the web UI checkpoint name 'sdxl-base' when the stage starts (no such folder "
+    "or hub id), as the run would")
 
 
 def auth_variable() -> str:
@@ -246,6 +261,8 @@ def alternative(world: dict, scenario: str, name: str, current: typing.Any) -> s
 def build(world: dict, scenario: str, extra: dict[str, str]):
     stage_name, sets, _ = SCENARIOS[scenario]
     values = {**base_sets(world), **sets, **extra}
+    values = {k: str(world["root"] / "models" / "judge.gguf") if v == "JUDGE_GGUF" else v
+              for k, v in values.items()}
     cfg = load_config(world["root"] / "config.ini", [f"{k}={v}" for k, v in values.items()],
                       cwd=world["root"])
     program = next(p for p, names in PROGRAMS.items() if stage_name in names)
@@ -331,3 +348,25 @@ def test_reading_an_undeclared_setting_is_refused(world):
     view = ConfigView(stage.ctx.cfg, spec("images", stage.ctx.cfg).readable(), "the images backend")
     with pytest.raises(UndeclaredSetting, match="images backend reads llm.temperature"):
         _ = view.llm.temperature
+
+
+@pytest.mark.parametrize(("scenario", "name", "same"), [
+    ("evaluate/openai", "evaluate.metrics", "llm_judge, caption_score, image_similarity, clipscore"),
+    ("evaluate/openai", "evaluate.metrics", "clipscore, clipscore, llm_judge, image_similarity, "
+     "caption_score"),
+    ("socratic/clip", "generate.seeds", "0, 7"),
+    ("socratic/judge", "generate.seeds", "0, 7, 8"),
+    ("interpret", "tags.blacklist", "highres, animal"),
+])
+def test_a_setting_written_otherwise_with_the_same_meaning_keeps_the_key(world, scenario, name, same):
+    """Reordered metrics are the same evaluation; the Socratic loop uses only the first seed,
+    so more seeds for the generate stage redo no trace (issue 19: both redid everything)."""
+    reference = {"evaluate.metrics": "clipscore, image_similarity, caption_score, llm_judge",
+                 "generate.seeds": "0", "tags.blacklist": "animal, highres"}[name]
+    def key(value: str) -> str:
+        return key_and_done(world, scenario, {name: value})[0]
+
+    assert key(reference) == key(same)
+    other = {"evaluate.metrics": "clipscore, caption_score", "generate.seeds": "7, 0",
+             "tags.blacklist": "cat"}[name]
+    assert key(reference) != key(other)

@@ -96,7 +96,8 @@ class ChatBackend:
 
     def __init__(self, cfg: Any, cache: CallCache, stats: CallStats, *,
                  cache_dir: Path, base_urls: tuple[str, ...] | None = None,
-                 model: str | None = None, digests: Path | None = None):
+                 model: str | None = None, model_key: str = "llm.model",
+                 digests: Path | None = None):
         self.cfg = cfg                       # LLMConfig or a view of it
         self.cache = cache
         self.stats = stats
@@ -104,6 +105,7 @@ class ChatBackend:
         self.digests = digests               # memo of model-file hashes (None: hash, keep nothing)
         self.urls = tuple(base_urls or cfg.base_url)
         self.model_setting = cfg.model if model is None else model
+        self.model_key = model_key           # the setting that names the model, for errors
         self.local: LocalServer | None = None
         self.endpoints: list[_Endpoint] = []
         self._served = ""                    # the model name sent in requests
@@ -152,7 +154,7 @@ class ChatBackend:
             if self._model_id:
                 return
             if self.urls == ("local",):
-                gguf = find_gguf(self.model_setting)
+                gguf = find_gguf(self.model_setting, self.model_key)
                 digest = await asyncio.to_thread(content_digest, gguf, self.digests)
                 self._model_id = f"gguf:{gguf.name}:{digest[:16]}"
                 return
@@ -276,10 +278,20 @@ class ChatBackend:
         except openai.APIError:
             return None   # reachable; some servers have no /models
 
+    @property
+    def request_slots(self) -> int:
+        """Requests in flight at once: llm.concurrency, and on the embedded server no more
+        than its slots (llm.local_parallel). A request beyond them would wait in the server's
+        queue with its timeout running (8 requests for 4 slots timed out under load), so it
+        waits here instead, and llm.timeout measures the request's own work."""
+        if self.urls == ("local",):
+            return min(self.cfg.concurrency, self.cfg.local_parallel)
+        return self.cfg.concurrency
+
     async def _ensure_ready(self) -> None:
         if self._ready is None:
             self._ready = asyncio.Lock()
-            self._slots = asyncio.Semaphore(self.cfg.concurrency)
+            self._slots = asyncio.Semaphore(self.request_slots)
         async with self._ready:
             if self.endpoints:
                 return
@@ -289,7 +301,7 @@ class ChatBackend:
             import openai
 
             self.local = LocalServer(
-                find_gguf(self.model_setting), parallel=self.cfg.local_parallel,
+                find_gguf(self.model_setting, self.model_key), parallel=self.cfg.local_parallel,
                 ctx_per_slot=self.cfg.local_ctx, threads=self.cfg.local_threads,
                 log_path=self.cache_dir / "llama-server.log",
                 start_timeout=self.cfg.local_start_timeout)

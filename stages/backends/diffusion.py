@@ -113,6 +113,20 @@ class DiffusersBackend:
                                         if folder.is_dir() else name)
         return self._fingerprints[name]
 
+    async def start(self) -> None:
+        """Check, without loading, that the pipelines can be loaded where the run will load
+        them (a folder, the local Hugging Face cache, or a reachable hub): a dry run fails
+        here exactly as the run would (it passed, then the run exited 2)."""
+        import asyncio
+
+        from .hub import check_obtainable
+
+        for name, key in ((self.model, "generate.model"), (self.refiner, "generate.refiner")):
+            if name and name != "tiny":
+                source = self._source(name, key)
+                await asyncio.to_thread(check_obtainable, source, key=key, what="diffusers pipeline",
+                                        marker="model_index.json", alternative=", or use tiny")
+
     # -- loading ------------------------------------------------------------------------------
 
     def pipeline(self):

@@ -84,11 +84,7 @@ def load_pretrained(loader, source: str, *, key: str, what: str, setting: str | 
         return loader(source, local_files_only=True)
     except LOAD_ERRORS:
         pass
-    if hub_offline() or not hub_reachable():
-        why = ", the hub is switched off (offline: HF_HUB_OFFLINE is set)" if hub_offline() else ""
-        raise FatalError(f"{label}: the {what} is not in the local Hugging Face cache{why} and the "
-                         f"model hub cannot be reached; download it on a connected machine (`hf download "
-                         f"{source}`) and copy the cache over, or set {key} to a local folder{alternative}")
+    _hub_or_fail(label, source, key=key, what=what, alternative=alternative)
     try:
         return loader(source)
     except LOAD_ERRORS as exc:
@@ -96,6 +92,32 @@ def load_pretrained(loader, source: str, *, key: str, what: str, setting: str | 
                          "name, or log in with `hf auth login` for gated models") from None
 
 
+
+
+def _hub_or_fail(label: str, source: str, *, key: str, what: str, alternative: str) -> None:
+    """Nothing when the hub can be asked for `source`; else the one line that says why not."""
+    if hub_offline() or not hub_reachable():
+        why = ", the hub is switched off (offline: HF_HUB_OFFLINE is set)" if hub_offline() else ""
+        raise FatalError(f"{label}: the {what} is not in the local Hugging Face cache{why} and the "
+                         f"model hub cannot be reached; download it on a connected machine (`hf download "
+                         f"{source}`) and copy the cache over, or set {key} to a local folder{alternative}")
+
+
+def check_obtainable(source: str, *, key: str, what: str, marker: str, alternative: str = "") -> None:
+    """The check `load_pretrained` makes before it loads, without loading: a local folder, a
+    hub id in the local Hugging Face cache (its `marker` file is there), or a hub that
+    answers; else the same FatalError. A dry run calls it, so it predicts what the run does."""
+    if Path(source).expanduser().is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(source, marker)
+    except ValueError:                  # not a valid repo id: the loader says why
+        return
+    if isinstance(cached, str):
+        return
+    _hub_or_fail(f"{key} = {source}", source, key=key, what=what, alternative=alternative)
 
 
 def folder_fingerprint(folder: Path, memo: Path | None = None) -> str:

