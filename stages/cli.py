@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ConfigError, FatalError
+from .errors import ConfigError, FatalError, did_you_mean
 
 
 def build_parser(prog: str, description: str, stage_names: tuple[str, ...]) -> argparse.ArgumentParser:
@@ -38,8 +38,8 @@ def parse_only(text: str, stage_names: tuple[str, ...]) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     for name in names:
         if name not in stage_names:
-            raise ConfigError(f"--only {text!r}: unknown stage {name!r}; stages: "
-                              + ", ".join(stage_names))
+            raise ConfigError(f"--only {text!r}: unknown stage {name!r}; "
+                              + did_you_mean(name, stage_names) + "stages: " + ", ".join(stage_names))
     return names
 
 
