@@ -6,7 +6,7 @@ Thin command line over the `stages` library; see README.md and config.ini.
 
 import sys
 
-from stages.cli import build_parser, main_guard
+from stages.cli import build_parser, main_guard, resume_command
 
 STAGES = ("tags", "interrogate", "interpret")
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
             code = max(code, export(args))
         return code
 
-    return main_guard(body)
+    return main_guard(body, resume_command('caption.py', argv))
 
 
 def review(args) -> None:

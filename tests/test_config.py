@@ -69,7 +69,8 @@ def test_lists_and_booleans_parse(tmp_path):
 
 @pytest.mark.parametrize("text, overrides, expected", [
     ("[bogus]\nx = 1\n", [], "[bogus]: unknown section; accepted sections: paths"),
-    ("[llm]\ntemprature = 0.3\n", [], "llm.temprature: unknown key; accepted keys in [llm]:"),
+    ("[llm]\ntemprature = 0.3\n", [], "llm.temprature: unknown key; did you mean llm.temperature? "
+                                    "accepted keys in [llm]:"),
     ("[llm]\ntemperature = hot\n", [], "llm.temperature = 'hot': wrong type; expected a number"),
     ("[llm]\ntemperature = 3\n", [], "above the maximum 2.0; expected a number from 0.0 to 2.0"),
     ("[llm]\nconcurrency = 0\n", [], "below the minimum 1"),
