@@ -6,13 +6,22 @@ score), `flags` (`fallback`, `over_clip_tokens`) and `provenance` (the whole rec
 JSON: inputs, models, template hashes, verdicts, the item key). Written atomically
 (temp file + rename); a file whose rows are already these is left as it is. It loads with
 `datasets.load_dataset("parquet", data_files="captions/*.parquet")` or pandas/pyarrow.
+
+Every shard Parquet of a process is written from one dedicated thread (`write_shard` and
+`write_shard_async` hand the work to it). pyarrow's default memory pool keeps a store per
+thread that has built a table, kept after the write: written from asyncio's default
+executor (up to 32 threads) a long run's memory stepped up with each new writer thread.
+pyarrow itself is imported there, when the first table is written or read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..store import hash_value
@@ -24,8 +33,32 @@ def shard_path(captions: Path, unit: str) -> Path:
     return captions / f"{unit}.parquet"
 
 
+WRITER_THREAD = "shard-writer"
+_writer: ThreadPoolExecutor | None = None
+_writer_lock = threading.Lock()
+
+
+def _submit(fn, *args) -> Future:
+    """Run `fn(*args)` on the process's one shard-writer thread (started on first use)."""
+    global _writer
+    with _writer_lock:
+        if _writer is None:
+            _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=WRITER_THREAD)
+        return _writer.submit(fn, *args)
+
+
 def write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
-    """Write the shard's Parquet from its caption records; False when it already holds them."""
+    """Write the shard's Parquet from its caption records on the writer thread (waiting for
+    it); False when the file already holds them."""
+    return _submit(_write_shard, captions, unit, records).result()
+
+
+async def write_shard_async(captions: Path, unit: str, records: list[dict]) -> bool:
+    """`write_shard` for a coroutine: the event loop goes on while the writer thread works."""
+    return await asyncio.wrap_future(_submit(_write_shard, captions, unit, records))
+
+
+def _write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
