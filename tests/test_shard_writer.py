@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from conftest import llm_overrides
 from fakes import FakeOpenAI
-from test_webdataset import add, photo_bytes, reply, write_shard
+from test_webdataset import add, reply, write_shard
 
 ROOT = Path(__file__).resolve().parent.parent
 
