@@ -60,7 +60,7 @@ def export(args) -> int:
     if fmt != "hf":
         raise ConfigError(f"--export {fmt!r}: unknown format; accepted: hf")
     cfg = load_config(config_path(args.config), args.overrides)
-    count = export_hf(cfg, Path(out))
+    count = export_hf(cfg, Path(out), quiet=args.quiet)
     from stages.io.samples import is_dataset
 
     where = f"{out}/dataset" + ("" if is_dataset(cfg.paths.images) else f" and {out}/imagefolder")
