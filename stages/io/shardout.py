@@ -11,7 +11,8 @@ Every shard Parquet of a process is written from one dedicated thread (`write_sh
 `write_shard_async` hand the work to it). pyarrow's default memory pool keeps a store per
 thread that has built a table, kept after the write: written from asyncio's default
 executor (up to 32 threads) a long run's memory stepped up with each new writer thread.
-pyarrow itself is imported there, when the first table is written or read.
+pyarrow itself is imported there, when the first table is written or read, and the table
+is parsed by pyarrow's JSON reader (see `_table`), so pandas is never imported.
 """
 
 from __future__ import annotations
@@ -74,12 +75,7 @@ def _write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
                         ("tags", pa.list_(pa.string())), ("score", pa.float64()),
                         ("flags", pa.list_(pa.string())), ("provenance", pa.string())],
                        metadata={ROWS_DIGEST: digest.encode()})
-    table = pa.Table.from_pylist([{
-        "key": str(r.get("sample_key", "")), "id": r.get("id"), "caption": r.get("caption"),
-        "tags": [str(t) for t in r.get("tags", [])], "score": r.get("score"),
-        "flags": [str(f) for f in r.get("flags", [])],
-        "provenance": json.dumps(r, ensure_ascii=False, sort_keys=True)} for r in records],
-        schema=schema)
+    table = _table(records, schema)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -91,6 +87,31 @@ def _write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
         Path(tmp).unlink(missing_ok=True)
         raise
     return True
+
+
+def _table(records: list[dict], schema):
+    """The shard's rows as an Arrow table, parsed from JSON lines by pyarrow's own reader on
+    this thread. Not `Table.from_pylist`: converting Python lists makes pyarrow import
+    pandas (about 30 MB and most of a second) only to check for pandas objects."""
+    import io
+    import math
+
+    import pyarrow.json as pj
+
+    def score(value):
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    lines = "\n".join(json.dumps({
+        "key": str(r.get("sample_key", "")), "id": str(r.get("id")), "caption": str(r.get("caption")),
+        "tags": [str(t) for t in r.get("tags", [])], "score": score(r.get("score")),
+        "flags": [str(f) for f in r.get("flags", [])],
+        "provenance": json.dumps(r, ensure_ascii=False, sort_keys=True)}, ensure_ascii=False)
+        for r in records).encode("utf-8")
+    table = pj.read_json(io.BytesIO(lines),
+                         read_options=pj.ReadOptions(use_threads=False, block_size=len(lines) + 1),
+                         parse_options=pj.ParseOptions(explicit_schema=schema,
+                                                       unexpected_field_behavior="error"))
+    return table.replace_schema_metadata(schema.metadata)
 
 
 def read_shard(captions: Path, unit: str) -> dict[str, dict]:
