@@ -30,7 +30,8 @@ def build_parser(prog: str, description: str, stage_names: tuple[str, ...]) -> a
                         help="process only shard I of N (split by item id; 0 <= I < N)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (stages, skip state, item counts, backends); call nothing")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars, ours or the libraries' (summary and errors still print)")
     return parser
 
 
