@@ -3,8 +3,9 @@ per thread that built a table, so Parquets written from many threads (asyncio's 
 executor, the event loop's thread) made a long run's memory step up with each new thread.
 
 caption.py runs in a fresh process whose every thread is watched (threading.setprofile)
-for calls of pyarrow.parquet.write_table; a shard with a failing sample is written when
-the stage finishes, the clean shards as soon as their samples are captioned.
+for the opening of a pyarrow.parquet.ParquetWriter (one per file); a shard with a failing
+sample is written when the stage finishes, the clean shards as soon as their samples are
+captioned.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ WATCH = """
 import json, sys, threading
 sys.path.insert(0, {root!r})
 import pyarrow.parquet as pq
-code, seen = pq.write_table.__code__, []
+code, seen = pq.ParquetWriter.__init__.__code__, []     # one per file written
 
 def watch(frame, event, arg):
     if event == "call" and frame.f_code is code:

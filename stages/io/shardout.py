@@ -28,6 +28,7 @@ from pathlib import Path
 from ..store import hash_value
 
 ROWS_DIGEST = b"tagcap.rows_sha256"
+ROW_GROUP = 200                      # rows converted and written at a time
 
 
 def shard_path(captions: Path, unit: str) -> Path:
@@ -75,12 +76,13 @@ def _write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
                         ("tags", pa.list_(pa.string())), ("score", pa.float64()),
                         ("flags", pa.list_(pa.string())), ("provenance", pa.string())],
                        metadata={ROWS_DIGEST: digest.encode()})
-    table = _table(records, schema)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        pq.write_table(table, tmp)
+        with pq.ParquetWriter(tmp, schema) as writer:     # a row group per batch: the
+            for start in range(0, len(records), ROW_GROUP):    # rows of one batch in Arrow
+                writer.write_table(_table(records[start:start + ROW_GROUP], schema))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
