@@ -6,7 +6,7 @@ Thin command line over the `stages` library; see README.md and config.ini.
 
 import sys
 
-from stages.cli import build_parser, main_guard
+from stages.cli import build_parser, main_guard, resume_command
 
 STAGES = ("tags", "interrogate", "interpret")
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             print(args.owner_line)        # the last line: where the captions are
         return code
 
-    return main_guard(body)
+    return main_guard(body, resume_command('caption.py', argv))
 
 
 def review(args) -> None:
@@ -142,7 +142,7 @@ def export(args) -> int:
         raise ConfigError(f"--export {fmt!r}: unknown format; accepted: hf")
     cfg = load_config(config_path(args.config), args.overrides)
     skipped: list[tuple[str, str]] = []
-    count = export_hf(cfg, Path(out), skipped)
+    count = export_hf(cfg, Path(out), skipped, quiet=args.quiet)
     from stages.io.samples import is_dataset
 
     where = f"{out}/dataset" + ("" if is_dataset(cfg.paths.images) else f" and {out}/imagefolder")

@@ -6,7 +6,7 @@ Thin command line over the `stages` library; see README.md and config.ini.
 
 import sys
 
-from stages.cli import build_parser, main_guard
+from stages.cli import build_parser, main_guard, resume_command
 
 STAGES = ("upsample", "generate", "socratic", "evaluate")
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = input_overrides(args, "refine")
         return run_program("refine", args)
 
-    return main_guard(body)
+    return main_guard(body, resume_command('refine.py', argv))
 
 
 if __name__ == "__main__":

@@ -30,8 +30,13 @@ Figures (ratios are the point; absolute numbers depend on the machine):
   coverage over the shapes), and how often a no-effect report colours anything
   (benchmarks/interval_coverage.py).
 - folder_items_per_s_Nk / shards_items_per_s_Nk, folder_rss_mb_Nk / shards_rss_mb_Nk:
-  caption.py over N distinct small images as 20 WebDataset shards and as a folder (local
-  server at zero latency, tags stage skipped): items/s over stage time, peak RSS.
+  caption.py over N distinct small images (N = 2,000 and 20,000, also with --quick) as 20
+  WebDataset shards and as a folder (local server at zero latency, tags stage skipped):
+  items/s over stage time, peak RSS. shards_rss_growth: shard peak RSS at 20k / at 2k (goal
+  <= 1.25); shards_vs_folder_rss_20k: shard / folder peak RSS at 20k (goal <= 1.3).
+- startup_s: wall time of a caption.py run with every stage reused (the sample folder,
+  local server, openai vision; median of 5): the fixed cost of a run. startup_calls (0),
+  startup_reused and startup_ok (0) show that nothing was redone.
 - caption_quality_*: caption.py with the embedded default (SmolLM2 + classifier) on the
   sample folder images/ (stages/language/quality.py): the share of captions that name the subject
   their first tag states, the mean share of content tags mentioned, how many captions are
@@ -335,17 +340,15 @@ def bench_rss_run(tmp: Path, sizes: list[int], results: dict) -> None:
         results["rss_run_growth"] = round(peaks[-1] / peaks[0], 3)
 
 
-def bench_shards(tmp: Path, n: int, results: dict, shards: int = 20) -> None:
-    """caption.py (openai vision + interpret, tags skipped) over n distinct 8x8 PNGs with
-    unique tags, as `shards` WebDataset shards and as one folder, against the local server
-    at zero latency, each in its own process: items/s (stage time) and peak RSS."""
+def make_shards(root: Path, n: int, shards: int) -> tuple[Path, str]:
+    """n distinct 8x8 PNGs with unique tags as `shards` WebDataset shards and as one folder;
+    returns (folder, shard pattern)."""
     import io
     import tarfile
 
     from PIL import Image
 
-    project = tmp / "shards-bench"
-    folder, tars = project / "folder", project / "tars"
+    folder, tars = root / "folder", root / "tars"
     folder.mkdir(parents=True)
     tars.mkdir()
     per = n // shards
@@ -361,21 +364,63 @@ def bench_shards(tmp: Path, n: int, results: dict, shards: int = 20) -> None:
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
-    pattern = str(tars / f"{{00000..{shards - 1:05d}}}.tar")
+    return folder, str(tars / f"{{00000..{shards - 1:05d}}}.tar")
+
+
+def bench_shards(tmp: Path, sizes: list[int], results: dict, shards: int = 20) -> None:
+    """caption.py (openai vision + interpret, tags skipped) over n distinct 8x8 PNGs with
+    unique tags, as `shards` WebDataset shards and as one folder, against the local server
+    at zero latency, each in its own process: items/s (stage time) and peak RSS at each size;
+    how shard memory grows from the first size to the last, and how it compares with a
+    folder's at the last."""
     with Server(0.0) as server:
-        for label, images in (("folder", folder), ("shards", pattern)):
-            out = project / label
-            cmd = [sys.executable, str(ROOT / "caption.py"), *caption_args(
-                out, server.url, "vision.backend=openai", f"paths.images={images}",
-                "input.image_column=png")]
-            results[f"{label}_rss_mb_{n / 1000:g}k"] = peak_rss_mb(cmd)
-            summary = json.loads((out / "cache" / "summary-caption.json").read_text())
-            ran = [s for s in summary["stages"] if s["state"] == "ran"]
-            done = min(s["ok"] + s["reused"] for s in ran)
-            results[f"{label}_items_per_s_{n / 1000:g}k"] = round(
-                done / sum(s["seconds"] for s in ran), 1)
-            results[f"{label}_items_ok_{n / 1000:g}k"] = done
-    shutil.rmtree(project, ignore_errors=True)
+        for n in sizes:
+            project = tmp / f"shards-bench-{n}"
+            folder, pattern = make_shards(project, n, shards)
+            for label, images in (("folder", folder), ("shards", pattern)):
+                out = project / label
+                cmd = [sys.executable, str(ROOT / "caption.py"), *caption_args(
+                    out, server.url, "vision.backend=openai", f"paths.images={images}",
+                    "input.image_column=png")]
+                results[f"{label}_rss_mb_{n / 1000:g}k"] = peak_rss_mb(cmd)
+                summary = json.loads((out / "cache" / "summary-caption.json").read_text())
+                ran = [s for s in summary["stages"] if s["state"] == "ran"]
+                done = min(s["ok"] + s["reused"] for s in ran)
+                results[f"{label}_items_per_s_{n / 1000:g}k"] = round(
+                    done / sum(s["seconds"] for s in ran), 1)
+                results[f"{label}_items_ok_{n / 1000:g}k"] = done
+            shutil.rmtree(project, ignore_errors=True)
+    first, last = (f"{n / 1000:g}k" for n in (sizes[0], sizes[-1]))
+    results["shards_rss_growth"] = round(results[f"shards_rss_mb_{last}"]
+                                         / results[f"shards_rss_mb_{first}"], 3)
+    results[f"shards_vs_folder_rss_{last}"] = round(results[f"shards_rss_mb_{last}"]
+                                                    / results[f"folder_rss_mb_{last}"], 3)
+
+
+def bench_startup(tmp: Path, results: dict, repeats: int = 5) -> None:
+    """Wall time of a caption.py run in which every stage is reused (tags from the wiki file,
+    openai vision, interpret) on a copy of the sample folder, against the local server: the
+    fixed cost every run pays (interpreter, imports, config, keys, the review page). The
+    median of `repeats` runs after one that made the captions."""
+    project = Path(tempfile.mkdtemp(dir=tmp, prefix="startup"))
+    for name in ("images", "data", "templates"):
+        shutil.copytree(ROOT / name, project / name)
+    shutil.copy(ROOT / "config.ini", project / "config.ini")
+    with Server(0.0) as server:
+        cmd = [sys.executable, str(ROOT / "caption.py"), "--config", str(project / "config.ini"),
+               "--quiet", "--set", f"llm.base_url={server.url}", "--set", "vision.backend=openai",
+               "--set", "run.progress=false"]
+        subprocess.run(cmd, cwd=project, check=True, capture_output=True)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            subprocess.run(cmd, cwd=project, check=True, capture_output=True)
+            times.append(time.perf_counter() - started)
+    summary = json.loads((project / "cache" / "summary-caption.json").read_text())
+    results["startup_s"] = round(sorted(times)[len(times) // 2], 2)
+    results["startup_calls"] = summary["calls"]["calls"]
+    results["startup_reused"] = sum(s["reused"] for s in summary["stages"])
+    results["startup_ok"] = sum(s["ok"] for s in summary["stages"])
 
 
 def bench_coverage(datasets: int, results: dict) -> None:
@@ -456,7 +501,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small samples (the 2k/20k memory runs stay)")
     parser.add_argument("--skip", default="", help="comma-separated groups to skip: "
                         "saturation,saturation50,concurrency,upsample,sdxl,rss,rssrun,coverage,shards,"
-                        "quality,verifier,calls")
+                        "startup,quality,verifier,calls")
     parser.add_argument("--only", default="", help="comma-separated groups to run (the rest are skipped)")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -476,7 +521,8 @@ def main() -> int:
             ("rss", lambda: bench_rss(tmp, [10_000, 100_000], results)),
             ("rssrun", lambda: bench_rss_run(tmp, [2_000, 20_000], results)),
             ("coverage", lambda: bench_coverage(3000, results)),
-            ("shards", lambda: bench_shards(tmp, 2000 if q else 20_000, results)),
+            ("shards", lambda: bench_shards(tmp, [2_000, 20_000], results)),
+            ("startup", lambda: bench_startup(tmp, results)),
             ("quality", lambda: bench_caption_quality(tmp, results)),
             ("verifier", lambda: bench_verifier(results)),
             ("calls", lambda: bench_interpret_calls(tmp, results)),

@@ -11,7 +11,7 @@ import sys
 from .cli import config_path, parse_only
 from .config import load_config
 from .registry import PROGRAMS, stage_class
-from .runner import format_summary, run_stages, write_summary
+from .runner import format_interrupted, format_summary, run_stages, write_summary
 from .stage import Context, RunOptions, parse_shard
 
 
@@ -77,7 +77,13 @@ def run_program(program: str, args: argparse.Namespace) -> int:
               if not options.only or name in options.only]
     if options.dry_run:
         print(f"{program}: plan for config {cfg.source} (nothing will be called)")
-    reports = asyncio.run(run_stages(stages, ctx, make_executor(cfg.run.executor)))
+    reports: list = []
+    try:
+        asyncio.run(run_stages(stages, ctx, make_executor(cfg.run.executor), reports))
+    except KeyboardInterrupt:
+        from .errors import Interrupted
+
+        raise Interrupted(format_interrupted(reports)) from None
     out = sys.stdout
     for line in format_summary(ctx, reports):
         print(line, file=out)

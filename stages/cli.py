@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ConfigError, FatalError
+from .errors import ConfigError, FatalError, did_you_mean
 
 
 def build_parser(prog: str, description: str, stage_names: tuple[str, ...], *,
@@ -38,7 +38,8 @@ def build_parser(prog: str, description: str, stage_names: tuple[str, ...], *,
                         help="process only shard I of N (split by item id; 0 <= I < N)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (stages, skip state, item counts, backends); call nothing")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars, ours or the libraries' (summary and errors still print)")
     return parser
 
 
@@ -73,13 +74,29 @@ def parse_only(text: str, stage_names: tuple[str, ...]) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     for name in names:
         if name not in stage_names:
-            raise ConfigError(f"--only {text!r}: unknown stage {name!r}; stages: "
-                              + ", ".join(stage_names))
+            raise ConfigError(f"--only {text!r}: unknown stage {name!r}; "
+                              + did_you_mean(name, stage_names) + "stages: " + ", ".join(stage_names))
     return names
 
 
-def main_guard(body: Callable[[], int]) -> int:
-    """Turn our error types into one line on stderr and the documented exit code."""
+def resume_command(script: str, argv: list[str] | None) -> str:
+    """The command line that reruns this one (a rerun resumes: finished items are kept).
+
+    `argv` None means the program was started from the command line with sys.argv."""
+    import os
+    import shlex
+    import shutil
+
+    if argv is None:
+        script, argv = sys.argv[0], sys.argv[1:]
+    python = shutil.which("python")
+    same = python is not None and os.path.realpath(python) == os.path.realpath(sys.executable)
+    return shlex.join(["python" if same else sys.executable, script, *argv])
+
+
+def main_guard(body: Callable[[], int], resume: str = "") -> int:
+    """Turn our error types into one line on stderr and the documented exit code; Ctrl-C
+    says what was done and the command that resumes (`resume`)."""
     try:
         return body()
     except (ConfigError, FatalError) as exc:
@@ -91,8 +108,14 @@ def main_guard(body: Callable[[], int]) -> int:
         print(f"error: cannot write {exc.filename or 'output'}: {exc.strerror}; free some space "
               "and rerun: finished items are kept", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished items are kept, rerun to continue", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        for line in getattr(exc, "lines", ["interrupted"]):
+            print(line, file=sys.stderr)
+        if resume:
+            print(f"finished items are kept; to resume, run the same command:\n  {resume}",
+                  file=sys.stderr)
+        else:
+            print("finished items are kept; rerun the same command to resume", file=sys.stderr)
         return 130
 
 

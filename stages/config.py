@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 AUTO = Path("auto")
 
@@ -402,8 +402,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None,
     raw: dict[tuple[str, str], tuple[str, str]] = {}   # (section, key) -> (value, origin)
     for section in parser.sections():
         if section not in SECTIONS:
-            raise ConfigError(f"{path}: [{section}]: unknown section; accepted sections: "
-                              + ", ".join(SECTIONS))
+            raise ConfigError(f"{path}: [{section}]: unknown section; "
+                              + did_you_mean(section, SECTIONS, "[", "]")
+                              + "accepted sections: " + ", ".join(SECTIONS))
         for key, value in parser.items(section):
             raw[(section, key)] = (strip_comment(value, f"{path}: {section}.{key}"), "file")
     for (section, key), value in parse_overrides(overrides or []).items():
@@ -414,10 +415,22 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None,
     for section, key in raw:
         if section not in SECTIONS:
             raise ConfigError(f"--set {section}.{key}: unknown section [{section}]; "
-                              "accepted sections: " + ", ".join(SECTIONS))
+                              + did_you_mean(section, SECTIONS, "", f".{key}")
+                              + "accepted sections: " + ", ".join(SECTIONS))
     cfg = _resolve_auto(Config(source=path, **sections), base_file)
     _cross_checks(cfg)
     return cfg
+
+
+def _suggest_key(section: str, key: str, fields) -> str:
+    """'did you mean section.key? ' for the closest key of this section, or for the same key
+    in another section ('' when neither)."""
+    close = did_you_mean(key, fields, f"{section}.")
+    if close:
+        return close
+    elsewhere = [name for name, cls in SECTIONS.items()
+                 if key in {f.name for f in dataclasses.fields(cls)}]
+    return f"did you mean {elsewhere[0]}.{key}? " if elsewhere else ""
 
 
 def _build_section(path: Path, name: str, cls: type, raw: dict, base_file: Path,
@@ -430,8 +443,8 @@ def _build_section(path: Path, name: str, cls: type, raw: dict, base_file: Path,
             continue
         where = f"{path}: {name}.{key}" if origin == "file" else f"--set {name}.{key}"
         if key not in fields:
-            raise ConfigError(f"{where}: unknown key; accepted keys in [{name}]: "
-                              + ", ".join(fields))
+            raise ConfigError(f"{where}: unknown key; " + _suggest_key(name, key, fields)
+                              + f"accepted keys in [{name}]: " + ", ".join(fields))
         meta, tp = fields[key].metadata, hints[key]
         try:
             converted = _convert(tp, value)

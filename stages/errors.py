@@ -34,3 +34,22 @@ def public_url(url: str) -> str:
         return url
     netloc = parts.netloc.rpartition("@")[2]       # host[:port] as written, login dropped
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def did_you_mean(name: str, choices, prefix: str = "", suffix: str = "") -> str:
+    """'did you mean X? ' for the accepted name closest to a mistyped one (difflib), else ''.
+
+    `prefix`/`suffix` wrap the suggestion as the message shows names (`interpret.` or `[`/`]`).
+    """
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), list(choices), n=1, cutoff=0.6)
+    return f"did you mean {prefix}{close[0]}{suffix}? " if close else ""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with what the run had done by then (lines for the user)."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__()
+        self.lines = lines

@@ -39,10 +39,12 @@ def _say_when_empty(stage: Stage, report: StageReport, instead: str = "") -> Non
         report.note = "; ".join(filter(None, (instead or stage.nothing_found(), report.note)))
 
 
-async def run_stages(stages: list[Stage], ctx: Context, executor: Executor) -> list[StageReport]:
-    """Run the selected, enabled stages in order with `executor`; one report per stage."""
+async def run_stages(stages: list[Stage], ctx: Context, executor: Executor,
+                     reports: list[StageReport] | None = None) -> list[StageReport]:
+    """Run the selected, enabled stages in order with `executor`; one report per stage,
+    appended to `reports` as each stage starts (an interrupted run's caller reads them)."""
     options = ctx.options
-    reports = []
+    reports = [] if reports is None else reports
     try:
         for stage in stages:
             report = StageReport(stage.name)
@@ -89,6 +91,23 @@ def write_summary(path: Path, ctx: Context, reports: list[StageReport]) -> None:
                     "seconds": round(r.seconds, 3), "note": r.note, "limited": r.limited}
                    for r in reports],
     })
+
+
+def format_interrupted(reports: list[StageReport]) -> list[str]:
+    """What an interrupted run had done: per stage that ran, items finished now, kept from
+    earlier runs (reused) and failed, and for the stage that was running, how many are left."""
+    ran = [r for r in reports if r.state == "ran"]
+    if not ran:
+        return ["interrupted before any stage started"]
+    lines = [f"interrupted during the {ran[-1].name} stage"]
+    for r in ran:
+        line = f"  {r.name}: {r.ok} finished, {r.reused} kept (reused), {len(r.failed)} failed"
+        if r is ran[-1] and r.total is not None:
+            left = max(r.total - r.ok - r.reused - len(r.failed), 0)
+            line = (f"  {r.name}: {r.ok} of {r.total} finished, {r.reused} kept (reused), "
+                    f"{len(r.failed)} failed, {left} not done")
+        lines.append(line)
+    return lines
 
 
 def format_summary(ctx: Context, reports: list[StageReport]) -> Iterator[str]:

@@ -75,6 +75,7 @@ class StageReport:
     note: str = ""
     seconds: float = 0.0
     limited: str = ""                     # what cut the item list short, when something did
+    total: int | None = None              # the stage's items when known (the progress bar's total)
 
 
 @dataclass(frozen=True)

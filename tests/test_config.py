@@ -71,7 +71,8 @@ def test_lists_and_booleans_parse(tmp_path):
 
 @pytest.mark.parametrize("text, overrides, expected", [
     ("[bogus]\nx = 1\n", [], "[bogus]: unknown section; accepted sections: paths"),
-    ("[llm]\ntemprature = 0.3\n", [], "llm.temprature: unknown key; accepted keys in [llm]:"),
+    ("[llm]\ntemprature = 0.3\n", [], "llm.temprature: unknown key; did you mean llm.temperature? "
+                                    "accepted keys in [llm]:"),
     ("[llm]\ntemperature = hot\n", [], "llm.temperature = 'hot': wrong type; expected a number"),
     ("[llm]\ntemperature = 3\n", [], "above the maximum 2.0; expected a number from 0.0 to 2.0"),
     ("[llm]\nconcurrency = 0\n", [], "below the minimum 1"),
@@ -169,3 +170,31 @@ def test_an_evaluation_blip_captioner_needs_its_own_model(tmp_path):
     assert cfg.evaluate.vision_model == "models/blip"
     blip = write(tmp_path, "[vision]\nbackend = blip\nmodel = models/blip\n")
     assert load_config(blip, ["evaluate.vision_backend=blip"]).evaluate.vision_backend == "blip"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--set", "interpret.trigger_word=x"], "did you mean interpret.trigger_words?"),
+    (["--set", "llm.modle=x"], "did you mean llm.model?"),
+    (["--set", "llm.trigger_words=x"], "did you mean interpret.trigger_words?"),   # other section
+    (["--set", "interpet.overwrite=true"], "did you mean interpret.overwrite?"),
+    (["--only", "interpet"], "did you mean interpret?"),
+    (["--only", "tags,interogate"], "did you mean interrogate?"),
+])
+def test_a_mistyped_key_section_or_stage_gets_the_closest_name(args, expected):
+    """Config errors name the accepted name nearest to the typo (difflib), still on one line."""
+    result = run_cli(str(ROOT / "caption.py"), *args)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_mistyped_section_in_the_file_gets_the_closest_name(tmp_path):
+    path = write(tmp_path, "[interpet]\noverwrite = true\n")
+    with pytest.raises(ConfigError, match=r"\[interpet\]: unknown section; did you mean \[interpret\]\?"):
+        load_config(path)
+
+
+def test_a_name_close_to_nothing_gets_no_suggestion():
+    result = run_cli(str(ROOT / "caption.py"), "--set", "llm.zzzzqq=1", "--only", "tags")
+    assert result.returncode == 2 and "unknown key" in result.stderr
+    assert "did you mean" not in result.stderr

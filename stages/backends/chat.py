@@ -260,23 +260,27 @@ class ChatBackend:
         self.endpoints = [ep for ep, _ in live]
 
     async def _probe(self, ep: _Endpoint) -> list[str] | None | bool:
-        """The model ids the server lists; None when it has no /models; False when unreachable."""
-        import openai
+        """The model ids the server lists; None when it has no /models; False when unreachable.
 
-        ep.client = openai.AsyncOpenAI(
-            base_url=ep.url, api_key=os.environ.get(self.cfg.api_key_env) or "not-needed",
-            timeout=self.cfg.timeout, max_retries=0)
-        try:
-            page = await ep.client.models.list(timeout=min(10.0, self.cfg.timeout))
-            return [m.id for m in page.data]
-        except (openai.APIConnectionError, openai.APITimeoutError):
-            await ep.client.close()
-            return False
-        except openai.AuthenticationError:
+        Asked with the standard library: the openai client (about a second to import) is
+        built when the first call is sent, so a run whose every item is reused never loads it.
+        """
+        key = os.environ.get(self.cfg.api_key_env) or "not-needed"
+        models = await asyncio.to_thread(list_models, ep.url, key, min(10.0, self.cfg.timeout))
+        if models == 401:
             raise FatalError(f"the server at {public_url(ep.url)} refused the API key: set the environment "
-                             f"variable named by llm.api_key_env ({self.cfg.api_key_env})") from None
-        except openai.APIError:
-            return None   # reachable; some servers have no /models
+                             f"variable named by llm.api_key_env ({self.cfg.api_key_env})")
+        return models
+
+    def _client(self, ep: _Endpoint) -> Any:
+        """The endpoint's openai client, built on first use."""
+        if ep.client is None:
+            import openai
+
+            ep.client = openai.AsyncOpenAI(
+                base_url=ep.url, api_key=os.environ.get(self.cfg.api_key_env) or "not-needed",
+                timeout=self.cfg.timeout, max_retries=0)
+        return ep.client
 
     @property
     def request_slots(self) -> int:
@@ -336,7 +340,7 @@ class ChatBackend:
                     body["response_format"] = fmt
                 # The body is plain JSON already: post it as is, skipping the client's
                 # per-field request transform (milliseconds per call on long messages).
-                resp = await ep.client.post("/chat/completions", body=body,
+                resp = await self._client(ep).post("/chat/completions", body=body,
                                             cast_to=ChatCompletion)
                 text = answer_text(resp)
                 ep.failures = 0
@@ -378,6 +382,40 @@ class ChatBackend:
         if self.local is not None:
             await asyncio.to_thread(self.local.stop)
             self.local = None
+
+
+def list_models(url: str, api_key: str, timeout: float) -> list[str] | None | bool | int:
+    """GET URL/models: the ids listed; None when the server answers without a usable list;
+    False when it cannot be reached; 401 when it refuses the key."""
+    import http.client
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url.rstrip("/") + "/models", headers={
+        "Authorization": f"Bearer {api_key}", "Accept": "application/json"})
+    context = None
+    if url.startswith("https:"):
+        try:
+            import certifi  # the CA bundle the openai client uses
+
+            context = ssl.create_default_context(cafile=certifi.where())
+        except ImportError:
+            context = ssl.create_default_context()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
+            body = json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return 401 if exc.code == 401 else None
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
+        return False                            # refused, unresolvable, timed out, dropped
+    except ValueError:
+        return None                             # not JSON
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return None
+    return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m]
 
 
 def resolve_model(setting: str, served: list[tuple[str, list[str] | None]]) -> str:

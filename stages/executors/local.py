@@ -25,6 +25,7 @@ async def _run_stage(stage: Stage, options: RunOptions, report: StageReport) -> 
     total = stage.count()
     if options.limit and total is not None:
         total = min(total, options.limit)
+    report.total = total
     bar = tqdm(total=total, desc=stage.name, unit="item", file=sys.stderr, leave=True,
                disable=options.quiet or not stage.cfg.run.progress, dynamic_ncols=True)
 
@@ -38,12 +39,11 @@ async def _run_stage(stage: Stage, options: RunOptions, report: StageReport) -> 
             report.ok += 1
         except Exception as exc:  # one bad item never stops a batch (record re-raises fatal ones)
             record(report, item.id, exc)
-        finally:
-            bar.update(1)
+        bar.update(1)             # not when cancelled (Ctrl-C): the bar shows what finished
 
     running: set[asyncio.Task] = set()
     try:
-        for item, key in pending(stage, options, report, settled=lambda: bar.update(1)):
+        for item, key in pending(stage, options, report, settled=lambda: settled(bar)):
             while len(running) >= stage.in_flight:
                 done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 _settle(done)
@@ -57,6 +57,22 @@ async def _run_stage(stage: Stage, options: RunOptions, report: StageReport) -> 
         if running:
             await asyncio.gather(*running, return_exceptions=True)
         bar.close()
+
+
+def settled(bar) -> None:
+    """Move the bar for an item settled at listing (reused, or failed before any work)
+    without feeding tqdm's rate: the rate and the ETA come from items processed now, so
+    thousands of reused items do not promise a finish in seconds. They count as tqdm's
+    `initial` (what a resumed bar starts from)."""
+    if bar.disable:
+        return
+    bar.n += 1
+    bar.initial += 1
+    bar.last_print_n += 1
+    now = bar._time()
+    if now - bar.last_print_t >= bar.mininterval:
+        bar.refresh()
+        bar.last_print_t = now
 
 
 def _settle(done: set[asyncio.Task]) -> None:

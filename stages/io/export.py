@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import Config
@@ -99,9 +100,36 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def export_hf(cfg: Config, out: Path, skipped: list[tuple[str, str]] | None = None) -> int:
+@contextmanager
+def quiet_datasets(quiet: bool):
+    """With --quiet, no `datasets` progress bars ("Saving the dataset", "Generating train
+    split") and no info logs while exporting; restored afterwards."""
+    import datasets
+    from datasets.utils import logging as ds_logging
+
+    if not quiet:
+        yield
+        return
+    bars_off, level = datasets.are_progress_bars_disabled(), ds_logging.get_verbosity()
+    datasets.disable_progress_bars()
+    ds_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        ds_logging.set_verbosity(level)
+        if not bars_off:
+            datasets.enable_progress_bars()
+
+
+def export_hf(cfg: Config, out: Path, skipped: list[tuple[str, str]] | None = None,
+              quiet: bool = False) -> int:
     """Write both layouts; return the number of captioned images exported (the ones left
     out, with why, are appended to `skipped`)."""
+    with quiet_datasets(quiet):
+        return _export_hf(cfg, out, skipped)
+
+
+def _export_hf(cfg: Config, out: Path, skipped: list[tuple[str, str]] | None = None) -> int:
     import datasets
 
     from .samples import is_dataset

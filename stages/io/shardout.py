@@ -6,26 +6,61 @@ score), `flags` (`fallback`, `over_clip_tokens`) and `provenance` (the whole rec
 JSON: inputs, models, template hashes, verdicts, the item key). Written atomically
 (temp file + rename); a file whose rows are already these is left as it is. It loads with
 `datasets.load_dataset("parquet", data_files="captions/*.parquet")` or pandas/pyarrow.
+
+Every shard Parquet of a process is written from one dedicated thread (`write_shard` and
+`write_shard_async` hand the work to it). pyarrow's default memory pool keeps a store per
+thread that has built a table, kept after the write: written from asyncio's default
+executor (up to 32 threads) a long run's memory stepped up with each new writer thread.
+pyarrow itself is imported there, when the first table is written or read, and the table
+is parsed by pyarrow's JSON reader (see `_table`), so pandas is never imported.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..store import hash_value
 
 ROWS_DIGEST = b"tagcap.rows_sha256"
+ROW_GROUP = 200                      # rows converted and written at a time
 
 
 def shard_path(captions: Path, unit: str) -> Path:
     return captions / f"{unit}.parquet"
 
 
+WRITER_THREAD = "shard-writer"
+_writer: ThreadPoolExecutor | None = None
+_writer_lock = threading.Lock()
+
+
+def _submit(fn, *args) -> Future:
+    """Run `fn(*args)` on the process's one shard-writer thread (started on first use)."""
+    global _writer
+    with _writer_lock:
+        if _writer is None:
+            _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=WRITER_THREAD)
+        return _writer.submit(fn, *args)
+
+
 def write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
-    """Write the shard's Parquet from its caption records; False when it already holds them."""
+    """Write the shard's Parquet from its caption records on the writer thread (waiting for
+    it); False when the file already holds them."""
+    return _submit(_write_shard, captions, unit, records).result()
+
+
+async def write_shard_async(captions: Path, unit: str, records: list[dict]) -> bool:
+    """`write_shard` for a coroutine: the event loop goes on while the writer thread works."""
+    return await asyncio.wrap_future(_submit(_write_shard, captions, unit, records))
+
+
+def _write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -41,17 +76,13 @@ def write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
                         ("tags", pa.list_(pa.string())), ("score", pa.float64()),
                         ("flags", pa.list_(pa.string())), ("provenance", pa.string())],
                        metadata={ROWS_DIGEST: digest.encode()})
-    table = pa.Table.from_pylist([{
-        "key": str(r.get("sample_key", "")), "id": r.get("id"), "caption": r.get("caption"),
-        "tags": [str(t) for t in r.get("tags", [])], "score": r.get("score"),
-        "flags": [str(f) for f in r.get("flags", [])],
-        "provenance": json.dumps(r, ensure_ascii=False, sort_keys=True)} for r in records],
-        schema=schema)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        pq.write_table(table, tmp)
+        with pq.ParquetWriter(tmp, schema) as writer:     # a row group per batch: the
+            for start in range(0, len(records), ROW_GROUP):    # rows of one batch in Arrow
+                writer.write_table(_table(records[start:start + ROW_GROUP], schema))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -93,6 +124,31 @@ def _source_exists(root: Path, unit: str) -> bool:
                    for entry in os.listdir(folder))
     except OSError:
         return False
+
+
+def _table(records: list[dict], schema):
+    """The shard's rows as an Arrow table, parsed from JSON lines by pyarrow's own reader on
+    this thread. Not `Table.from_pylist`: converting Python lists makes pyarrow import
+    pandas (about 30 MB and most of a second) only to check for pandas objects."""
+    import io
+    import math
+
+    import pyarrow.json as pj
+
+    def score(value):
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    lines = "\n".join(json.dumps({
+        "key": str(r.get("sample_key", "")), "id": str(r.get("id")), "caption": str(r.get("caption")),
+        "tags": [str(t) for t in r.get("tags", [])], "score": score(r.get("score")),
+        "flags": [str(f) for f in r.get("flags", [])],
+        "provenance": json.dumps(r, ensure_ascii=False, sort_keys=True)}, ensure_ascii=False)
+        for r in records).encode("utf-8")
+    table = pj.read_json(io.BytesIO(lines),
+                         read_options=pj.ReadOptions(use_threads=False, block_size=len(lines) + 1),
+                         parse_options=pj.ParseOptions(explicit_schema=schema,
+                                                       unexpected_field_behavior="error"))
+    return table.replace_schema_metadata(schema.metadata)
 
 
 def read_shard(captions: Path, unit: str) -> dict[str, dict]:
