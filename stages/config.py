@@ -193,6 +193,7 @@ class SocraticConfig:
     template: Path = _key(Path("templates/socratic.txt"), path=True)
     max_clip_tokens: int = _key(77, min=8, max=1024)
     clip_model: str = _key("")           # select = clip: empty means evaluate.clip_model
+    fresh_seeds: int = _key(2, min=0, max=16)   # re-renders of best and first for best vs first
 
 
 @dataclass(frozen=True)
