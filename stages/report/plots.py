@@ -170,7 +170,7 @@ def early_stop_hist(rows: list[MetricRow], traces: list[dict], path: Path, info:
     left.legend(fontsize=8)
     best = Counter(int(t["best"]) for t in traces if isinstance(t.get("best"), int))
     picks = list(range(max(rounds)))
-    right.bar(picks, [best.get(i, 0) for i in picks], color=COLORS["best"], width=0.7)
+    right.bar(picks, [best.get(i, 0) for i in picks], color=COLORS["best_fresh"], width=0.7)
     right.set_xticks(picks)
     right.set_xlabel("round chosen as best (0 = first)")
     right.set_ylabel("prompts")
