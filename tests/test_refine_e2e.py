@@ -33,7 +33,7 @@ class Script:
         if "help a text-to-image model" in system:
             self.verdicts += 1
             return json.dumps({"matches": self.accept, "missing": ["the colour"],
-                               "revised_prompt": f"revision {self.verdicts}"})
+                               "revised_prompt": f"a red cube, a blue sphere, revision {self.verdicts}"})
         if "grade text-to-image" in system:
             return json.dumps({"score": 6, "reasons": "mostly there"})
         return "unexpected"
