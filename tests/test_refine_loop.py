@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import llm_overrides
 from fakes import FakeOpenAI
 from PIL import Image
 from test_refine_e2e import Script, run, write_drawbench
 
+import refine
 from stages.report.analysis import analyse
 from stages.report.metrics import MetricRow
 from stages.report.scorers import clip_scorer, loop_from_traces
@@ -62,6 +64,16 @@ def bench(project: Path) -> Path:
     return project
 
 
+def run_one(project: Path, server: FakeOpenAI, *sets: str) -> int:
+    """refine.py on the first benchmark prompt only (--limit 1)."""
+    args = ["--config", str(project / "config.ini"), "--quiet", "--limit", "1"]
+    for item in llm_overrides(server.url, **{
+            "upsample.benchmark": "drawbench", "upsample.benchmark_path": str(project / "db.csv"),
+            "upsample.candidates": "1", "socratic.iterations": "3", "generate.seeds": "11, 12"}) + list(sets):
+        args += ["--set", item]
+    return refine.main(args)
+
+
 def traces(bench: Path) -> list[dict]:
     folder = bench / "runs" / "default" / "socratic"
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
@@ -73,8 +85,7 @@ def test_a_bad_revision_is_sent_back_once_then_ends_the_loop_with_its_reason(ben
     prompts; now the judge is told why and, answering badly again, the round is rejected."""
     script = BadReviser(["yes", "[1] matches", "This is the first round of the request."])
     with FakeOpenAI(script) as server:
-        assert run(bench, server, "socratic.early_stop=false", "evaluate.skip=true",
-                   "upsample.candidates=1", "--limit", "1") == 0
+        assert run_one(bench, server, "socratic.early_stop=false", "evaluate.skip=true") == 0
         retries = [r for r in server.chat_requests if len(r["messages"]) > 2
                    and "was rejected because" in str(r["messages"][-1]["content"])]
     assert retries and "it is a verdict, not a prompt" in retries[0]["messages"][-1]["content"]
@@ -91,8 +102,8 @@ def test_a_good_second_answer_is_used(bench):
     script = BadReviser(["yes", "a red cube balanced on a blue sphere, studio light",
                          "a red cube balanced on a blue sphere, studio light, sharp focus"])
     with FakeOpenAI(script) as server:
-        assert run(bench, server, "socratic.early_stop=false", "socratic.iterations=2",
-                   "evaluate.skip=true", "upsample.candidates=1", "--limit", "1") == 0
+        assert run_one(bench, server, "socratic.early_stop=false", "socratic.iterations=2",
+                       "evaluate.skip=true") == 0
     trace = traces(bench)[0]
     second = trace["iterations"][1]["prompt"]
     assert second == "a red cube balanced on a blue sphere, studio light"
@@ -103,8 +114,7 @@ def test_a_good_second_answer_is_used(bench):
 def test_matches_with_missing_items_is_not_a_match(bench):
     script = BadReviser(["a red cube on a blue sphere, the cube clearly red"], matches=True)
     with FakeOpenAI(script) as server:
-        assert run(bench, server, "socratic.iterations=2", "evaluate.skip=true",
-                   "upsample.candidates=1", "--limit", "1") == 0
+        assert run_one(bench, server, "socratic.iterations=2", "evaluate.skip=true") == 0
     trace = traces(bench)[0]
     first = trace["iterations"][0]["verdict"]
     assert first["matches"] is False and first["overruled"] and first["missing"] == ["the colour"]
@@ -115,7 +125,7 @@ def test_matches_with_missing_items_is_not_a_match(bench):
 def test_matches_with_nothing_missing_stops(bench):
     script = BadReviser(["a red cube on a blue sphere"], matches=True, missing=["nothing"])
     with FakeOpenAI(script) as server:
-        assert run(bench, server, "evaluate.skip=true", "upsample.candidates=1", "--limit", "1") == 0
+        assert run_one(bench, server, "evaluate.skip=true") == 0
     trace = traces(bench)[0]
     assert trace["stopped_early"] and trace["iterations"][0]["verdict"]["missing"] == []
 
