@@ -458,3 +458,13 @@ def test_a_test_model_gets_a_banner_and_unscored_prompts_are_counted(tmp_path):
     real = tmp_path / "real"
     tiny_png(real / "images" / "p0" / "original-s0.png", "stabilityai/sdxl")
     assert "Test model" not in write_report_html(real, rows, evaluation=evaluation).read_text("utf-8")
+
+
+def test_the_report_package_has_one_entry_point_per_job():
+    import stages.report as report
+    from stages.report import page, stats
+
+    assert report.write_report_html is page.write_report_html and report.paired_test is stats.paired_test
+    assert set(report.__all__) >= {"write_plots", "analyse", "write_metrics_csv", "read_metrics_csv"}
+    with pytest.raises(AttributeError):
+        report.not_a_job  # noqa: B018
