@@ -492,7 +492,11 @@ def _card(run_dir: Path, index: int, it: dict, is_best: bool, metric_rows: dict,
              ("caption of the image", f'<div class="text">{esc(it.get("caption", ""))}</div>'),
              ("verdict", f'<div>matches: <b>{"yes" if v.get("matches") else "no"}</b>; '
                          f"missing: {esc(missing)}</div>"),
-             ("revised prompt", f'<div class="text">{esc(v.get("revised_prompt", ""))}</div>'),
+             ("revised prompt", f'<div class="text">{esc(v.get("revised_prompt", ""))}</div>'
+                                + (f'<div class="down">rejected: {esc(v["rejected"])}</div>'
+                                   if v.get("rejected") else "")
+                                + (f'<div class="small">{esc(v["overruled"])}: not a match</div>'
+                                   if v.get("overruled") else "")),
              ("scores", f"<div>{_score_list(it.get('scores'), metric_rows)}</div>")]
     body = "".join(f'<div class="label">{label}</div>{html_}' for label, html_ in parts)
     return f'<div class="card{" best" if is_best else ""}"><b>round {index}</b>{badge}{img}{body}</div>'
