@@ -294,9 +294,9 @@ class SocraticStage(PromptsStage, Stage):
                 messages = [*messages, {"role": "assistant", "content": str(answer.text)},
                             {"role": "user", "content":
                              f"That revised_prompt was rejected because {rejected}. Write "
-                             "revised_prompt again as a description of the picture to draw: the "
-                             "subjects, their details and the setting, in plain words. Answer in "
-                             "the same JSON form."}]
+                             "revised_prompt again as a description of the picture to draw: start "
+                             f"with the request's own words ({request}), then add the missing "
+                             "details, in plain words. Answer in the same JSON form."}]
         return {**verdict, "rejected": rejected}
 
     def _reuse(self, prompt_id: str, seed: int, key: str, path: Path) -> dict | None:

@@ -5,6 +5,7 @@ part in selection or stopping, so a loop that changes nothing shows no effect.""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from conftest import llm_overrides
 from fakes import FakeOpenAI
 from PIL import Image
 from test_refine_e2e import Script, run, write_drawbench
+from test_refine_honest import VisionScript
 
 import refine
 from stages.report.analysis import analyse
@@ -130,10 +132,23 @@ def test_matches_with_nothing_missing_stops(bench):
     assert trace["stopped_early"] and trace["iterations"][0]["verdict"]["missing"] == []
 
 
+class PixelRater(VisionScript):
+    """A vision-language selector whose 1-10 rating follows the image's bytes, so rounds
+    differ (the tiny CLIP rates every noise image 0, and a tie keeps round 0)."""
+
+    def __call__(self, request: dict) -> str:
+        content = request["messages"][-1]["content"]
+        if isinstance(content, list) and request.get("response_format"):
+            url = next(p["image_url"]["url"] for p in content if p.get("type") == "image_url")
+            return json.dumps({"score": 1 + int(hashlib.sha256(url.encode()).hexdigest(), 16) % 10})
+        return super().__call__(request)
+
+
 @pytest.mark.slow
 def test_best_and_first_are_rendered_again_on_fresh_seeds_and_scored(bench):
-    with FakeOpenAI(Script(accept=False)) as server:
-        assert run(bench, server, "upsample.candidates=1") == 0
+    with FakeOpenAI(PixelRater(accept=False)) as server:
+        assert run(bench, server, "upsample.candidates=1", "vision.backend=openai",
+                   "socratic.select=judge", "evaluate.metrics=clipscore") == 0
     run_dir = bench / "runs" / "default"
     with open(run_dir / "metrics.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
