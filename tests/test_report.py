@@ -453,7 +453,7 @@ def test_a_test_model_gets_a_banner_and_unscored_prompts_are_counted(tmp_path):
     plain = html.unescape(re.sub(r"<[^>]+>", " ", text))
     assert "Test model: these images are noise." in plain and "tiny-sdxl-1" in plain
     assert "6 prompts in the run, 4 scored (2 without any score: failed or unfinished)" in plain
-    assert "4 of 6" in plain
+    assert "4 of 6" in plain and "4 of 6 prompts have an upsampled image scored; 2 failed" in plain
     assert "<td>image_similarity</td>" not in text and "without any value" in plain
     real = tmp_path / "real"
     tiny_png(real / "images" / "p0" / "original-s0.png", "stabilityai/sdxl")

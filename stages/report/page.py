@@ -401,9 +401,19 @@ def _loop_note(choice: LoopChoice, comps: list[Comparison]) -> str:
             f"round 0; those prompts are the pairs ({how}).</p>")
 
 
+def _upsample_note(rows: list[MetricRow], total: int) -> str:
+    """How many prompts have an upsampled image scored beside the original, when not all."""
+    have = {r.id for r in rows if r.variant == "upsampled" and math.isfinite(r.value)}
+    if not total or len(have) >= total:
+        return ""
+    return (f"<p>upsampled − original: {len(have)} of {total} prompts have an upsampled image "
+            f"scored; {total - len(have)} failed or are unfinished (see the upsample and generate "
+            "stages' summaries).</p>")
+
+
 def _paired_tables(rows: list[MetricRow], comps: list[Comparison], resamples: int,
                    total: int, choice: LoopChoice) -> list[str]:
-    loop = _loop_note(choice, comps)
+    loop = _loop_note(choice, comps) + _upsample_note(rows, total)
     if not comps:
         return ["<h3>Paired differences</h3><p>No prompt has both variants of a comparison "
                 "(original/upsampled, or first/best on fresh seeds) scored on the same seed.</p>", loop]
