@@ -60,6 +60,7 @@ table{border-collapse:collapse;margin:6px 0 12px}th,td{border:1px solid #d0d7de;
   text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;
   font-variant-numeric:tabular-nums;white-space:nowrap}
 .warn{background:#fff4e5;border:2px solid #d9480f;padding:10px 14px;border-radius:6px;margin:10px 0}
+.banner{background:#fff0f0;border:2px solid #cf222e;padding:10px 14px;border-radius:6px;margin:10px 0}
 .ok{background:#ebfbee;border:1px solid #2f9e44;padding:8px 12px;border-radius:6px;margin:10px 0}
 tr.dep td{color:#8c959f;background:#f6f8fa}
 .up{color:#1a7f37;font-weight:600}.down{color:#cf222e;font-weight:600}.small{font-size:12px;color:#57606a}
@@ -220,7 +221,7 @@ def _test_model_banner(run_dir: Path, sample: int = 40) -> list[str]:
         except (OSError, ValueError, SyntaxError):
             continue
         if isinstance(backend, dict) and str(backend.get("model", "")).startswith("tiny"):
-            return ['<div class="warn"><b>Test model: these images are noise.</b> They come from '
+            return ['<div class="banner"><b>Test model: these images are noise.</b> They come from '
                     f"{esc(backend['model'])} (generate.model = tiny), a randomly initialised SDXL "
                     "built for tests and the offline demo. Every score, difference and colour on "
                     "this page measures noise, not the prompts.</div>"]

@@ -221,7 +221,7 @@ def upsampled_vs_original(rows: list[MetricRow], traces: list[dict], path: Path,
 def plot_plan(rows: list[MetricRow], traces: list[dict]) -> dict[str, str]:
     """Plot file name -> '' when it can be drawn, else why not."""
     traces = [t for t in traces if t["iterations"]]
-    has_iter = any(round_curve(rows, m, resamples=0).cohort for m in _iter_metrics(rows))
+    has_iter = any(iteration_index(r.variant) == 0 and np.isfinite(r.value) for r in rows)
     metrics = metric_order(r.metric for r in rows)
     has_pairs = any(paired(rows, m, "first_fresh", "best_fresh")[0] for m in metrics)
     has_up = any(paired(rows, m, "original", "upsampled")[0] for m in metrics)
