@@ -56,6 +56,8 @@ ROUND_TALK = re.compile(r"\b(?:(?:first|second|third|next|previous|last|this|ear
                         r"\s+(?:round|attempt|iteration|try)|round\s*\d+|revised prompt|"
                         r"the request|vision model)\b", re.I)
 ECHO_WORDS = 5
+REWRITE_SYSTEM = ("You write prompts for a text-to-image model: one line that describes the "
+                  "picture to draw, with its subjects, their details and the setting.")
 
 
 def fresh_seeds(prompt_id: str, count: int, used: tuple[int, ...]) -> list[int]:
@@ -274,30 +276,31 @@ class SocraticStage(PromptsStage, Stage):
 
     async def _verdict(self, messages: list[dict], request: str) -> dict:
         """The judge's verdict. "matches" with missing items is not a match. A revised prompt
-        that is not a prompt (`revision_problem`) is sent back once with the reason; a second
-        bad one is recorded as `rejected`, which ends the loop with that reason."""
+        that is not a prompt (`revision_problem`) is asked for once more, as a plain rewrite
+        request that gives the reason (small models write a line of text far better than a
+        field of JSON); a second bad one is recorded as `rejected`, which ends the loop."""
         chat = self.backend("chat")
-        rejected = ""
-        for attempt in range(2):
-            answer = await chat.chat(messages, template_hash=self.template.hash, schema=VERDICT,
-                                     schema_name="verdict")
-            missing = missing_items(answer.data["missing"])
-            revised = tidy_caption(str(answer.data["revised_prompt"]))
-            verdict = {"matches": bool(answer.data["matches"]) and not missing, "missing": missing,
-                       "revised_prompt": revised}
-            if bool(answer.data["matches"]) and missing:
-                verdict["overruled"] = "the judge said it matches but listed missing items"
-            rejected = revision_problem(revised, request, self.template.literal())
-            if not rejected:
-                return verdict
-            if attempt == 0:
-                messages = [*messages, {"role": "assistant", "content": str(answer.text)},
-                            {"role": "user", "content":
-                             f"That revised_prompt was rejected because {rejected}. Write "
-                             "revised_prompt again as a description of the picture to draw: start "
-                             f"with the request's own words ({request}), then add the missing "
-                             "details, in plain words. Answer in the same JSON form."}]
-        return {**verdict, "rejected": rejected}
+        answer = await chat.chat(messages, template_hash=self.template.hash, schema=VERDICT,
+                                 schema_name="verdict")
+        missing = missing_items(answer.data["missing"])
+        verdict = {"matches": bool(answer.data["matches"]) and not missing, "missing": missing,
+                   "revised_prompt": tidy_caption(str(answer.data["revised_prompt"]))}
+        if bool(answer.data["matches"]) and missing:
+            verdict["overruled"] = "the judge said it matches but listed missing items"
+        rejected = revision_problem(verdict["revised_prompt"], request, self.template.literal())
+        if not rejected:
+            return verdict
+        lacking = ", ".join(missing) or "what the request asks for"
+        retry = [{"role": "system", "content": REWRITE_SYSTEM},
+                 {"role": "user", "content": f"Request: {request}\nWhat the last image lacked: {lacking}\n"
+                  f"The last prompt was rejected because {rejected}.\nWrite one new image prompt: "
+                  "start with the request's words, then add what was lacking."}]
+        again = tidy_caption((await chat.chat(retry, template_hash=self.template.hash + ":rewrite")).text)
+        second = revision_problem(again, request, self.template.literal())
+        if second:
+            return {**verdict, "revised_prompt": again, "rejected": second,
+                    "first_rejected": rejected}
+        return {**verdict, "revised_prompt": again, "first_rejected": rejected}
 
     def _reuse(self, prompt_id: str, seed: int, key: str, path: Path) -> dict | None:
         """Make `path` the prompt's original (or upsampled) image when that has `key`, so

@@ -53,9 +53,12 @@ class BadReviser(Script):
         self.missing = ["the colour"] if missing is None else missing
 
     def __call__(self, request: dict) -> str:
-        if "help a text-to-image model" in request["messages"][0]["content"]:
+        system = request["messages"][0]["content"]
+        if "help a text-to-image model" in system or "write prompts for a text-to-image" in system:
             text = self.revisions[min(self.verdicts, len(self.revisions) - 1)]
             self.verdicts += 1
+            if "write prompts" in system:               # the plain rewrite after a rejection
+                return text
             return json.dumps({"missing": self.missing, "matches": self.accept, "revised_prompt": text})
         return super().__call__(request)
 
@@ -84,12 +87,13 @@ def traces(bench: Path) -> list[dict]:
 @pytest.mark.slow
 def test_a_bad_revision_is_sent_back_once_then_ends_the_loop_with_its_reason(bench):
     """With early_stop = false, "yes" then "[1] matches" were rendered as the next rounds'
-    prompts; now the judge is told why and, answering badly again, the round is rejected."""
+    prompts; now the judge is asked again with the reason and, answering badly again, the
+    round is rejected."""
     script = BadReviser(["yes", "[1] matches", "This is the first round of the request."])
     with FakeOpenAI(script) as server:
         assert run_one(bench, server, "socratic.early_stop=false", "evaluate.skip=true") == 0
-        retries = [r for r in server.chat_requests if len(r["messages"]) > 2
-                   and "was rejected because" in str(r["messages"][-1]["content"])]
+        retries = [r for r in server.chat_requests
+                   if "was rejected because" in str(r["messages"][-1]["content"])]
     assert retries and "it is a verdict, not a prompt" in retries[0]["messages"][-1]["content"]
     assert len(traces(bench)) == 1
     for trace in traces(bench):
@@ -109,7 +113,8 @@ def test_a_good_second_answer_is_used(bench):
     trace = traces(bench)[0]
     second = trace["iterations"][1]["prompt"]
     assert second == "a red cube balanced on a blue sphere, studio light"
-    assert "rejected" not in trace["iterations"][0]["verdict"]
+    first = trace["iterations"][0]["verdict"]
+    assert "rejected" not in first and first["first_rejected"].startswith("it is a verdict")
 
 
 @pytest.mark.slow
