@@ -54,6 +54,7 @@ VERDICT_WORDS = {"yes", "no", "true", "false", "match", "matches", "matched", "o
                  "incorrect", "none", "nothing", "it", "the", "image", "does", "not", "doesn't", "na"}
 ROUND_TALK = re.compile(r"\b(?:(?:first|second|third|next|previous|last|this|earlier|same|another)"
                         r"\s+(?:round|attempt|iteration|try)|round\s*\d+|revised prompt|"
+                        r"(?:last|previous|earlier|first)\s+(?:image|prompt|picture)|"
                         r"the request|vision model)\b", re.I)
 ECHO_WORDS = 5
 REWRITE_SYSTEM = ("You write prompts for a text-to-image model: one line that describes the "
