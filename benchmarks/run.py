@@ -25,9 +25,14 @@ Figures (ratios are the point; absolute numbers depend on the machine):
 - rss_mb_run_2k / rss_mb_run_20k / rss_run_growth: peak RSS of real caption runs (interpret
   through the local server at zero latency, one candidate per image) over 2,000 and 20,000
   tiny tagged images, and their ratio (goal <= 1.25: memory does not grow with the folder).
-- ci_coverage_n5 / _n10 / _n30, false_flag_rate_n5 / _n10 / _n30: the report's paired
-  intervals on 3,000 simulated no-effect datasets per score shape and size (the lowest
-  coverage over the shapes), and how often a no-effect report colours anything
+- median_coverage_n10 / _n30 / _n50, null_flag_rate_n10 / _n30 / _n50,
+  report_null_flag_rate_n10 / _n30 / _n50 (each the worst over the shapes), and
+  power_uneven_effect_n30: the report's coloured statistic (exact sign test, order-statistic
+  interval of the median difference) on 20,000 simulated datasets per shape and size whose
+  true median is 0 (symmetric, centred exponential and lognormal, integer judge ratings,
+  clamped CLIPScores, Cauchy tails): how often the interval covers the median, how often one
+  comparison is coloured, how often a report of 8 Holm-adjusted comparisons (4,000 reports)
+  colours anything; and how often a real, uneven effect is coloured at n = 30
   (benchmarks/interval_coverage.py).
 - folder_items_per_s_Nk / shards_items_per_s_Nk, folder_rss_mb_Nk / shards_rss_mb_Nk:
   caption.py over N distinct small images (N = 2,000 and 20,000, also with --quick) as 20
@@ -423,10 +428,10 @@ def bench_startup(tmp: Path, results: dict, repeats: int = 5) -> None:
     results["startup_ok"] = sum(s["ok"] for s in summary["stages"])
 
 
-def bench_coverage(datasets: int, results: dict) -> None:
+def bench_coverage(datasets: int, reports: int, results: dict) -> None:
     from interval_coverage import simulate
 
-    results.update(simulate(datasets))
+    results.update(simulate(datasets, reports))
 
 
 def bench_caption_quality(tmp: Path, results: dict) -> None:
@@ -520,7 +525,7 @@ def main() -> int:
             ("sdxl", lambda: bench_tiny_sdxl(8 if q else 32, results)),
             ("rss", lambda: bench_rss(tmp, [10_000, 100_000], results)),
             ("rssrun", lambda: bench_rss_run(tmp, [2_000, 20_000], results)),
-            ("coverage", lambda: bench_coverage(3000, results)),
+            ("coverage", lambda: bench_coverage(4000 if q else 20_000, 1000 if q else 4000, results)),
             ("shards", lambda: bench_shards(tmp, [2_000, 20_000], results)),
             ("startup", lambda: bench_startup(tmp, results)),
             ("quality", lambda: bench_caption_quality(tmp, results)),

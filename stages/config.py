@@ -209,6 +209,7 @@ class SocraticConfig:
     template: Path = _key(Path("templates/socratic.txt"), path=True)
     max_clip_tokens: int = _key(77, min=8, max=1024)
     clip_model: str = _key("", path_or_name=())   # select = clip: empty means evaluate.clip_model
+    fresh_seeds: int = _key(2, min=0, max=16)   # re-renders of best and first for best vs first
 
 
 METRICS = ("clipscore", "image_similarity", "caption_score", "llm_judge")

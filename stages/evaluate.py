@@ -11,8 +11,10 @@ Captions come from the evaluation's captioner (`evaluate.vision_backend` / `visi
 default the loop's [vision]); when it is the loop's own, the Socratic rounds' captions are
 reused, and the report marks the caption metrics as not independent of the loop. The judge
 is `evaluate.judge_model` on the [llm] server(s), default the loop's own LLM.
-Variants: original, upsampled (per seed), iterNN and best from the Socratic trace, and only
-from a trace whose key matches what the socratic stage would compute now.
+Variants: original, upsampled (per seed), iterNN and best from the Socratic trace, and
+first_fresh / best_fresh (the first and the chosen prompt rendered again with seeds that took
+no part in the loop, for "best - first"), only from a trace whose key matches what the
+socratic stage would compute now.
 
 Per-prompt results go to `runs/RUN/eval/ID.json` with their key; `metrics.csv`, `plots/`
 and `report.html` are rebuilt at the end from exactly the files whose key matches the
@@ -155,6 +157,10 @@ class EvaluateStage(PromptsStage, Stage):
             best = trace["iterations"][trace["best"]]
             out.append(("best", trace["seed"], self.ctx.run_dir / best["image"],
                         best["caption"] if keep else ""))
+            fresh = trace.get("fresh") or {}
+            for variant in ("first", "best"):
+                out += [(f"{variant}_fresh", seed, self.ctx.run_dir / rel, "")
+                        for seed, rel in zip(fresh.get("seeds", []), fresh.get(variant, []), strict=True)]
         return out
 
     def upstream(self, item: Item) -> dict[str, str | None]:

@@ -20,7 +20,9 @@ of rendering it again, and says so (`reused`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import re
 from pathlib import Path
 
 from .config import Config
@@ -29,15 +31,72 @@ from .errors import ConfigError, ItemError
 from .generate import image_key, png_key, render_images
 from .io.runfiles import PromptsStage, image_path
 from .language.text import tidy_caption
+from .language.words import runs, tokens
 from .report.scorers import captioner_scorer, chat_scorer, clip_scorer
 from .stage import Declaration, Item, Stage, StageReport
 from .store import atomic_link_or_copy, atomic_write_json, read_json
 
+# "missing" comes first: a grammar-constrained model writes the properties in this order, so
+# it lists what is missing before it may say the image matches.
 VERDICT = {
-    "type": "object", "required": ["matches", "missing", "revised_prompt"],
-    "properties": {"matches": {"type": "boolean"},
-                   "missing": {"type": "array", "items": {"type": "string"}},
+    "type": "object", "required": ["missing", "matches", "revised_prompt"],
+    "properties": {"missing": {"type": "array", "items": {"type": "string"}},
+                   "matches": {"type": "boolean"},
                    "revised_prompt": {"type": "string"}}}
+
+# Fresh renders for "best vs first": seeds that took no part in selection or stopping. Seed j
+# of a prompt is FRESH_SEED_OFFSET + the first 6 hex digits of sha256("ID:j") (so between
+# 10,000,000 and 26,777,215, never a small generate.seeds value); one that is among
+# generate.seeds is skipped.
+FRESH_SEED_OFFSET = 10_000_000
+NOT_MISSING = {"", "nothing", "none", "n/a", "na", "-", "no", "nothing is missing", "nothing missing"}
+VERDICT_WORDS = {"yes", "no", "true", "false", "match", "matches", "matched", "ok", "okay", "correct",
+                 "incorrect", "none", "nothing", "it", "the", "image", "does", "not", "doesn't", "na"}
+ROUND_TALK = re.compile(r"\b(?:(?:first|second|third|next|previous|last|this|earlier|same|another)"
+                        r"\s+(?:round|attempt|iteration|try)|round\s*\d+|revised prompt|"
+                        r"(?:last|previous|earlier|first)\s+(?:image|prompt|picture)|"
+                        r"the request|vision model)\b", re.I)
+ECHO_WORDS = 5
+REWRITE_SYSTEM = ("You write prompts for a text-to-image model: one line that describes the "
+                  "picture to draw, with its subjects, their details and the setting.")
+
+
+def fresh_seeds(prompt_id: str, count: int, used: tuple[int, ...]) -> list[int]:
+    """`count` seeds for re-rendering the chosen and the first prompt (see FRESH_SEED_OFFSET)."""
+    out, j = [], 0
+    while len(out) < count:
+        digest = hashlib.sha256(f"{prompt_id}:{j}".encode()).hexdigest()
+        seed = FRESH_SEED_OFFSET + int(digest[:6], 16)
+        if seed not in used and seed not in out:
+            out.append(seed)
+        j += 1
+    return out
+
+
+def missing_items(values: list) -> list[str]:
+    """The judge's missing list without empty or "nothing" entries."""
+    items = [" ".join(str(v).split()) for v in values]
+    return [v for v in items if v.lower().strip(" .!") not in NOT_MISSING]
+
+
+def revision_problem(text: str, request: str, instructions: str) -> str:
+    """Why `text` is not a prompt for an image model ('' when it is one): a yes/no verdict
+    ("yes", "[1] matches"), a single word, talk about the rounds or the request ("This is the
+    first round of the request."), or a copy of a run of the judge's own instructions."""
+    words = tokens(text)
+    if not words:
+        return "it is empty"
+    if set(words) <= VERDICT_WORDS or all(w.isdigit() or w in VERDICT_WORDS for w in words):
+        return f"it is a verdict, not a prompt: {text!r}"
+    if len([w for w in words if not w.isdigit()]) < 2:
+        return f"it is a single word: {text!r}"
+    talk = ROUND_TALK.search(text)
+    if talk:
+        return f"it talks about the refinement ({talk.group(0)!r}) instead of describing an image"
+    copied = runs(text, ECHO_WORDS) & (runs(instructions, ECHO_WORDS) - runs(request, ECHO_WORDS))
+    if copied:
+        return f"it repeats the judge's instructions ({' '.join(sorted(copied)[0])!r})"
+    return ""
 
 
 def format_history(iterations: list[dict]) -> str:
@@ -47,8 +106,8 @@ def format_history(iterations: list[dict]) -> str:
     for i, it in enumerate(iterations):
         v = it["verdict"]
         lines.append(f"Round {i}: prompt: {it['prompt']}\n  image showed: {it['caption']}\n"
-                     f"  matches: {'yes' if v['matches'] else 'no'}; missing: "
-                     f"{', '.join(v['missing']) or 'nothing'}; revision: {v['revised_prompt']}")
+                     f"  missing: {', '.join(v['missing']) or 'nothing'}; matches: "
+                     f"{'yes' if v['matches'] else 'no'}; revision: {v['revised_prompt']}")
     return "\n".join(lines)
 
 
@@ -56,7 +115,7 @@ class SocraticStage(PromptsStage, Stage):
     name = "socratic"
     version = 2              # 2: traces record the loop's models and reused images (issue 12)
     concurrency = 1          # rounds are sequential and the image pipeline is shared
-    tallies = ("early",)
+    tallies = ("early", "rejected")
 
     @classmethod
     def declare(cls, cfg: Config) -> Declaration:
@@ -71,7 +130,7 @@ class SocraticStage(PromptsStage, Stage):
             # adding seeds for the generate stage redoes no trace.
             reads=("generate.seeds",),
             backends=("images", "vision", "chat") + scorer,
-            completion=("socratic.iterations", "socratic.early_stop"),
+            completion=("socratic.iterations", "socratic.early_stop", "socratic.fresh_seeds"),
             operational=("interrogate.max_pixels", "generate.batch_size"))
 
     def prepare(self) -> None:
@@ -84,6 +143,7 @@ class SocraticStage(PromptsStage, Stage):
                                            {"prompt", "current", "caption", "history", "max_tokens"})
         self.load_rows()
         self.early = 0
+        self.rejected = 0
 
     def missing_inputs(self) -> str:
         return "" if (self.ctx.run_dir / "socratic").exists() else "no socratic traces yet"
@@ -123,14 +183,30 @@ class SocraticStage(PromptsStage, Stage):
         for i, it in enumerate(its):
             verdict = it["verdict"]
             no_new = not verdict["revised_prompt"].strip() or verdict["revised_prompt"] == it["prompt"]
-            if (s.early_stop and verdict["matches"]) or no_new or i + 1 >= s.iterations:
+            if ((s.early_stop and verdict["matches"]) or no_new or verdict.get("rejected")
+                    or i + 1 >= s.iterations):
                 return i + 1
         return None
 
+    def fresh_plan(self, row: dict, trace: dict) -> dict:
+        """What the fresh renders of the chosen and the first prompt should be: none when the
+        first round was chosen (the two prompts are one)."""
+        its, best = trace["iterations"], trace["best"]
+        if best == 0 or not self.cfg.socratic.fresh_seeds:
+            return {"seeds": [], "first": [], "best": [], "best_is_first": best == 0}
+        seeds = fresh_seeds(row["id"], self.cfg.socratic.fresh_seeds, tuple(self.cfg.generate.seeds))
+        paths = {v: [image_path(self.ctx.run_dir, row["id"], f"{v}_fresh", seed).relative_to(
+            self.ctx.run_dir).as_posix() for seed in seeds] for v in ("first", "best")}
+        return {"seeds": seeds, **paths, "best_is_first": False,
+                "prompts": {"first": its[0]["prompt"], "best": its[best]["prompt"]}}
+
     def is_done(self, item: Item, key: str) -> bool:
         trace = self._trace(item, key)
-        return (bool(trace) and trace.get("best") is not None
-                and self.finished_at(trace["iterations"]) == len(trace["iterations"]))
+        if not trace or trace.get("best") is None:
+            return False
+        if self.finished_at(trace["iterations"]) != len(trace["iterations"]):
+            return False
+        return trace.get("fresh") == self.fresh_plan(item.data, trace)
 
     async def process(self, item: Item, key: str) -> None:
         s = self.cfg.socratic
@@ -157,10 +233,33 @@ class SocraticStage(PromptsStage, Stage):
         last = its[-1]["verdict"]
         trace["stopped_early"] = bool(s.early_stop and last["matches"])
         no_new = not last["revised_prompt"].strip() or last["revised_prompt"] == its[-1]["prompt"]
-        trace["stop_reason"] = "the judge gave no new prompt" if no_new and not trace["stopped_early"] else ""
+        trace["stop_reason"] = ""
+        if last.get("rejected") and not trace["stopped_early"]:
+            trace["stop_reason"] = f"the judge's revision was rejected: {last['rejected']}"
+            self.rejected += 1
+        elif no_new and not trace["stopped_early"]:
+            trace["stop_reason"] = "the judge gave no new prompt"
         self.early += trace["stopped_early"]
         await self._select(trace)
+        await self._fresh(row, trace)
         atomic_write_json(self.out(row["id"]), trace)
+
+    async def _fresh(self, row: dict, trace: dict) -> None:
+        """Render the chosen and the first prompt again with seeds that took no part in the
+        loop (`fresh_seeds`), so "best vs first" is scored on images whose noise did not pick
+        the best. Nothing to render when the first round was chosen."""
+        plan = self.fresh_plan(row, trace)
+        jobs = []
+        for variant in ("first", "best"):
+            for seed, rel in zip(plan["seeds"], plan[variant], strict=True):
+                text = plan["prompts"][variant]
+                path = self.ctx.run_dir / rel
+                key = image_key(self.backend("images"), text, seed, self.cfg.generate.negative_prompt)
+                if png_key(path) != key:
+                    jobs.append((text, seed, path, {"id": row["id"], "variant": f"{variant}_fresh"}))
+        if jobs:
+            await render_images(self, jobs)
+        trace["fresh"] = plan
 
     async def _round(self, row: dict, index: int, prompt: str, history: list[dict],
                      seed: int) -> dict:
@@ -177,11 +276,7 @@ class SocraticStage(PromptsStage, Stage):
         messages = self.template.render(prompt=row["prompt"], current=prompt, caption=caption,
                                         history=format_history(history),
                                         max_tokens=str(s.max_clip_tokens))
-        answer = await self.backend("chat").chat(messages, template_hash=self.template.hash,
-                                                 schema=VERDICT, schema_name="verdict")
-        verdict = {"matches": bool(answer.data["matches"]),
-                   "missing": [str(m) for m in answer.data["missing"]],
-                   "revised_prompt": tidy_caption(str(answer.data["revised_prompt"]))}
+        verdict = await self._verdict(messages, row["prompt"])
         tokenizer = self.ctx.resource("clip_tokenizer",
                                       lambda: load_clip_tokenizer(self.cfg.paths.cache))
         tokens = clip_token_count(tokenizer, verdict["revised_prompt"])
@@ -195,6 +290,34 @@ class SocraticStage(PromptsStage, Stage):
         if reused:
             out["reused"] = reused
         return out
+
+    async def _verdict(self, messages: list[dict], request: str) -> dict:
+        """The judge's verdict. "matches" with missing items is not a match. A revised prompt
+        that is not a prompt (`revision_problem`) is asked for once more, as a plain rewrite
+        request that gives the reason (small models write a line of text far better than a
+        field of JSON); a second bad one is recorded as `rejected`, which ends the loop."""
+        chat = self.backend("chat")
+        answer = await chat.chat(messages, template_hash=self.template.hash, schema=VERDICT,
+                                 schema_name="verdict")
+        missing = missing_items(answer.data["missing"])
+        verdict = {"matches": bool(answer.data["matches"]) and not missing, "missing": missing,
+                   "revised_prompt": tidy_caption(str(answer.data["revised_prompt"]))}
+        if bool(answer.data["matches"]) and missing:
+            verdict["overruled"] = "the judge said it matches but listed missing items"
+        rejected = revision_problem(verdict["revised_prompt"], request, self.template.literal())
+        if not rejected:
+            return verdict
+        lacking = ", ".join(missing) or "what the request asks for"
+        retry = [{"role": "system", "content": REWRITE_SYSTEM},
+                 {"role": "user", "content": f"Request: {request}\nWhat the last image lacked: {lacking}\n"
+                  f"The last prompt was rejected because {rejected}.\nWrite one new image prompt: "
+                  "start with the request's words, then add what was lacking."}]
+        again = tidy_caption((await chat.chat(retry, template_hash=self.template.hash + ":rewrite")).text)
+        second = revision_problem(again, request, self.template.literal())
+        if second:
+            return {**verdict, "revised_prompt": again, "rejected": second,
+                    "first_rejected": rejected}
+        return {**verdict, "revised_prompt": again, "first_rejected": rejected}
 
     def _reuse(self, prompt_id: str, seed: int, key: str, path: Path) -> dict | None:
         """Make `path` the prompt's original (or upsampled) image when that has `key`, so

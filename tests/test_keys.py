@@ -326,8 +326,11 @@ def test_completion_settings_extend_or_cut_a_finished_trace_instead_of_redoing_i
                "verdict": {"matches": True, "missing": [], "revised_prompt": "a red cube!!"}}]
     trace = world["root"] / "runs" / "default" / "socratic" / "p1.json"
     trace.parent.mkdir(exist_ok=True)
+    # the fresh renders of the chosen and the first prompt that a finished trace records
+    fresh = build(world, "socratic/clip", {})[1].fresh_plan({"id": "p1"}, {"iterations": rounds, "best": 1})
     trace.write_text(json.dumps({"id": "p1", "prompt": "a red cube on a blue sphere", "seed": 0,
-                                 "iterations": rounds, "best": 1, "stopped_early": True, "key": key}))
+                                 "iterations": rounds, "best": 1, "stopped_early": True, "key": key,
+                                 "fresh": fresh}))
     try:
         assert key_and_done(world, "socratic/clip", {}) [1]
         for name, alt in (("socratic.early_stop", "false"), ("socratic.iterations", "1")):

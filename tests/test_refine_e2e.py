@@ -32,8 +32,8 @@ class Script:
             return "detailed: " + request["messages"][-1]["content"]
         if "help a text-to-image model" in system:
             self.verdicts += 1
-            return json.dumps({"matches": self.accept, "missing": ["the colour"],
-                               "revised_prompt": f"revision {self.verdicts}"})
+            return json.dumps({"matches": self.accept, "missing": [] if self.accept else ["the colour"],
+                               "revised_prompt": f"a red cube, a blue sphere, revision {self.verdicts}"})
         if "grade text-to-image" in system:
             return json.dumps({"score": 6, "reasons": "mostly there"})
         return "unexpected"

@@ -154,12 +154,12 @@ def evaluate_note(bench: Path) -> str:
 def test_a_changed_category_and_an_unfinished_trace_are_not_reported_as_they_were(bench, monkeypatch):
     """Neither changes what evaluate scores, so its per-prompt files stay current; still the
     rows must carry the benchmark's category now, and a trace left without a best round
-    (a loop killed mid-way) or unreadable is counted as left out, not silently dropped. The plots test
-    with evaluate.permutations sign patterns, as the report's tables do."""
-    import stages.report.plots
+    (a loop killed mid-way) or unreadable is counted as left out, not silently dropped. The plots
+    and the tables use evaluate.permutations resamples for the mean's interval alike."""
+    import stages.report.analysis
 
-    patterns, real = [], stages.report.plots.paired_test
-    monkeypatch.setattr(stages.report.plots, "paired_test",
+    patterns, real = [], stages.report.analysis.paired_test
+    monkeypatch.setattr(stages.report.analysis, "paired_test",
                         lambda *a, **kw: patterns.append(kw.get("resamples")) or real(*a, **kw))
     with FakeOpenAI(Script(accept=False)) as server:
         assert run(bench, server) == 0

@@ -93,9 +93,21 @@ def make_run(root: Path, *, rounds: int = 3, socratic: bool = True, upsample: bo
                             "revised_prompt": f"{text}, round {i + 1}"},
                 "scores": {"select_clip": 0.6 + 0.01 * i}} for i in range(n_rounds)]
         best = n_rounds - 1
+        fresh = {"seeds": [], "first": [], "best": [], "best_is_first": best == 0}
+        if best:
+            fresh = {"seeds": [10_000_001, 10_000_002], "best_is_first": False,
+                     "first": [f"images/{pid}/first_fresh-s{s}.png" for s in (10_000_001, 10_000_002)],
+                     "best": [f"images/{pid}/best_fresh-s{s}.png" for s in (10_000_001, 10_000_002)]}
+            for j, seed in enumerate(fresh["seeds"]):
+                for variant, lift in (("first_fresh", 0.0), ("best_fresh", 0.01)):
+                    photo(name, shift=5 + j).save(run / "images" / pid / f"{variant}-s{seed}.png")
+                    for metric, scale, scorer in (("clipscore", 1.0, "CLIP tiny"),
+                                                  ("caption_score", 0.5, "all-MiniLM-L6-v2")):
+                        rows.append(MetricRow(pid, cat, variant, seed, metric,
+                                              float(scale * 0.6 + lift + rng.normal(0, 0.05)), scorer))
         (run / "socratic" / f"{pid}.json").write_text(json.dumps({
             "id": pid, "prompt": text, "category": cat, "seed": 0, "iterations": its, "best": best,
-            "stopped_early": its[-1]["verdict"]["matches"],
+            "stopped_early": its[-1]["verdict"]["matches"], "fresh": fresh,
             "loop": LOOP, "selection": {"by": "clip", "why": "highest CLIP similarity <to> the prompt",
                                         "scorer": {**CLIP.as_dict(), "role": "selector"}}}))
         for r in [r for r in rows if r.id == pid and r.variant == f"iter{best:02d}"]:
@@ -214,7 +226,7 @@ def test_a_metric_sharing_the_selector_is_flagged_greyed_and_never_coloured(buil
     assert "No metric here is independent" in text
     page = (run / "report.html").read_text(encoding="utf-8")
     for line in page.split("<tr"):
-        if "best − first round" in line and "<td>" in line:
+        if "best − first (fresh seeds)" in line and "<td>" in line:
             assert line.startswith(' class="dep"') and "not independent" in line
             assert "num up" not in line and "num down" not in line
 
@@ -266,20 +278,34 @@ def test_broken_trace_and_missing_image_do_not_crash(tmp_path):
     check_relative_links(run, run / "report.html")
 
 
-def test_round_curve_keeps_every_prompt_in_every_round():
-    """Three prompts: one stops after round 0 with a low score, one after round 1, one runs
-    three rounds. Survivors alone would show 1.0 -> 2.5 -> 3.0; the cohort curve carries each
-    stopped prompt's last score forward."""
-    rounds = {"a": [0.0], "b": [1.0, 2.0], "c": [2.0, 3.0, 3.0]}
+def test_round_curve_is_the_paired_change_from_round_0_of_those_that_reached_the_round():
+    """Three prompts: one stops after round 0, one after round 1, one runs three rounds. Each
+    round's point compares the prompts that reached it with their own round 0 (a level that
+    differs by prompt cancels); how many ran is part of the curve."""
+    rounds = {"a": [0.0], "b": [1.0, 2.0], "c": [2.0, 3.0, 3.5]}
     rows = [MetricRow(pid, "c", f"iter{i:02d}", 0, "m", v, "s") for pid, vs in rounds.items()
             for i, v in enumerate(vs)]
     curve = round_curve(rows, "m")
     assert curve.rounds == (0, 1, 2) and curve.cohort == 3 and curve.running == (3, 2, 1)
-    assert [s.mean for s in curve.stats] == pytest.approx([1.0, 5 / 3, 5 / 3])
-    assert all(s.n == 3 for s in curve.stats)
+    assert [c.median_diff for c in curve.changes] == pytest.approx([0.0, 1.0, 1.5])
+    assert [c.n for c in curve.changes] == [3, 2, 1]
     late = [*rows, MetricRow("d", "c", "iter01", 0, "m", 9.0, "s")]     # no round 0: not in the cohort
     assert round_curve(late, "m").cohort == 3
     assert round_curve(rows, "other").cohort == 0
+
+
+def test_the_curve_plot_says_the_stopping_rule_shapes_it(built, monkeypatch):
+    import stages.report.plots
+
+    run, rows, _ = built
+    figures = {}
+    monkeypatch.setattr(stages.report.plots, "_save",
+                        lambda fig, path: figures.setdefault(path.name, fig) and path)
+    write_plots(run, rows, evaluation=EVALUATION)
+    fig = figures["score_by_iteration.png"]
+    texts = [fig._suptitle.get_text()] + [ax.get_xlabel() + ax.get_ylabel() for ax in fig.axes]
+    assert "shaped by the stopping rule" in texts[0]
+    assert all("stopping rule" in t and "round − round 0" in t for t in texts[1:] if t)
 
 
 def test_rows_of_two_scorers_for_one_metric_are_never_averaged(tmp_path):
@@ -316,22 +342,26 @@ def test_a_clear_effect_is_coloured_only_when_the_test_can_reach_it(tmp_path, n,
     assert "1 headline comparison(s)" in text
 
 
-def test_plots_use_the_reports_sign_patterns(tmp_path, monkeypatch):
-    """evaluate.permutations reaches the scatter's test too, so its title and the report's
-    table give the same p and interval."""
+def test_plot_titles_give_the_reports_holm_p_never_a_raw_one(tmp_path, monkeypatch):
+    """Two metrics in the family: the scatter's title gives each the Holm-adjusted p of the
+    report's table (the raw p is half of it here), and no figure reads "-0.000"."""
     import stages.report.plots
 
-    seen = []
-    real = stages.report.plots.paired_test
-
-    def spy(*args, **kw):
-        seen.append(kw.get("resamples"))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(stages.report.plots, "paired_test", spy)
-    run = make_run(tmp_path, socratic=False)
-    write_plots(run, read_metrics_csv(run / "metrics.csv"), resamples=1234)
-    assert seen and set(seen) == {1234}
+    figures = {}
+    monkeypatch.setattr(stages.report.plots, "_save",
+                        lambda fig, path: figures.setdefault(path.name, fig) and path)
+    rows = shifted_rows(12, 0.0004) + shifted_rows(12, 0.2, metric="caption_score")
+    evaluation = {"clipscore": CLIP, "caption_score": CLIP}
+    comps = analyse(rows, evaluation, loop_from_traces([]))
+    write_plots(tmp_path, rows, traces=[], evaluation=evaluation)
+    titles = {ax.get_title().split(":")[0]: ax.get_title()
+              for ax in figures["upsampled_vs_original.png"].axes if ax.get_title()}
+    for c in comps:
+        assert f"Holm p={c.holm_p:.3f}" in titles[c.metric]
+        assert "-0.000" not in titles[c.metric] and "+0.000" not in titles[c.metric]
+    strong = next(c for c in comps if c.metric == "caption_score")
+    assert strong.holm_p == pytest.approx(2 * strong.result.p_value)
+    assert f"={strong.result.p_value:.3f}" not in titles["caption_score"]
 
 
 def test_no_interval_is_drawn_as_one_of_zero_width(tmp_path, monkeypatch):
@@ -344,7 +374,7 @@ def test_no_interval_is_drawn_as_one_of_zero_width(tmp_path, monkeypatch):
                         lambda fig, path: figures.setdefault(path.name, fig) and path)
     rows = []
     for pid, cat in (("a", "one"), ("b", "two"), ("c", "two"), ("d", "two")):
-        for i, variant in enumerate(("iter00", "iter01", "best")):
+        for i, variant in enumerate(("iter00", "iter01", "first_fresh", "best_fresh")):
             rows.append(MetricRow(pid, cat, variant, 0, "clipscore", 0.5 + 0.1 * i + 0.01 * ord(pid), "CLIP"))
     write_plots(tmp_path, rows, traces=[])
     bars = figures["best_vs_first_by_category.png"].axes[0]
@@ -359,12 +389,82 @@ def test_no_interval_is_drawn_as_one_of_zero_width(tmp_path, monkeypatch):
     assert not [p for c in curve.collections for p in c.get_paths() if len(p.vertices)]
 
 
-def test_the_method_note_says_how_each_comparison_was_tested(tmp_path):
-    """20 prompts upsampled (2^20 patterns: a random sample) and 6 with Socratic rounds (all
-    64 patterns): the page must not describe both with the first one's method."""
+def test_the_method_note_says_what_is_tested_and_what_is_description(tmp_path):
     rows = shifted_rows(20, 0.0)
-    rows += [MetricRow(f"p{k}", "c", v, 0, "clipscore", 0.5 + 0.01 * k * (v == "best"), "CLIP tiny")
-             for k in range(6) for v in ("iter00", "best")]
-    text = write_report_html(tmp_path, rows, evaluation={"clipscore": CLIP}, resamples=2000)
-    note = html.unescape(re.sub(r"<[^>]+>", "", text.read_text(encoding="utf-8")))
-    assert "2,000 random sign patterns" in note and "enumerated" in note
+    text = write_report_html(tmp_path, rows, evaluation={"clipscore": CLIP}).read_text(encoding="utf-8")
+    note = html.unescape(re.sub(r"<[^>]+>", "", text))
+    assert "exact sign test" in note and "order-statistic interval of the median" in note
+    assert "approximate, assumes roughly symmetric differences" in note and "never coloured" in note
+    assert "-0.000" not in note and "+0.000" not in note
+
+
+def loop_rows(n: int, moved: int) -> tuple[list[MetricRow], list[dict]]:
+    """n prompts whose loops chose round 0, except `moved` of them; fresh renders only where
+    the chosen round is not round 0 (as the socratic stage writes them)."""
+    rows, traces = [], []
+    for k in range(n):
+        best = 1 if k < moved else 0
+        traces.append({"id": f"p{k}", "prompt": "x", "best": best, "loop": LOOP,
+                       "iterations": [{"prompt": "x", "verdict": {}}, {"prompt": "y", "verdict": {}}]})
+        for i in (0, 1):
+            rows.append(MetricRow(f"p{k}", "c", f"iter{i:02d}", 0, "clipscore", 0.5 + 0.1 * i, "CLIP tiny"))
+        rows.append(MetricRow(f"p{k}", "c", "best", 0, "clipscore", 0.5 + 0.1 * best, "CLIP tiny"))
+        if best:
+            rows += [MetricRow(f"p{k}", "c", v, 10_000_001, "clipscore", 0.5, "CLIP tiny")
+                     for v in ("first_fresh", "best_fresh")]
+    return rows, traces
+
+
+def test_all_loops_stopped_at_round_0_is_zero_informative_pairs_not_n_12(tmp_path):
+    rows, traces = loop_rows(12, 0)
+    text = write_report_html(tmp_path, rows, evaluation={"clipscore": clip_scorer("ViT-B-32")},
+                             traces=traces).read_text(encoding="utf-8")
+    plain = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    assert "best − first: 0 informative pairs." in plain and "All 12 loops chose round 0" in plain
+    assert "best − first (fresh seeds)" not in plain
+
+
+def test_best_vs_first_counts_only_the_loops_that_moved(tmp_path):
+    rows, traces = loop_rows(12, 7)
+    text = write_report_html(tmp_path, rows, evaluation={"clipscore": clip_scorer("ViT-B-32")},
+                             traces=traces).read_text(encoding="utf-8")
+    plain = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    assert "7 of 12 loops chose a round other than round 0" in plain
+    row = next(r for r in text.split("<tr") if "best − first (fresh seeds)" in r)
+    assert re.search(r">7 <br>|>7<br>", row) and "0 untied" in row
+
+
+def tiny_png(path: Path, model: str) -> None:
+    from stages.backends.images import save_png
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_png(path, photo("coffee", 32), {"prompt": "x", "seed": 0,
+                                         "backend": json.dumps({"backend": "diffusers", "model": model})})
+
+
+def test_a_test_model_gets_a_banner_and_unscored_prompts_are_counted(tmp_path):
+    rows = shifted_rows(4, 0.1)
+    with open(tmp_path / "prompts.jsonl", "w", encoding="utf-8") as fh:
+        for k in range(6):
+            fh.write(json.dumps({"id": f"p{k}", "prompt": "x", "category": "c"}) + "\n")
+    tiny_png(tmp_path / "images" / "p0" / "original-s0.png", "tiny-sdxl-1")
+    evaluation = {"clipscore": CLIP, "image_similarity": CLIP}
+    text = write_report_html(tmp_path, rows, evaluation=evaluation).read_text(encoding="utf-8")
+    plain = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    assert "Test model: these images are noise." in plain and "tiny-sdxl-1" in plain
+    assert "6 prompts in the run, 4 scored (2 without any score: failed or unfinished)" in plain
+    assert "4 of 6" in plain and "4 of 6 prompts have an upsampled image scored; 2 failed" in plain
+    assert "<td>image_similarity</td>" not in text and "without any value" in plain
+    real = tmp_path / "real"
+    tiny_png(real / "images" / "p0" / "original-s0.png", "stabilityai/sdxl")
+    assert "Test model" not in write_report_html(real, rows, evaluation=evaluation).read_text("utf-8")
+
+
+def test_the_report_package_has_one_entry_point_per_job():
+    import stages.report as report
+    from stages.report import page, stats
+
+    assert report.write_report_html is page.write_report_html and report.paired_test is stats.paired_test
+    assert set(report.__all__) >= {"write_plots", "analyse", "write_metrics_csv", "read_metrics_csv"}
+    with pytest.raises(AttributeError):
+        report.not_a_job  # noqa: B018

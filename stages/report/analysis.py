@@ -3,13 +3,19 @@ tests, which of them may be coloured, per-category breakdowns, and round curves 
 fixed cohort of prompts.
 
 Rules (the README's report section says the same in prose):
-- A headline comparison is coloured only when its sign-flip p, Holm-adjusted over every
-  headline comparison that is allowed to be coloured, is at most 5%.
-- A comparison of Socratic rounds (best vs first) on a metric that is not independent of
-  the loop (stages/report/scorers.py) is shown, flagged, never coloured and left out of the family.
+- A headline comparison is coloured only when its exact sign test, Holm-adjusted over every
+  headline comparison that is allowed to be coloured, is at most 5% and the median interval
+  lies on the same side of 0 (stats.flag).
+- "best − first" compares the chosen and the first prompt rendered again on fresh seeds
+  (variants best_fresh and first_fresh), which took no part in selection or stopping; only
+  prompts whose chosen round is not round 0 are pairs (the others compare a prompt with
+  itself).
+- A comparison of Socratic prompts on a metric that is not independent of the loop
+  (stages/report/scorers.py) is shown, flagged, never coloured and left out of the family.
 - Per-category comparisons are exploratory: unadjusted and never coloured.
-- Round curves cover every prompt in every round: a prompt that stopped keeps its last
-  score (carried forward), so early stopping cannot shape the curve by who is left.
+- Round curves show the paired change from round 0 among the prompts that reached each
+  round. Which prompts reach a round is decided by the stopping rule, which looked at the
+  scores' own images, so the curve is shaped by it and is no test (the plot says so).
 """
 
 from __future__ import annotations
@@ -20,11 +26,11 @@ from dataclasses import dataclass, replace
 
 from .metrics import MetricRow, categories, finite, iteration_index, metric_order, paired
 from .scorers import Loop, Scorer, dependence
-from .stats import DEFAULT_RESAMPLES, MeanCI, PairedResult, directions, mean_ci, paired_test
+from .stats import DEFAULT_RESAMPLES, PairedResult, directions, paired_test
 
 COMPARISONS = (("original", "upsampled", "upsampled − original"),
-               ("iter00", "best", "best − first round"))
-LOOP_VARIANTS = ("iter00", "best")
+               ("first_fresh", "best_fresh", "best − first (fresh seeds)"))
+LOOP_VARIANTS = ("first_fresh", "best_fresh")
 
 
 @dataclass(frozen=True)
@@ -89,17 +95,32 @@ def by_category(rows: list[MetricRow], comps: list[Comparison], *,
 
 
 @dataclass(frozen=True)
+class LoopChoice:
+    """How many finished loops chose a round other than round 0: only those give a
+    best − first pair."""
+
+    loops: int
+    moved: int
+
+
+def loop_choice(traces: list[dict]) -> LoopChoice:
+    done = [t for t in traces if isinstance(t.get("best"), int)]
+    return LoopChoice(len(done), sum(t["best"] != 0 for t in done))
+
+
+@dataclass(frozen=True)
 class RoundCurve:
-    """Mean score per round over a fixed cohort: every prompt with a round 0, each carrying
-    its last score forward after its loop stopped."""
+    """Per round i >= 1: the change from round 0 (score_i - score_0) of the prompts whose loop
+    reached round i; round 0 is 0 for every prompt. Who reaches a round is decided by the
+    stopping rule, so the curve is shaped by it."""
 
     rounds: tuple[int, ...]
-    stats: tuple[MeanCI, ...]
-    running: tuple[int, ...]      # prompts that actually ran each round
-    cohort: int
+    changes: tuple[PairedResult, ...]     # round 0 vs round i over the prompts that ran round i
+    running: tuple[int, ...]              # prompts that ran each round
+    cohort: int                           # prompts with a round 0
 
 
-def round_curve(rows: list[MetricRow], metric: str) -> RoundCurve:
+def round_curve(rows: list[MetricRow], metric: str, resamples: int = 1000) -> RoundCurve:
     scores: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in finite(rows):
         i = iteration_index(r.variant)
@@ -110,13 +131,11 @@ def round_curve(rows: list[MetricRow], metric: str) -> RoundCurve:
         return RoundCurve((), (), (), 0)
     last = max(i for pid in ids for i in scores[pid])
     rounds = tuple(range(last + 1))
-    columns: list[list[float]] = [[] for _ in rounds]
-    running = [0] * len(rounds)
-    for pid in ids:
-        value = math.nan
-        for i in rounds:
-            if i in scores[pid]:
-                value = sum(scores[pid][i]) / len(scores[pid][i])
-                running[i] += 1
-            columns[i].append(value)
-    return RoundCurve(rounds, tuple(mean_ci(col) for col in columns), tuple(running), len(ids))
+    mean = {pid: {i: sum(v) / len(v) for i, v in scores[pid].items()} for pid in ids}
+    changes, running = [], []
+    for i in rounds:
+        ran = [pid for pid in ids if i in mean[pid]]
+        running.append(len(ran))
+        changes.append(paired_test([mean[p][0] for p in ran], [mean[p][i] for p in ran],
+                                   resamples=resamples))
+    return RoundCurve(rounds, tuple(changes), tuple(running), len(ids))

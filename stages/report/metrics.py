@@ -60,11 +60,12 @@ def iteration_index(variant: str) -> int | None:
 
 
 def variant_order(variants: Iterable[str]) -> list[str]:
-    """original, upsampled, iter00, iter01, ..., best, then anything else alphabetically."""
+    """original, upsampled, iter00, iter01, ..., best, first_fresh, best_fresh, then anything
+    else alphabetically."""
     def key(v: str) -> tuple:
         i = iteration_index(v)
-        fixed = {"original": 0, "upsampled": 1, "best": 3}
-        return (fixed.get(v, 2 if i is not None else 4), i or 0, v)
+        fixed = {"original": 0, "upsampled": 1, "best": 3, "first_fresh": 4, "best_fresh": 5}
+        return (fixed.get(v, 2 if i is not None else 6), i or 0, v)
     return sorted(set(variants), key=key)
 
 
@@ -140,6 +141,8 @@ def stop_kind(trace: dict) -> str:
     """Why a Socratic loop ended: the judge was satisfied, the round cap, or no new prompt."""
     if trace.get("stopped_early"):
         return "judge said it matches"
+    if str(trace.get("stop_reason", "")).startswith("the judge's revision was rejected"):
+        return "revision rejected"
     if trace.get("stop_reason"):
         return "no new prompt"
     return "reached the round cap"

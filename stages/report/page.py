@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 import re
 from collections import defaultdict
@@ -27,7 +28,7 @@ from urllib.parse import quote
 from ..io.runfiles import prompts as read_prompts
 from ..io.runfiles import upsampled as read_upsampled
 from ..store import atomic_write_text
-from .analysis import Comparison, analyse, by_category, metric_dependence
+from .analysis import Comparison, LoopChoice, analyse, by_category, loop_choice, metric_dependence
 from .metrics import (
     MetricRow,
     categories,
@@ -43,7 +44,7 @@ from .metrics import (
 )
 from .plots import TITLES, plot_plan, write_plots
 from .scorers import LOOP_ROLES, ROLE_WORDS, Loop, Scorer, loop_from_traces
-from .stats import DEFAULT_RESAMPLES, PairedResult, mean_ci, min_pairs
+from .stats import APPROXIMATE, DEFAULT_RESAMPLES, TIE_TOL, PairedResult, mean_ci, min_pairs, number
 
 __all__ = ["MetricRow", "read_metrics_csv", "write_metrics_csv", "write_plots", "write_compare_html",
            "write_report_html"]
@@ -59,6 +60,7 @@ table{border-collapse:collapse;margin:6px 0 12px}th,td{border:1px solid #d0d7de;
   text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;
   font-variant-numeric:tabular-nums;white-space:nowrap}
 .warn{background:#fff4e5;border:2px solid #d9480f;padding:10px 14px;border-radius:6px;margin:10px 0}
+.banner{background:#fff0f0;border:2px solid #cf222e;padding:10px 14px;border-radius:6px;margin:10px 0}
 .ok{background:#ebfbee;border:1px solid #2f9e44;padding:8px 12px;border-radius:6px;margin:10px 0}
 tr.dep td{color:#8c959f;background:#f6f8fa}
 .up{color:#1a7f37;font-weight:600}.down{color:#cf222e;font-weight:600}.small{font-size:12px;color:#57606a}
@@ -87,10 +89,7 @@ def link(rel: str) -> str:
 
 
 def fmt(x: float, digits: int = 3, sign: bool = False) -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    x = round(x, digits) + 0.0   # no "-0.000"
-    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+    return number(x, sign=sign, digits=digits)
 
 
 def page(title: str, body: Iterable[str]) -> str:
@@ -205,6 +204,30 @@ def write_compare_html(run_dir: Path) -> Path:
 
 # ---------------------------------------------------------------- report.html: summaries
 
+def _test_model_banner(run_dir: Path, sample: int = 40) -> list[str]:
+    """A warning when the run's images come from a test model (generate.model = tiny: a random
+    SDXL), read from the backend identity recorded in the PNGs (a sample of them)."""
+    from PIL import Image
+
+    folder = run_dir / "images"
+    seen = 0
+    for path in folder.rglob("*.png") if folder.is_dir() else []:
+        if seen >= sample:
+            break
+        seen += 1
+        try:
+            with Image.open(path) as im:
+                backend = json.loads(getattr(im, "text", {}).get("backend", "{}"))
+        except (OSError, ValueError, SyntaxError):
+            continue
+        if isinstance(backend, dict) and str(backend.get("model", "")).startswith("tiny"):
+            return ['<div class="banner"><b>Test model: these images are noise.</b> They come from '
+                    f"{esc(backend['model'])} (generate.model = tiny), a randomly initialised SDXL "
+                    "built for tests and the offline demo. Every score, difference and colour on "
+                    "this page measures noise, not the prompts.</div>"]
+    return []
+
+
 def _scorer_rows(loop: Loop) -> list[str]:
     if not loop.traces:
         return ["<p>No current Socratic traces: nothing picked a best round.</p>"]
@@ -223,12 +246,14 @@ def _scorer_rows(loop: Loop) -> list[str]:
 def _scorer_section(rows: list[MetricRow], evaluation: dict[str, Scorer], loop: Loop) -> list[str]:
     recorded: dict[str, set[str]] = defaultdict(set)
     for r in rows:
-        recorded[r.metric].add(r.scorer)
+        if math.isfinite(r.value):
+            recorded[r.metric].add(r.scorer)
+    empty = [m for m in metric_order(evaluation) if m not in recorded]
     lines = ["<h2>Scorers</h2>", "<h3>The Socratic loop</h3>", *_scorer_rows(loop),
              "<h3>Evaluation</h3><table><tr><th>metric</th><th>scored by</th><th>reads captions by</th>"
              "<th>scorer in metrics.csv</th><th>independent of the loop</th></tr>"]
     dependent: dict[str, list[str]] = {}
-    for m in metric_order(set(evaluation) | set(recorded)):
+    for m in metric_order(recorded):
         scorer = evaluation.get(m)
         reasons = metric_dependence(m, evaluation, loop)
         if reasons:
@@ -239,6 +264,9 @@ def _scorer_section(rows: list[MetricRow], evaluation: dict[str, Scorer], loop: 
                      f"<td>{esc(', '.join(sorted(recorded.get(m, []))) or '–')}</td>"
                      f"<td>{esc(verdict)}</td></tr>")
     lines.append("</table>")
+    if empty:
+        lines.append(f"<p class=small>Asked for but without any value, so left out of every table: "
+                     f"{esc(', '.join(empty))} (image_similarity needs reference images).</p>")
     if dependent:
         independent = [m for m in metric_order(recorded) if m not in dependent]
         advice = (f"Judge the loop by {', '.join(independent)} only." if independent else
@@ -258,7 +286,7 @@ def _scorer_section(rows: list[MetricRow], evaluation: dict[str, Scorer], loop: 
 
 def _variant_table(rows: list[MetricRow]) -> list[str]:
     variants = variant_order(r.variant for r in rows)
-    metrics = metric_order(r.metric for r in rows)
+    metrics = metric_order(r.metric for r in rows if math.isfinite(r.value))
     head = "".join(f"<th>{esc(v)}</th>" for v in variants)
     lines = ["<h3>Mean score by variant (95% t-interval over prompts; descriptive, not a test)</h3>",
              f"<table><tr><th>metric</th>{head}</tr>"]
@@ -279,11 +307,28 @@ def _share(res: PairedResult, count: int) -> str:
 
 
 def _interval(res: PairedResult) -> str:
+    """The median's interval, said honestly: unbounded below 6 pairs, "not estimable" when
+    every difference is the same, and a zero-width interval named as such."""
     if res.n == 0:
         return "–"
+    if not res.estimable:
+        return (f"not estimable: all {res.n} differences are {fmt(res.median_diff, sign=True)} "
+                "(no spread)" if res.n > 1 else "not estimable: one pair")
     if not res.bounded:
         return f"unbounded (n &lt; {min_pairs()})"
-    return f"[{fmt(res.ci_low, sign=True)}, {fmt(res.ci_high, sign=True)}]"
+    text = f"[{fmt(res.ci_low, sign=True)}, {fmt(res.ci_high, sign=True)}]"
+    if res.ci_low == res.ci_high:
+        text += ("<br><span class=small>zero width: the median sits on a tied value; not "
+                 "certainty</span>")
+    return text
+
+
+def _mean_cell(res: PairedResult) -> str:
+    if res.n == 0:
+        return "–"
+    ci = (f"[{fmt(res.mean_low, sign=True)}, {fmt(res.mean_high, sign=True)}]"
+          if math.isfinite(res.mean_low) else "interval not estimable")
+    return f"{fmt(res.mean_diff, sign=True)}<br><span class=small>{ci}</span>"
 
 
 def _p(x: float) -> str:
@@ -292,60 +337,101 @@ def _p(x: float) -> str:
     return "&lt;0.001" if x < 0.001 else f"{x:.3f}"
 
 
-def _diff_row(c: Comparison) -> str:
+def _n_cell(res: PairedResult, of: int) -> str:
+    out = f"{res.n} of {of}" if of > res.n else f"{res.n}"
+    return out + f"<br><span class=small>{res.n_eff} untied</span>"
+
+
+def _diff_note(c: Comparison) -> str:
     res = c.result
-    note = ("not independent of the loop: " + "; ".join(c.not_independent) if c.not_independent
-            else f"fewer than {min_pairs()} prompts: no test can reach 5%" if res.n < min_pairs() else "")
+    if c.not_independent:
+        return "not independent of the loop: " + "; ".join(c.not_independent)
+    if res.n_eff < min_pairs():
+        return f"{res.n_eff} untied prompt(s): fewer than {min_pairs()}, so no test can reach 5%"
+    if math.isfinite(c.holm_p) and c.holm_p <= 0.05 and not c.flag:
+        return "the sign test rejects, but the median interval includes 0 (ties): not coloured"
+    return ""
+
+
+def _diff_row(c: Comparison, of: int) -> str:
+    res = c.result
     cls = ' class="dep"' if c.not_independent else ""
-    return (f"<tr{cls}><td>{esc(c.metric)}</td><td>{esc(c.label)}</td><td class=\"num\">{res.n}</td>"
-            f'<td class="num {c.flag}">{fmt(res.mean_diff, sign=True)}</td>'
+    return (f"<tr{cls}><td>{esc(c.metric)}</td><td>{esc(c.label)}</td><td class=\"num\">"
+            f"{_n_cell(res, of)}</td>"
+            f'<td class="num {c.flag}">{fmt(res.median_diff, sign=True)}</td>'
             f'<td class="num">{_interval(res)}</td>'
-            f'<td class="num">{_p(res.p_value)}</td><td class="num">{_p(c.holm_p)}</td>'
             f'<td class="num">{_share(res, res.helped)}</td><td class="num">{_share(res, res.hurt)}</td>'
-            f'<td class="num">{_share(res, res.tied)}</td><td class="small">{esc(note)}</td></tr>')
+            f'<td class="num">{_share(res, res.tied)}</td>'
+            f'<td class="num">{_p(res.p_value)}</td><td class="num">{_p(c.holm_p)}</td>'
+            f'<td class="num">{_mean_cell(res)}</td><td class="small">{esc(_diff_note(c))}</td></tr>')
 
 
-DIFF_HEAD = ("<th>n prompts</th><th>mean diff</th><th>95% interval</th><th>p</th><th>Holm p</th>"
-             "<th>helped</th><th>hurt</th><th>tied</th><th>note</th>")
+DIFF_HEAD = ("<th>n prompts</th><th>median diff</th><th>95% interval of the median</th>"
+             "<th>helped</th><th>hurt</th><th>tied</th><th>sign test p</th><th>Holm p</th>"
+             f"<th>mean diff<br><span class=small>({APPROXIMATE})</span></th><th>note</th>")
 
 
 def _method_note(comps: list[Comparison], n_category: int) -> str:
     family = sum(c.eligible for c in comps)
-    tested = [c.result for c in comps if c.result.n]
-    sampled = [r for r in tested if not r.exact]
-    how = ("all sign patterns enumerated" if not sampled
-           else f"{sampled[0].patterns - 1:,} random sign patterns" if len(sampled) == len(tested)
-           else f"{sampled[0].patterns - 1:,} random sign patterns in {len(sampled)} of {len(tested)} "
-                "comparisons, all patterns enumerated in the others")
-    return (f'<p class="small">Later minus earlier, per prompt (seeds averaged first). The test is a '
-            f"sign-flip permutation test of the mean difference ({how}): with no effect the two "
-            "variants of a prompt are exchangeable, so it holds at any n and for any score shape; the "
-            "95% interval is every shift it does not reject, and it is unbounded below "
-            f"{min_pairs()} prompts, where no result can reach 5%. This page makes {len(comps)} headline "
-            f"comparison(s); the {family} independent of the loop form one family, Holm-adjusted, and "
-            "a mean difference is coloured (green up, red down) only when its Holm p ≤ 0.05. Greyed "
+    return (f'<p class="small">Later minus earlier, per prompt (seeds averaged first). Helped and '
+            f"hurt count prompts; a difference within {TIE_TOL:g} is a tie, in the test and the "
+            "interval alike. The test is an exact sign test of helped against hurt (ties dropped; "
+            "\"untied\" is the n it uses); the interval is the exact order-statistic interval of the "
+            "median difference (at least 95% for any shape of differences). Both hold at any n; "
+            f"below {min_pairs()} untied prompts nothing can reach 5%. The mean difference is a "
+            f"description, its bootstrap-t interval {APPROXIMATE}, and it is never coloured. This "
+            f"page makes {len(comps)} headline comparison(s); the {family} independent of the loop "
+            "form one family, Holm-adjusted, and a median difference is coloured (green up, red "
+            "down) only when its Holm p ≤ 0.05 and its interval is on the same side of 0. Greyed "
             "rows are not independent of the loop and are never coloured. The "
             f"{n_category} per-category comparison(s) below are exploratory: not adjusted, never "
-            "coloured. helped/hurt/tied count prompts (ties within 1e-6).</p>")
+            "coloured.</p>")
 
 
-def _paired_tables(rows: list[MetricRow], comps: list[Comparison], resamples: int) -> list[str]:
+def _loop_note(choice: LoopChoice, comps: list[Comparison]) -> str:
+    """How many prompts give a best − first pair; said plainly when none does."""
+    if not choice.loops:
+        return ""
+    fresh = any(c.a == "first_fresh" for c in comps)
+    if choice.moved == 0:
+        return (f"<p><b>best − first: 0 informative pairs.</b> All {choice.loops} loops chose round 0 "
+                "as best, so the chosen prompt is the first prompt and there is nothing to compare.</p>")
+    how = ("both rendered again with seeds that took no part in selection or stopping"
+           if fresh else "no fresh renders found: run the socratic stage again to make them")
+    return (f"<p>best − first: {choice.moved} of {choice.loops} loops chose a round other than "
+            f"round 0; those prompts are the pairs ({how}).</p>")
+
+
+def _upsample_note(rows: list[MetricRow], total: int) -> str:
+    """How many prompts have an upsampled image scored beside the original, when not all."""
+    have = {r.id for r in rows if r.variant == "upsampled" and math.isfinite(r.value)}
+    if not total or len(have) >= total:
+        return ""
+    return (f"<p>upsampled − original: {len(have)} of {total} prompts have an upsampled image "
+            f"scored; {total - len(have)} failed or are unfinished (see the upsample and generate "
+            "stages' summaries).</p>")
+
+
+def _paired_tables(rows: list[MetricRow], comps: list[Comparison], resamples: int,
+                   total: int, choice: LoopChoice) -> list[str]:
+    loop = _loop_note(choice, comps) + _upsample_note(rows, total)
     if not comps:
         return ["<h3>Paired differences</h3><p>No prompt has both variants of a comparison "
-                "(original/upsampled or iter00/best) scored on the same seed.</p>"]
+                "(original/upsampled, or first/best on fresh seeds) scored on the same seed.</p>", loop]
     cats = by_category(rows, comps, resamples=resamples)
     n_category = sum(cell is not None and cell.n > 0 for cells in cats.values() for cell in cells)
-    lines = ["<h3>Paired differences (headline)</h3>",
+    lines = ["<h3>Paired differences (headline)</h3>", loop,
              f"<table><tr><th>metric</th><th>comparison</th>{DIFF_HEAD}</tr>",
-             *(_diff_row(c) for c in comps), "</table>", _method_note(comps, n_category)]
+             *(_diff_row(c, choice.moved if c.a == "first_fresh" else total) for c in comps),
+             "</table>", _method_note(comps, n_category)]
     return lines + _category_table(comps, cats)
 
 
 def _diff_compact(res: PairedResult | None) -> str:
-    """One cell of the per-category table: the difference, its interval, n and counts."""
+    """One cell of the per-category table: the median difference, its interval, n and counts."""
     if res is None or not res.n:
         return '<td class="num">–</td>'
-    return (f'<td class="num">{fmt(res.mean_diff, sign=True)}<br><span class="small">{_interval(res)}'
+    return (f'<td class="num">{fmt(res.median_diff, sign=True)}<br><span class="small">{_interval(res)}'
             f"<br>n={res.n}: {res.helped}↑ {res.hurt}↓ {res.tied}=</span></td>")
 
 
@@ -417,7 +503,11 @@ def _card(run_dir: Path, index: int, it: dict, is_best: bool, metric_rows: dict,
              ("caption of the image", f'<div class="text">{esc(it.get("caption", ""))}</div>'),
              ("verdict", f'<div>matches: <b>{"yes" if v.get("matches") else "no"}</b>; '
                          f"missing: {esc(missing)}</div>"),
-             ("revised prompt", f'<div class="text">{esc(v.get("revised_prompt", ""))}</div>'),
+             ("revised prompt", f'<div class="text">{esc(v.get("revised_prompt", ""))}</div>'
+                                + (f'<div class="down">rejected: {esc(v["rejected"])}</div>'
+                                   if v.get("rejected") else "")
+                                + (f'<div class="small">{esc(v["overruled"])}: not a match</div>'
+                                   if v.get("overruled") else "")),
              ("scores", f"<div>{_score_list(it.get('scores'), metric_rows)}</div>")]
     body = "".join(f'<div class="label">{label}</div>{html_}' for label, html_ in parts)
     return f'<div class="card{" best" if is_best else ""}"><b>round {index}</b>{badge}{img}{body}</div>'
@@ -496,17 +586,22 @@ def write_report_html(run_dir: Path, rows: list[MetricRow], *, evaluation: dict[
         traces, bad = read_traces(run_dir)
     loop = loop_from_traces(traces)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    n_prompts = len({r.id for r in rows})
+    scored = {r.id for r in rows if math.isfinite(r.value)}
+    total = len({str(p["id"]) for p in read_prompts(run_dir)} | scored)
     compare = ' Side by side prompts and images: <a href="compare.html">compare.html</a>.' \
         if (run_dir / "compare.html").exists() else ""
-    body = [f"<h1>Refine run: {esc(run_dir.name)}</h1>",
-            f'<p class="meta">{n_prompts} scored prompts, {len(rows)} metric rows; written {when}.'
-            f"{compare}</p>", *(f'<p class="meta">{esc(n)}</p>' for n in notes)]
+    unscored = (f" ({total - len(scored)} without any score: failed or unfinished)"
+                if total > len(scored) else "")
+    body = [f"<h1>Refine run: {esc(run_dir.name)}</h1>", *_test_model_banner(run_dir),
+            f'<p class="meta">{total} prompts in the run, {len(scored)} scored{unscored}; '
+            f"{len(rows)} metric rows; written {when}.{compare}</p>",
+            *(f'<p class="meta">{esc(n)}</p>' for n in notes)]
     body += _scorer_section(rows, evaluation, loop)
     body.append("<h2>Summary</h2>")
     if rows:
         comps = analyse(rows, evaluation, loop, resamples=resamples)
-        body += _variant_table(rows) + _paired_tables(rows, comps, resamples)
+        body += _variant_table(rows) + _paired_tables(rows, comps, resamples, total,
+                                                      loop_choice(traces))
     else:
         body.append("<p>No metric rows: run the evaluate stage.</p>")
     body += _plots_section(run_dir, rows, traces)

@@ -2,7 +2,8 @@
 
 Each plot has a check that says whether the run has the data for it; a plot without data is
 not drawn (and a stale file of that name is removed) and the report says why. Panels of
-metrics that are not independent of the Socratic loop say so in their title.
+metrics that are not independent of the Socratic loop say so in their title. A p-value in a
+title is the report's Holm-adjusted one (stages/report/analysis.py), never a raw one.
 """
 
 from __future__ import annotations
@@ -10,28 +11,41 @@ from __future__ import annotations
 import io
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..store import atomic_write_bytes
-from .analysis import metric_dependence, round_curve
-from .metrics import MetricRow, iteration_index, metric_order, paired, per_prompt, read_traces, stop_kind
+from .analysis import Comparison, analyse, metric_dependence, round_curve
+from .metrics import MetricRow, iteration_index, metric_order, paired, read_traces, stop_kind
 from .scorers import Scorer, loop_from_traces
-from .stats import DEFAULT_RESAMPLES, mean_ci, paired_test, summarise
+from .stats import DEFAULT_RESAMPLES, mean_ci, number
 
 NOT_INDEPENDENT = "\n(not independent of the loop)"
 
 DPI = 110
-COLORS = {"iter00": "#9aa5b1", "best": "#1f6feb", "original": "#9aa5b1", "upsampled": "#d9480f"}
+COLORS = {"first_fresh": "#9aa5b1", "best_fresh": "#1f6feb", "original": "#9aa5b1",
+          "upsampled": "#d9480f"}
 STOP_COLORS = {"judge said it matches": "#2f9e44", "reached the round cap": "#868e96",
-               "no new prompt": "#f08c00"}
+               "no new prompt": "#f08c00", "revision rejected": "#cf222e"}
 TITLES = {
-    "score_by_iteration.png": "Scores by Socratic round",
-    "best_vs_first_by_category.png": "Best round vs first round, by category",
+    "score_by_iteration.png": "Change from round 0, by Socratic round (shaped by the stopping rule)",
+    "best_vs_first_by_category.png": "Chosen vs first prompt on fresh seeds, by category",
     "early_stop_hist.png": "When the Socratic loop stopped",
     "upsampled_vs_original.png": "Upsampled vs original prompt",
 }
+
+
+@dataclass(frozen=True)
+class PlotInfo:
+    dependent: set[str]                   # metrics not independent of the loop
+    comps: tuple[Comparison, ...]         # the report's headline comparisons (Holm p)
+    resamples: int = DEFAULT_RESAMPLES
+
+    def holm_p(self, a: str, b: str, metric: str) -> float:
+        return next((c.holm_p for c in self.comps if (c.a, c.b, c.metric) == (a, b, metric)),
+                    float("nan"))
 
 
 def _pyplot():
@@ -72,31 +86,29 @@ def _figure_legend(fig, ax) -> None:
                bbox_to_anchor=(0.5, 0.0))
 
 
-def score_by_iteration(rows: list[MetricRow], traces: list[dict], path: Path,
-                       dependent: set[str], resamples: int = DEFAULT_RESAMPLES) -> Path:
-    """Mean per round over a fixed cohort (every prompt with a round 0, carrying its last score
-    forward after its loop stopped) with a 95% t band, one panel per metric (their scales
-    differ: CLIPScore 0-2.5, cosines 0-1, the judge 1-10), and the mean of the chosen best.
-    No band where there is no interval (a cohort of one prompt): never a band of zero width."""
+def score_by_iteration(rows: list[MetricRow], traces: list[dict], path: Path, info: PlotInfo) -> Path:
+    """Per round, the paired change from round 0 (median, with its order-statistic interval
+    where one exists) over the prompts that reached the round, one panel per metric. Who
+    reaches a round is decided by the stopping rule, which saw these images, so the curve is
+    shaped by it: the plot says so, and shows how many prompts ran each round."""
     plt = _pyplot()
     metrics = _iter_metrics(rows)
-    fig, axes = _panels(plt, len(metrics), 4.6, 3.8)
+    fig, axes = _panels(plt, len(metrics), 4.6, 3.9)
     for ax, metric in zip(axes, metrics, strict=True):
-        curve = round_curve(rows, metric)
+        curve = round_curve(rows, metric, resamples=info.resamples)
         rounds = list(curve.rounds)
-        mean = np.array([s.mean for s in curve.stats])
-        low = np.array([s.ci_low for s in curve.stats])
-        high = np.array([s.ci_high for s in curve.stats])
-        ax.fill_between(rounds, low, high, color="#1f6feb", alpha=0.18, label="95% t-interval of the mean")
-        ax.plot(rounds, mean, marker="o", color="#1f6feb", label="mean over the cohort")
-        best_mean, _, best_n = summarise(list(per_prompt(rows, metric, "best").values()))
-        if best_n:
-            ax.axhline(best_mean, color="#d9480f", linestyle="--", label="mean of chosen best")
+        median = np.array([c.median_diff for c in curve.changes])
+        low = np.array([c.ci_low if c.bounded and c.estimable else np.nan for c in curve.changes])
+        high = np.array([c.ci_high if c.bounded and c.estimable else np.nan for c in curve.changes])
+        ax.axhline(0, color="#495057", linewidth=1)
+        ax.fill_between(rounds, low, high, color="#1f6feb", alpha=0.18,
+                        label="95% interval of the median change (where one exists)")
+        ax.plot(rounds, median, marker="o", color="#1f6feb", label="median change from round 0")
         ax.set_xticks(rounds, [f"{i}\n{k} ran" for i, k in zip(rounds, curve.running, strict=True)])
-        ax.set_xlabel(f"round: all {curve.cohort} prompts in every round;\n"
-                      "a prompt that stopped keeps its last score", fontsize=8)
-        ax.set_ylabel(metric)
-        ax.set_title(metric + (NOT_INDEPENDENT if metric in dependent else ""), fontsize=10)
+        ax.set_xlabel(f"round (of {curve.cohort} prompts, only those that reached it);\n"
+                      "the stopping rule decides who reaches a round, so it shapes this curve", fontsize=8)
+        ax.set_ylabel(f"{metric}: round − round 0")
+        ax.set_title(metric + (NOT_INDEPENDENT if metric in info.dependent else ""), fontsize=10)
         ax.grid(alpha=0.3)
     fig.suptitle(TITLES[path.name])
     _figure_legend(fig, axes[0])
@@ -104,38 +116,41 @@ def score_by_iteration(rows: list[MetricRow], traces: list[dict], path: Path,
 
 
 def best_vs_first_by_category(rows: list[MetricRow], traces: list[dict], path: Path,
-                              dependent: set[str], resamples: int = DEFAULT_RESAMPLES) -> Path:
-    """Horizontal grouped bars (category names stay readable however many there are); a
+                              info: PlotInfo) -> Path:
+    """The chosen and the first prompt rendered again on fresh seeds, mean per category, as
+    horizontal grouped bars (category names stay readable however many there are); a
     category of one prompt has no interval and gets no error bar (not one of zero width)."""
     plt = _pyplot()
-    metrics = [m for m in _iter_metrics(rows) if paired(rows, m, "iter00", "best")[0]]
-    cats = sorted({r.category or "(none)" for r in rows if r.variant == "best"})
+    metrics = [m for m in metric_order(r.metric for r in rows)
+               if paired(rows, m, "first_fresh", "best_fresh")[0]]
+    cats = sorted({r.category or "(none)" for r in rows if r.variant == "best_fresh"})
     fig, axes = _panels(plt, len(metrics), 4.8, 1.2 + 0.55 * len(cats))
     for ax, metric in zip(axes, metrics, strict=True):
-        ids, first, best = paired(rows, metric, "iter00", "best")
+        ids, first, best = paired(rows, metric, "first_fresh", "best_fresh")
         cat_of = {r.id: r.category or "(none)" for r in rows}
         y = np.arange(len(cats))
-        for offset, name, values in ((0.2, "iter00", first), (-0.2, "best", best)):
+        for offset, name, values in ((0.2, "first_fresh", first), (-0.2, "best_fresh", best)):
             by_cat = defaultdict(list)
             for pid, v in zip(ids, values, strict=True):
                 by_cat[cat_of[pid]].append(v)
             stats = [mean_ci(by_cat.get(c, [])) for c in cats]
             mean = np.array([s.mean for s in stats])
             err = np.array([[s.mean - s.ci_low, s.ci_high - s.mean] for s in stats]).T
-            ax.barh(y + offset, np.nan_to_num(mean), height=0.38, color=COLORS[name],
-                    xerr=err, capsize=3, label="first round" if name == "iter00" else "best")
+            ax.barh(y + offset, np.nan_to_num(mean), height=0.38, color=COLORS[name], xerr=err,
+                    capsize=3, label="first prompt" if name == "first_fresh" else "chosen prompt")
         ax.set_yticks(y, [f"{c} (n={len([i for i in ids if cat_of[i] == c])})" for c in cats])
         ax.invert_yaxis()
-        ax.set_xlabel(f"mean {metric} (95% t-interval; none for n=1)")
-        ax.set_title(metric + (NOT_INDEPENDENT if metric in dependent else ""), fontsize=10)
+        ax.set_xlabel(f"mean {metric} on fresh seeds (95% t-interval, descriptive; none for n=1)")
+        holm_p = info.holm_p("first_fresh", "best_fresh", metric)
+        test = f"\nHolm p = {holm_p:.3f}" if np.isfinite(holm_p) else ""
+        ax.set_title(metric + (NOT_INDEPENDENT if metric in info.dependent else test), fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(TITLES[path.name])
     _figure_legend(fig, axes[0])
     return _save(fig, path)
 
 
-def early_stop_hist(rows: list[MetricRow], traces: list[dict], path: Path, dependent: set[str],
-                    resamples: int = DEFAULT_RESAMPLES) -> Path:
+def early_stop_hist(rows: list[MetricRow], traces: list[dict], path: Path, info: PlotInfo) -> Path:
     """Rounds run per prompt, stacked by why the loop ended; and which round was chosen best."""
     plt = _pyplot()
     traces = [t for t in traces if t["iterations"]]
@@ -155,7 +170,7 @@ def early_stop_hist(rows: list[MetricRow], traces: list[dict], path: Path, depen
     left.legend(fontsize=8)
     best = Counter(int(t["best"]) for t in traces if isinstance(t.get("best"), int))
     picks = list(range(max(rounds)))
-    right.bar(picks, [best.get(i, 0) for i in picks], color=COLORS["best"], width=0.7)
+    right.bar(picks, [best.get(i, 0) for i in picks], color=COLORS["best_fresh"], width=0.7)
     right.set_xticks(picks)
     right.set_xlabel("round chosen as best (0 = first)")
     right.set_ylabel("prompts")
@@ -169,16 +184,18 @@ def early_stop_hist(rows: list[MetricRow], traces: list[dict], path: Path, depen
 
 
 def upsampled_vs_original(rows: list[MetricRow], traces: list[dict], path: Path,
-                          dependent: set[str], resamples: int = DEFAULT_RESAMPLES) -> Path:
+                          info: PlotInfo) -> Path:
     """Per-prompt scatter (mean over shared seeds); points above the diagonal improved. The
-    test in the title is the report's (evaluate.permutations sign patterns)."""
+    title gives the report's figures: median difference, its interval and the Holm p."""
     plt = _pyplot()
+    by_metric = {c.metric: c for c in info.comps if (c.a, c.b) == ("original", "upsampled")}
     metrics = [m for m in metric_order(r.metric for r in rows)
-               if paired(rows, m, "original", "upsampled")[0]]
+               if paired(rows, m, "original", "upsampled")[0] and m in by_metric]
     fig, axes = _panels(plt, len(metrics), 4.0, 4.0)
     for ax, metric in zip(axes, metrics, strict=True):
         _, orig, up = paired(rows, metric, "original", "upsampled")
-        res = paired_test(orig, up, resamples=resamples)
+        comp = by_metric[metric]
+        res = comp.result
         ax.scatter(orig, up, s=18, alpha=0.7, color=COLORS["upsampled"], edgecolor="none")
         lo, hi = min(orig + up), max(orig + up)
         pad = (hi - lo) * 0.05 or 0.05
@@ -189,11 +206,12 @@ def upsampled_vs_original(rows: list[MetricRow], traces: list[dict], path: Path,
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel(f"{metric}, original prompt")
         ax.set_ylabel(f"{metric}, upsampled prompt")
-        ci = (f" [{res.ci_low:+.3f}, {res.ci_high:+.3f}]" if res.bounded
+        ci = (" (interval not estimable: no spread)" if not res.estimable
+              else f" [{number(res.ci_low, True)}, {number(res.ci_high, True)}]" if res.bounded
               else " (no 95% interval below 6 prompts)")
-        ax.set_title(f"{metric}: mean diff {res.mean_diff:+.3f}{ci}\n"
-                     f"n={res.n}, better {res.helped}, worse {res.hurt}, sign-flip p={res.p_value:.3f}",
-                     fontsize=9)
+        holm = f"Holm p={comp.holm_p:.3f}" if np.isfinite(comp.holm_p) else "not tested"
+        ax.set_title(f"{metric}: median diff {number(res.median_diff, True)}{ci}\n"
+                     f"n={res.n}, better {res.helped}, worse {res.hurt}, {holm}", fontsize=9)
         ax.grid(alpha=0.3)
     fig.suptitle(TITLES[path.name])
     _figure_legend(fig, axes[0])
@@ -203,19 +221,21 @@ def upsampled_vs_original(rows: list[MetricRow], traces: list[dict], path: Path,
 def plot_plan(rows: list[MetricRow], traces: list[dict]) -> dict[str, str]:
     """Plot file name -> '' when it can be drawn, else why not."""
     traces = [t for t in traces if t["iterations"]]
-    has_iter = any(round_curve(rows, m).cohort for m in _iter_metrics(rows))
-    has_pairs = any(paired(rows, m, "iter00", "best")[0] for m in _iter_metrics(rows))
-    has_up = any(paired(rows, m, "original", "upsampled")[0] for m in metric_order(r.metric for r in rows))
+    has_iter = any(iteration_index(r.variant) == 0 and np.isfinite(r.value) for r in rows)
+    metrics = metric_order(r.metric for r in rows)
+    has_pairs = any(paired(rows, m, "first_fresh", "best_fresh")[0] for m in metrics)
+    has_up = any(paired(rows, m, "original", "upsampled")[0] for m in metrics)
     return {
         "score_by_iteration.png": "" if has_iter else "no metric rows for Socratic round 0 (iter00)",
-        "best_vs_first_by_category.png": "" if has_pairs else "no prompt has scores for both iter00 and best",
+        "best_vs_first_by_category.png": "" if has_pairs else "no prompt has fresh renders of a chosen "
+                                                              "prompt other than round 0",
         "early_stop_hist.png": "" if traces else "no Socratic traces with finished rounds",
         "upsampled_vs_original.png": "" if has_up else "no prompt has scores for both original and "
                                                        "upsampled on the same seed",
     }
 
 
-DRAW: dict[str, Callable[[list[MetricRow], list[dict], Path, set[str], int], Path]] = {
+DRAW: dict[str, Callable[[list[MetricRow], list[dict], Path, PlotInfo], Path]] = {
     "score_by_iteration.png": score_by_iteration,
     "best_vs_first_by_category.png": best_vs_first_by_category,
     "early_stop_hist.png": early_stop_hist,
@@ -229,13 +249,16 @@ def write_plots(run_dir: Path, rows: list[MetricRow], *, traces: list[dict] | No
     """Draw every plot the run has data for into `run_dir/plots/`; return the files written.
     `traces`: the current Socratic traces (default: every readable one in the run folder);
     `evaluation`: each metric's scorer, to mark metrics not independent of the loop;
-    `resamples`: sign patterns per test (evaluate.permutations), as in the report."""
+    `resamples`: bootstrap resamples of the mean's interval (evaluate.permutations), as in
+    the report."""
     run_dir = Path(run_dir)
     if traces is None:
         traces = read_traces(run_dir)[0]
     loop = loop_from_traces(traces)
     dependent = {m for m in metric_order(r.metric for r in rows)
                  if metric_dependence(m, evaluation or {}, loop)}
+    info = PlotInfo(dependent, tuple(analyse(rows, evaluation or {}, loop, resamples=resamples)),
+                    resamples)
     folder = run_dir / "plots"
     written = []
     for name, reason in plot_plan(rows, traces).items():
@@ -243,5 +266,5 @@ def write_plots(run_dir: Path, rows: list[MetricRow], *, traces: list[dict] | No
         if reason:
             path.unlink(missing_ok=True)
             continue
-        written.append(DRAW[name](rows, traces, path, dependent, resamples))
+        written.append(DRAW[name](rows, traces, path, info))
     return written

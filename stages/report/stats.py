@@ -1,49 +1,62 @@
-"""Statistics for the report: paired sign-flip tests with their intervals, t-intervals of
-means, and Holm's adjustment.
+"""Statistics for the report: an exact sign test with an order-statistic interval for the
+median difference, an approximate interval for the mean, and Holm's adjustment.
 
 Prompts are the unit of comparison: two variants of one prompt (original vs upsampled, the
-first vs the best Socratic round) are a pair, and the question is whether the mean of the
-per-prompt differences is away from zero.
+first vs the chosen Socratic prompt on fresh seeds) are a pair, and the question is whether
+one variant tends to score higher than the other.
 
-Why a sign-flip (randomization) test: with no effect, the two variants of a prompt are
-exchangeable, so each per-prompt difference is as likely to have either sign. Flipping the
-signs in every pattern (all 2^n when that is few enough, else a seeded random sample) gives
-the exact null distribution of the mean difference, whatever the scores look like (clamped
-CLIPScores, integer judge ratings, ties, skew). The 95% interval is every shift the test
-does not reject, so it covers zero exactly as often as the test keeps the null. The price is
-honesty at small n: n prompts give 2^n patterns, the smallest two-sided p is 2 / 2^n, so
-with 5 prompts or fewer no result can reach 5% and the interval is unbounded. A percentile
-bootstrap of the same differences covered the truth only 83-90% of the time at n = 5-10.
+Why the median and the sign test: real per-prompt differences are often skewed (a judge's
+1-10 scores, clamped CLIPScores, a few prompts that change a lot), and no interval for a
+mean holds its level over every distribution at small n (a sign-flip interval for the mean
+flagged 9-15% of skewed no-effect comparisons at n = 10). The sign test counts prompts
+helped against prompts hurt: with no effect each non-tied prompt is as likely to go either
+way, so the binomial null is exact at any n and for any shape. The interval for the median
+difference is [d(k), d(n+1-k)] of the sorted differences, with k from the same binomial, so
+it covers the median with probability at least 95% whatever the shape (more on discrete
+scores, where ends land on tied values). Both read the differences after one tie tolerance
+(`TIE_TOL`): a difference within it is a tie, counts neither as helped nor as hurt, and is
+zero in the interval, so the test and the interval cannot disagree by rounding noise. With 5
+pairs or fewer no sign test reaches 5% and the interval is unbounded.
 
-Means of a single variant get a Student t-interval (descriptive; nothing is tested on them).
+The mean difference is shown as a description, with a bootstrap-t interval that is
+approximate (it assumes roughly symmetric differences) and never decides a colour.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 ALPHA = 0.05
-DEFAULT_RESAMPLES = 10_000
-_CHUNK = 2_000_000            # sign-matrix cells per block, so memory stays flat for large n
+TIE_TOL = 1e-6                # |b - a| at most this is a tie, in the test and the interval alike
+DEFAULT_RESAMPLES = 10_000    # bootstrap resamples of the mean's approximate interval
+APPROXIMATE = "approximate, assumes roughly symmetric differences"
 
 
 @dataclass(frozen=True)
 class PairedResult:
-    mean_diff: float      # mean of b - a (NaN without pairs)
-    ci_low: float         # -inf / +inf when n is too small for the test to reject
-    ci_high: float
-    p_value: float        # two-sided sign-flip p for "no difference" (NaN without pairs)
-    n: int
-    helped: int           # b > a + tie_tol
-    hurt: int             # b < a - tie_tol
+    n: int                # pairs with both values
+    helped: int           # b > a + TIE_TOL
+    hurt: int             # b < a - TIE_TOL
     tied: int
-    patterns: int = 0     # sign patterns used
-    exact: bool = True    # every pattern enumerated (else a seeded random sample)
+    median_diff: float    # median of b - a (ties as 0); NaN without pairs
+    ci_low: float         # order-statistic interval of the median; -inf/+inf when n is too small
+    ci_high: float
+    level: float          # the interval's exact level for continuous differences (>= 95%)
+    p_value: float        # exact two-sided sign test, ties dropped (1.0 when every pair ties)
+    mean_diff: float      # description only
+    mean_low: float       # bootstrap-t interval of the mean: APPROXIMATE; NaN when not estimable
+    mean_high: float
+    spread: float         # max - min of the differences (0: every difference is the same)
+
+    @property
+    def n_eff(self) -> int:
+        """Pairs the sign test uses: ties dropped."""
+        return self.helped + self.hurt
 
     def share(self, count: int) -> float:
         return count / self.n if self.n else math.nan
@@ -51,6 +64,19 @@ class PairedResult:
     @property
     def bounded(self) -> bool:
         return math.isfinite(self.ci_low) and math.isfinite(self.ci_high)
+
+    @property
+    def estimable(self) -> bool:
+        """False when every difference is the same: there is no spread to estimate from, and a
+        zero-width interval would read as certainty."""
+        return self.n > 1 and self.spread > TIE_TOL
+
+    @property
+    def excludes_zero(self) -> str:
+        """'up' or 'down' when the median interval lies wholly on one side of 0, else ''."""
+        if not self.bounded:
+            return ""
+        return "up" if self.ci_low > 0 else "down" if self.ci_high < 0 else ""
 
 
 @dataclass(frozen=True)
@@ -71,88 +97,103 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
 
 
+@lru_cache(maxsize=4096)
+def binom_cdf_half(n: int) -> np.ndarray:
+    """P(Bin(n, 1/2) <= k) for k = 0..n, exact (integer sums, one division each)."""
+    total, acc, out = 2 ** n, 0, []
+    for k in range(n + 1):
+        acc += math.comb(n, k)
+        out.append(acc / total)
+    return np.array(out)
+
+
+def sign_test_p(helped: int, hurt: int) -> float:
+    """Exact two-sided sign test of 'helped and hurt are equally likely' (ties already out)."""
+    n = helped + hurt
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2 * binom_cdf_half(n)[min(helped, hurt)]))
+
+
+def order_rank(n: int, alpha: float = ALPHA) -> int:
+    """The k of the interval [d(k), d(n+1-k)] (1-based): the largest k with
+    P(Bin(n, 1/2) <= k - 1) <= alpha / 2; 0 when there is none (n too small)."""
+    if n < 1:
+        return 0
+    cdf = binom_cdf_half(n)
+    ok = np.flatnonzero(cdf[: (n + 1) // 2] <= alpha / 2 + 1e-15)
+    return int(ok[-1]) + 1 if ok.size else 0
+
+
 def min_pairs(alpha: float = ALPHA) -> int:
-    """The fewest pairs with which a two-sided sign-flip test can reach `alpha` (6 for 5%)."""
+    """The fewest pairs with which the sign test can reach `alpha` (6 for 5%)."""
     n = 1
     while 2.0 / 2 ** n > alpha:
         n += 1
     return n
 
 
-def sign_patterns(n: int, resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> tuple[np.ndarray, bool]:
-    """Rows of +-1: all 2^n patterns when 2^n <= resamples (exact), else the identity row and
-    `resamples` seeded random rows. Returns (patterns, exact)."""
-    if n < 1:
-        raise ValueError("sign patterns need at least one pair")
-    if 2 ** n <= max(resamples, 2):
-        return np.array(list(itertools.product((1.0, -1.0), repeat=n))), True
+def snap(diff: np.ndarray, tie_tol: float = TIE_TOL) -> np.ndarray:
+    """Differences with ties (|d| <= tie_tol) set to exactly 0."""
+    return np.where(np.abs(diff) <= tie_tol, 0.0, diff)
+
+
+def median_interval(sorted_diff: np.ndarray, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray, float]:
+    """(low, high, level) of the order-statistic interval for the median, over the last axis
+    of already sorted and snapped differences (a 2-D array gives one interval per row)."""
+    n = sorted_diff.shape[-1]
+    k = order_rank(n, alpha)
+    if k == 0:
+        shape = sorted_diff.shape[:-1]
+        return np.full(shape, -np.inf), np.full(shape, np.inf), 1.0
+    level = 1 - 2 * float(binom_cdf_half(n)[k - 1])
+    return sorted_diff[..., k - 1], sorted_diff[..., n - k], level
+
+
+def bootstrap_t(x: np.ndarray, confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
+                seed: int = 0) -> tuple[float, float]:
+    """Bootstrap-t interval of the mean (seeded); NaN when the values have no spread."""
+    n = x.size
+    sd = float(x.std(ddof=1)) if n > 1 else 0.0
+    if n < 2 or sd <= TIE_TOL:
+        return math.nan, math.nan
     rng = np.random.default_rng(seed)
-    rows = rng.integers(0, 2, size=(resamples + 1, n), dtype=np.int8).astype(np.float64) * 2 - 1
-    rows[0] = 1.0
-    return rows, False
-
-
-def _flipped_means(signs: np.ndarray, x: np.ndarray) -> np.ndarray:
-    out = np.empty(signs.shape[0])
-    step = max(1, _CHUNK // max(1, x.size))
-    for start in range(0, signs.shape[0], step):
-        out[start:start + step] = signs[start:start + step] @ x / x.size
-    return out
-
-
-def _signflip(diff: np.ndarray, alpha: float, signs: np.ndarray) -> tuple[float, float, float]:
-    """(ci_low, ci_high, p) of the mean of `diff` by inverting the sign-flip test.
-
-    For a shift d, pattern s counts against d when |mean(s * (diff - d))| >= |mean(diff - d)|.
-    Writing t = mean(diff) - d, m = mean(s * centred) and u = mean(s), that holds for t in
-    [(m u - |m|) / (1 - u^2), (m u + |m|) / (1 - u^2)] (every t when |u| = 1), so the p-value
-    only falls as d leaves the mean and the interval's ends are order statistics of those
-    bounds: no search, no grid.
-    """
-    centre = diff.mean()
-    m = _flipped_means(signs, diff - centre)
-    u = signs.mean(axis=1)
-    scale = np.abs(diff - centre).max()
-    denom = 1 - u ** 2
-    full = denom <= 1e-12              # the all-plus and all-minus patterns: never rejected
-    safe = np.where(full, 1.0, denom)
-    upper = np.where(full, np.inf, (m * u + np.abs(m)) / safe)
-    lower = np.where(full, -np.inf, (m * u - np.abs(m)) / safe)
-    k = int(math.floor(alpha * len(signs))) + 1       # p > alpha <=> at least k patterns count
-    t_high = np.sort(upper)[::-1][k - 1]
-    t_low = np.sort(lower)[k - 1]
-    observed = abs(centre)
-    tol = 1e-12 * max(1.0, observed, scale)
-    p = float(np.mean(np.abs(_flipped_means(signs, diff)) >= observed - tol))
-    return centre - t_high, centre - t_low, min(1.0, p)
+    mean, se = float(x.mean()), sd / math.sqrt(n)
+    t_stats = np.empty(resamples)
+    step = max(1, 2_000_000 // n)
+    for start in range(0, resamples, step):
+        sample = x[rng.integers(0, n, size=(min(step, resamples - start), n))]
+        s = sample.std(axis=1, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_stats[start:start + len(s)] = (sample.mean(axis=1) - mean) / (s / math.sqrt(n))
+    t_stats = t_stats[np.isfinite(t_stats)]
+    lo_q, hi_q = np.quantile(t_stats, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return mean - float(hi_q) * se, mean - float(lo_q) * se
 
 
 def paired_test(a: Sequence[float], b: Sequence[float], *, confidence: float = 0.95,
-                resamples: int = DEFAULT_RESAMPLES, seed: int = 0, tie_tol: float = 1e-6,
-                signs: np.ndarray | None = None) -> PairedResult:
-    """Mean of b - a over pairs, its sign-flip p-value and interval. Pairs where either value
-    is missing (NaN) are dropped. `signs` lets a caller reuse one pattern matrix (simulations)."""
+                resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                tie_tol: float = TIE_TOL) -> PairedResult:
+    """Sign test, median interval and the mean's approximate interval for b - a. Pairs where
+    either value is missing (NaN) are dropped. `resamples`: the bootstrap-t's resamples (0: no
+    interval for the mean)."""
     _check_confidence(confidence)
     a_arr = np.asarray(a, dtype=np.float64).reshape(-1)
     b_arr = np.asarray(b, dtype=np.float64).reshape(-1)
     if a_arr.shape != b_arr.shape:
         raise ValueError(f"paired samples need equal lengths, got {a_arr.size} and {b_arr.size}")
-    diff = (b_arr - a_arr)[np.isfinite(a_arr) & np.isfinite(b_arr)]
+    diff = snap((b_arr - a_arr)[np.isfinite(a_arr) & np.isfinite(b_arr)], tie_tol)
     n = int(diff.size)
     if n == 0:
-        return PairedResult(math.nan, math.nan, math.nan, math.nan, 0, 0, 0, 0, 0, True)
-    exact = True
-    if signs is None:
-        signs, exact = sign_patterns(n, resamples, seed)
-    elif signs.shape[1] != n:
-        raise ValueError(f"sign patterns for {signs.shape[1]} pairs given for {n} pairs")
-    else:
-        exact = len(signs) == 2 ** n
-    low, high, p = _signflip(diff, 1 - confidence, signs)
-    helped = int(np.sum(diff > tie_tol))
-    hurt = int(np.sum(diff < -tie_tol))
-    return PairedResult(float(diff.mean()), float(low), float(high), p, n, helped, hurt,
-                        n - helped - hurt, len(signs), exact)
+        nan = math.nan
+        return PairedResult(0, 0, 0, 0, nan, nan, nan, nan, nan, nan, nan, nan, nan)
+    helped, hurt = int(np.sum(diff > 0)), int(np.sum(diff < 0))
+    ordered = np.sort(diff)
+    low, high, level = median_interval(ordered, 1 - confidence)
+    mean_low, mean_high = bootstrap_t(diff, confidence, resamples, seed) if resamples else (math.nan,) * 2
+    return PairedResult(n, helped, hurt, n - helped - hurt, float(np.median(ordered)), float(low),
+                        float(high), level, sign_test_p(helped, hurt), float(diff.mean()),
+                        mean_low, mean_high, float(ordered[-1] - ordered[0]))
 
 
 def _t_two_sided(x: float, dof: int) -> float:
@@ -185,14 +226,15 @@ def t_quantile(confidence: float, dof: int) -> float:
 
 
 def mean_ci(values: Sequence[float], *, confidence: float = 0.95) -> MeanCI:
-    """Mean with a Student t-interval (NaNs ignored; NaN interval for fewer than two values)."""
+    """Mean with a Student t-interval (NaNs ignored; NaN interval for fewer than two values
+    or for values without spread: a zero-width band would read as certainty)."""
     _check_confidence(confidence)
     x = _clean(values)
     n = int(x.size)
     if n == 0:
         return MeanCI(math.nan, math.nan, math.nan, 0)
     mean = float(x.mean())
-    if n < 2:
+    if n < 2 or float(x.max() - x.min()) <= TIE_TOL:
         return MeanCI(mean, math.nan, math.nan, n)
     half = t_quantile(confidence, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
     return MeanCI(mean, mean - half, mean + half, n)
@@ -212,20 +254,31 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return [float(x) for x in out]
 
 
+def flag_side(helped: int, hurt: int, ci_low: float, ci_high: float, adjusted_p: float,
+              alpha: float = ALPHA) -> str:
+    """'up' | 'down' | '': coloured only when the (Holm-adjusted) sign test is at most alpha and
+    the median interval lies on the same side of 0 (both read one tie tolerance)."""
+    if not (math.isfinite(adjusted_p) and adjusted_p <= alpha):
+        return ""
+    if helped > hurt and ci_low > 0:
+        return "up"
+    if hurt > helped and ci_high < 0:
+        return "down"
+    return ""
+
+
+def flag(result: PairedResult, adjusted_p: float, alpha: float = ALPHA) -> str:
+    return flag_side(result.helped, result.hurt, result.ci_low, result.ci_high, adjusted_p, alpha)
+
+
 def directions(results: Sequence[PairedResult], eligible: Sequence[bool],
                alpha: float = ALPHA) -> list[tuple[str, float]]:
     """('up' | 'down' | '', Holm-adjusted p) per result: a direction only for an eligible
-    result (an independent scorer, in the headline family) whose adjusted p is at most alpha,
-    so the chance that a page with no real effect shows any coloured result stays at alpha.
-    Ineligible results get ('', NaN) and do not count in the family."""
-    p = [r.p_value if ok else math.nan for r, ok in zip(results, eligible, strict=True)]
-    out = []
-    for r, adjusted in zip(results, holm(p), strict=True):
-        flag = ""
-        if math.isfinite(adjusted) and adjusted <= alpha and r.bounded:
-            flag = "up" if r.mean_diff > 0 else "down" if r.mean_diff < 0 else ""
-        out.append((flag, adjusted))
-    return out
+    result (an independent scorer, in the headline family) that `flag` allows, so the chance
+    that a page with no real effect shows any coloured result stays at alpha. Ineligible
+    results get ('', NaN) and do not count in the family."""
+    p = [r.p_value if ok and r.n else math.nan for r, ok in zip(results, eligible, strict=True)]
+    return [(flag(r, adjusted, alpha), adjusted) for r, adjusted in zip(results, holm(p), strict=True)]
 
 
 def summarise(values: Sequence[float]) -> tuple[float, float, int]:
@@ -235,3 +288,17 @@ def summarise(values: Sequence[float]) -> tuple[float, float, int]:
     mean = float(x.mean()) if n else math.nan
     std = float(x.std(ddof=1)) if n > 1 else math.nan
     return mean, std, n
+
+
+def number(x: float, sign: bool = False, digits: int = 3) -> str:
+    """A figure for the page and the plots: `digits` decimals, more for a small non-zero value
+    (so it never reads "-0.000" or "+0.000"); exactly 0 is "0"; NaN and infinities are "–"."""
+    if x is None or not math.isfinite(x):
+        return "–"
+    if x == 0:
+        return "0"
+    places = max(digits, 1 - math.floor(math.log10(abs(x))))
+    if places > 8:
+        return f"{x:+.1e}" if sign else f"{x:.1e}"
+    text = f"{x:+.{places}f}" if sign else f"{x:.{places}f}"
+    return text.rstrip("0").rstrip(".") if places > digits else text
