@@ -332,12 +332,12 @@ def can_open_browser() -> bool:
 def serve(cfg, *, port: int = 0, browser: bool = True) -> int:
     """Serve until Ctrl-C; returns the exit code (0)."""
     server, url = make_server(cfg, port)
-    print(f"review: serving {cfg.paths.captions} at {url} (Ctrl-C to stop)", flush=True)
-    if browser and can_open_browser():
-        import webbrowser
+    try:                              # Ctrl-C as soon as the address is printed stops it cleanly too
+        print(f"review: serving {cfg.paths.captions} at {url} (Ctrl-C to stop)", flush=True)
+        if browser and can_open_browser():
+            import webbrowser
 
-        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
-    try:
+            threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
         server.serve_forever()
     except KeyboardInterrupt:
         print("review: stopped; decisions are saved", flush=True)
