@@ -188,3 +188,23 @@ def test_ranking_prefers_the_salient_tags_to_a_list_of_tags():
     assert listed.passed and short.passed
     assert short.score > listed.score
     assert best([listed, short]).caption == "A motorcycle indoors."
+
+
+def test_negated_phrases_unnamed_others_odd_digits_and_one_letter_words_are_not_written(project):
+    """Review round: a negator before a preposition ("not on a table"), "rather than",
+    "and others" on 1girl, circled digits (which crashed the count check) and a one-character
+    word of another script (which nothing checked) each reach no unflagged caption."""
+    cases = {
+        "coffee": ("cup, coffee, saucer, spoon, table", "saucer",
+                   "A cup of coffee on a saucer with a spoon, not on a table."),
+        "rocket": ("rocket, launch_pad, smoke", "rocket",
+                   "A rocket with smoke on a launch pad rather than a rocket."),
+        "astronaut": ("1girl, spacesuit, helmet", "spacesuit",
+                      "A girl and others in spacesuits with a helmet."),
+        "chelsea": ("teapot, tea, table", "teapot", "A teapot of tea on a table, ② ③."),
+        "flower": ("cat, sofa", "sofa", "A cat on a sofa with a 犬."),
+    }
+    written = caption_images(project, cases)
+    for stem, doubted in (("coffee", "no table"), ("rocket", "no rocket"), ("astronaut", "others"),
+                          ("chelsea", "②"), ("flower", "犬")):
+        assert_rejected(project, written[stem], cases[stem][2], doubted)

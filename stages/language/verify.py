@@ -26,6 +26,7 @@ tags does not win.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from .compose import tag_phrases, vision_subject
@@ -107,6 +108,9 @@ child children kid kids lady ladies guy guys someone somebody crowd rider driver
 astronaut astronauts figure figures mechanic worker player players keeper""".split())
 ANIMALS = frozenset("""cat dog bird horse cow fox wolf bear rabbit mouse animal fish tiger lion
 deer duck owl""".split())
+# Stop words that, standing for a noun, claim more things than the caption names ("a girl
+# and others", "several more"): "1girl" says one, and no tag says what the others are.
+UNNAMED = frozenset("others another several many more few".split())
 NEGATORS = frozenset("no not without lacking missing none nor never".split())
 # Post bookkeeping, not picture content: never evidence, even when left in the tags.
 META_TAGS = frozenset("""animated absurdres highres lowres commentary translated
@@ -159,8 +163,14 @@ def is_action(word: str) -> bool:
 
 
 def number_of(word: str) -> int | None:
-    if word.isdigit():
+    """The count a word states: digits of any script ("3", "３", "③") or a number word."""
+    if word.isdecimal():
         return int(word)
+    if word.isnumeric():
+        try:
+            return int(sum(unicodedata.numeric(c) for c in word))
+        except ValueError:
+            return None
     return NUMBERS.get(word)
 
 
@@ -332,11 +342,14 @@ def _negated(marked: list[str]) -> set[int]:
     cup"): up to the next punctuation, conjunction or preposition, four words at most."""
     out: set[int] = set()
     for i, word in enumerate(marked):
-        if word not in NEGATORS:
+        contrast = word == "than" and marked[i - 1:i] == ["rather"]      # "rather than a table"
+        if word not in NEGATORS and not contrast:
             continue
         for j in range(i + 1, min(i + 5, len(marked))):
             w = marked[j]
-            if not w[0].isalnum() or w in ("and", "but", "with", "on", "in", "at", "by", "under"):
+            # a preposition right after the negator is the negated phrase ("not on a table")
+            if not w[0].isalnum() or w in ("and", "but") or (
+                    j > i + 1 and w in ("with", "on", "in", "at", "by", "under")):
                 break
             out.add(j)
     return out
@@ -354,7 +367,7 @@ def _grounding(evidence: Evidence, marked: list[str], negated: set[int], found: 
     ungrounded, made_up, actions, leaked = [], [], [], []
     for i, word in enumerate(marked):
         if not word[0].isalnum() or word in STOP or word in META or word in RELATIONS \
-                or number_of(word) is not None or len(word) < 2:
+                or number_of(word) is not None or (len(word) < 2 and word.isascii()):
             continue
         if i in negated or (no_humans and word in PERSONS):
             continue
@@ -414,6 +427,10 @@ def _counts(evidence: Evidence, marked: list[str], found: _Findings) -> None:
         counted = [t for t in tags if tag_info(t).role == "count"]
         found.add(f"count contradicts {', '.join(counted)}: " + ", ".join(wrong) if counted else
                   "count not in the evidence: " + ", ".join(wrong), wrong)
+    unnamed = [w for i, w in enumerate(marked) if w in UNNAMED
+               and (i + 1 == len(marked) or not marked[i + 1][0].isalnum() or marked[i + 1] in STOP)]
+    if unnamed:
+        found.add("counts things it does not name: " + ", ".join(unnamed), unnamed)
     counts = [tag_info(t) for t in tags if tag_info(t).role == "count"]
     if len(counts) == 1 and singles:
         plural = [w for w in marked if w in _PLURALS.get(counts[0].head, set())]
