@@ -34,7 +34,7 @@ from pathlib import Path
 
 from . import faults
 from .config import Config
-from .decisions import KEEP, REJECTED, decision_of, load_decisions
+from .decisions import KEEP, REJECTED, current_decisions, decision_of
 from .errors import ConfigError, ItemError
 from .io.folder import artifact
 from .io.inputs import ImageInput, input_keys
@@ -440,7 +440,7 @@ class InterpretStage(Stage):
         if self.kept:
             notes.append(f"{self.kept} existing captions kept (interpret.overwrite = false)")
         if self.input.dataset and not self.ctx.options.dry_run:
-            rows = load_decisions(self.cfg.paths.captions).values()
+            rows = current_decisions(self.cfg.paths.captions)
             self.reviewed = sum(r["decision"] in KEEP for r in rows)
             self.rejected = sum(r["decision"] == REJECTED for r in rows)
         if self.reviewed:

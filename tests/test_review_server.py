@@ -391,3 +391,44 @@ def test_shards_are_paged_from_parquet_and_decisions_go_to_decisions_parquet(tmp
     exported = dict(zip(saved["id"], saved["caption"], strict=True))
     assert f"00000/{keys[0]}" not in exported and len(exported) == 4
     assert exported[f"00000/{keys[1]}"] == "An edited caption."
+
+
+def test_a_shard_decision_about_an_older_picture_is_not_applied_to_a_new_one(tmp_path):
+    """Review round: decisions.parquet was looked up by sample id only, so after a shard was
+    rebuilt with another picture under the same key, the old edit was exported as the new
+    picture's caption (and an old rejection dropped it) without a word."""
+    import tarfile
+
+    import datasets
+    from test_webdataset import add, photo_bytes, write_shard
+    from test_webdataset import reply as shard_reply
+    from test_webdataset import run as shard_run
+
+    data = tmp_path / "data"
+    keys = write_shard(data / "00000.tar", 0, 3)
+    overrides = [f"paths.images={data}", f"paths.captions={tmp_path / 'captions'}",
+                 f"paths.cache={tmp_path / 'cache'}", f"tags.wiki_file={ROOT / 'data' / 'wiki.json'}"]
+    with FakeOpenAI(shard_reply) as server:
+        assert shard_run(str(data), tmp_path, server) == 0
+        http, url = _serve_in_thread(load_config(ROOT / "config.ini", overrides))
+        try:
+            token = re.search(r'"token": "([^"]+)"', _get(url)[1].decode()).group(1)
+            head = {"Origin": url.rstrip("/"), "X-Review-Token": token}
+            assert _post(url, {"id": f"00000/{keys[0]}", "decision": "edited",
+                               "text": "An edited caption of the first picture."}, head)[0] == 200
+            assert _post(url, {"id": f"00000/{keys[1]}", "decision": "rejected"}, head)[0] == 200
+        finally:
+            http.shutdown()
+            http.server_close()
+        # the shard is rebuilt: the same keys now hold other pictures
+        with tarfile.open(data / "00000.tar", "w") as tar:
+            for i, key in enumerate(keys):
+                add(tar, f"{key}.jpg", photo_bytes(i + 3) if i < 2 else photo_bytes(i))
+                add(tar, f"{key}.txt", b"cat")
+        assert shard_run(str(data), tmp_path, server) == 0
+        out = tmp_path / "out"
+        assert shard_run(str(data), tmp_path, server, flags=("--export", "hf", str(out))) == 0
+    saved = datasets.load_from_disk(str(out / "dataset"))
+    exported = dict(zip(saved["id"], saved["caption"], strict=True))
+    assert exported[f"00000/{keys[0]}"] != "An edited caption of the first picture."
+    assert f"00000/{keys[1]}" in exported                # the rejection was of another picture

@@ -171,7 +171,7 @@ def _save_dataset(table, out: Path) -> None:
 
 def _sample_rows(cfg: Config):
     """Captioned samples, shard by shard: the captions of one shard in memory at a time."""
-    from ..decisions import REJECTED, load_decisions
+    from ..decisions import REJECTED, applies, load_decisions
     from .inputs import ImageInput
     from .shardout import read_shard
 
@@ -185,6 +185,8 @@ def _sample_rows(cfg: Config):
             unit, captions = item.unit, read_shard(cfg.paths.captions, item.unit)
         row = captions.get(item.id)
         decision = decided.get(item.id, {})
+        if row is not None and not applies(decision, row["image_sha256"]):
+            decision = {}             # made about another picture under this id: not this one's
         if decision.get("decision") == REJECTED:
             continue                  # rejected in the review page: not in the dataset
         if row is not None and decision.get("caption"):
