@@ -265,6 +265,7 @@ class InterpretStage(Stage):
             return True
         if decision in KEEP and txt.exists():   # the person's caption, whatever changed upstream
             self.reviewed += 1
+            self._copy_beside(item, txt)
             return True
         if not txt.exists():
             return False
@@ -282,6 +283,16 @@ class InterpretStage(Stage):
             return False
         self.kept += 1                # not written by this tool, or edited by hand: keep it
         return True
+
+    def _copy_beside(self, item: Item, txt: Path) -> None:
+        """A reviewed caption (never remade) is still copied beside its image when asked for:
+        turning interpret.write_beside_images on after the review leaves none out."""
+        c = self.cfg.interpret
+        if not c.write_beside_images or self.ctx.options.dry_run:
+            return
+        text = txt.read_bytes()
+        if not self._beside_current(item, sha256_bytes(text)):
+            atomic_write_text(item.data.with_suffix(c.beside_extension), text.decode("utf-8"))
 
     def _beside_current(self, item: Item, caption_sha: str) -> bool:
         """The copy beside the image (when asked for) holds this very caption: a kill between

@@ -432,3 +432,32 @@ def test_a_shard_decision_about_an_older_picture_is_not_applied_to_a_new_one(tmp
     exported = dict(zip(saved["id"], saved["caption"], strict=True))
     assert exported[f"00000/{keys[0]}"] != "An edited caption of the first picture."
     assert f"00000/{keys[1]}" in exported                # the rejection was of another picture
+
+
+def test_reviewed_captions_get_their_copy_beside_the_image_when_turned_on_later(project):
+    """Review round: an accepted or edited caption was never written beside its image when
+    interpret.write_beside_images was turned on after the review (the rerun kept it and
+    wrote nothing), so a kohya-style folder silently lacked exactly the reviewed captions."""
+    from stages.decisions import decide_folder
+
+    images = project / "images"
+    for path in images.iterdir():
+        if path.stem not in ("coffee", "rocket", "chelsea"):
+            path.unlink()
+    with FakeOpenAI(reply) as server:
+        args = ["--config", str(project / "config.ini"), "--quiet"]
+        for item in sets(project, server) + ["interpret.write_beside_images=false"]:
+            args += ["--set", item]
+        assert caption.main(args) == 0
+        captions = project / "captions"
+        assert not any(images.glob("*.caption"))
+        accepted = (captions / "coffee.txt").read_text()
+        decide_folder(captions, "coffee", "accepted")
+        decide_folder(captions, "rocket", "edited", "A rocket, edited by hand.")
+        decide_folder(captions, "chelsea", "rejected")
+        assert run(project, server) == 0              # sets() turns the copies on
+        assert run(project, server, "--dry-run") == 0
+    assert (images / "coffee.caption").read_text() == accepted
+    assert (images / "rocket.caption").read_text() == "A rocket, edited by hand.\n"
+    assert not (images / "chelsea.caption").exists()
+    assert (captions / "rocket.txt").read_text() == "A rocket, edited by hand.\n"
