@@ -91,11 +91,12 @@ def decoded_before(cache: Path, item: Item, source: ImageInput) -> bool:
 
 class InterpretStage(Stage):
     name = "interpret"
-    version = 5            # 2: candidates checked by the verifier; composed fallback; 3: verifier
+    version = 6            # 2: candidates checked by the verifier; composed fallback; 3: verifier
                            # rules: % signs, compound heads, counts, summary words; fallback
                            # reasons; vision_guess flag; 4: the strict verifier (doubted words)
                            # 5: sifted tags (tags_used, tags_dropped), lazy candidates,
-                           # count-neutral composing
+                           # count-neutral composing; 6: review round: negations before a
+                           # preposition, unnamed others, any-script digits, more junk tags
     llm_bound = True
     chat_params = {"max_tokens": 120}
     tallies = ("fallbacks", "over_limit", "calls")
