@@ -208,3 +208,25 @@ def test_negated_phrases_unnamed_others_odd_digits_and_one_letter_words_are_not_
     for stem, doubted in (("coffee", "no table"), ("rocket", "no rocket"), ("astronaut", "others"),
                           ("chelsea", "②"), ("flower", "犬")):
         assert_rejected(project, written[stem], cases[stem][2], doubted)
+
+
+def test_a_negation_tag_is_said_and_never_contradicted(project):
+    """Review round: with `no_shoes` tagged, "wearing shoes" passed unflagged (the tag's own
+    word grounded it), while the true "wearing no shoes" was rejected as negating a tag and
+    the composer wrote "wearing a no hat"."""
+    cases = {
+        "coffee": ("1girl, no_shoes, beach", "beach", "A girl wearing shoes, on the beach."),
+        "rocket": ("1girl, no_hat, spacesuit", "spacesuit", "A girl in a spacesuit and a hat."),
+        "chelsea": ("1girl, no_shoes, sand", "sand", "A girl wearing no shoes, on the sand."),
+    }
+    written = caption_images(project, cases)
+    for stem, doubted in (("coffee", "shoes"), ("rocket", "hat")):
+        meta = written[stem]               # the fallback says "no shoes": true, so unflagged
+        assert meta["caption"] != cases[stem][2] and "fallback" in meta["flags"], meta
+        assert doubted in meta["candidates"][0]["doubted"], meta["candidates"][0]
+        assert_honest(project, meta)
+    assert written["coffee"]["flags"] == ["fallback"], written["coffee"]
+    assert "a no hat" not in written["rocket"]["caption"]
+    meta = written["chelsea"]
+    assert meta["caption"] == cases["chelsea"][2] and meta["flags"] == [], meta
+    assert_honest(project, meta)

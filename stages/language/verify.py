@@ -450,11 +450,18 @@ def _negations(evidence: Evidence, marked: list[str], negated: set[int], found: 
     tags = evidence.content()
     full = _stems(list(tags)) | _stems(evidence.subject()[1])
     no_humans = "no humans" in tags
+    # what the tags themselves say is absent (`no_shoes`, `no_hat`): saying so is true
+    absent = _stems(t.split(" ", 1)[1] for t in tags if t.startswith(("no ", "without ")))
     against = [marked[i] for i in sorted(negated)
-               if marked[i] not in STOP and stem(marked[i]) in full
+               if marked[i] not in STOP and stem(marked[i]) in full and stem(marked[i]) not in absent
                and not (no_humans and marked[i] in PERSONS)]
     if against:
         found.add("negates a tag: " + ", ".join(against), [f"no {w}" for w in against])
+    present = _stems(t for t in tags if not t.startswith(("no ", "without ")))
+    denied = [w for i, w in enumerate(marked) if i not in negated and w[0].isalnum()
+              and w not in STOP and stem(w) in absent - present]
+    if denied:
+        found.add("contradicts a tag: " + ", ".join(f"no {w}" for w in denied), denied)
     if no_humans:
         people = [w for i, w in enumerate(marked) if w in PERSONS and i not in negated]
         if people:
