@@ -461,3 +461,36 @@ def test_reviewed_captions_get_their_copy_beside_the_image_when_turned_on_later(
     assert (images / "rocket.caption").read_text() == "A rocket, edited by hand.\n"
     assert not (images / "chelsea.caption").exists()
     assert (captions / "rocket.txt").read_text() == "A rocket, edited by hand.\n"
+
+
+def test_export_says_which_captions_were_flagged_and_not_reviewed(project, capsys):
+    """Review round: --export wrote fallback and doubted captions into the training set
+    exactly like verified ones (no flags, no decision, not a word on the terminal)."""
+    import datasets
+
+    from stages.decisions import decide_folder
+
+    images = project / "images"
+    for path in images.iterdir():
+        if path.stem not in ("coffee", "rocket", "chelsea"):
+            path.unlink()
+    out = project / "out"
+    with FakeOpenAI(reply) as server:            # its captions fail: composed fallbacks, flagged
+        assert run(project, server) == 0
+        captions = project / "captions"
+        flags = {s: json.loads((captions / f"{s}.json").read_text())["flags"]
+                 for s in ("coffee", "rocket", "chelsea")}
+        assert all("fallback" in f for f in flags.values()), flags
+        decide_folder(captions, "rocket", "accepted")
+        decide_folder(captions, "chelsea", "edited", "A cat, edited by hand.")
+        capsys.readouterr()
+        assert run(project, server, "--export", "hf", str(out)) == 0
+    said = capsys.readouterr().out
+    assert "1 of them flagged by the verifier and not reviewed (coffee)" in said, said
+    lines = {row["id"]: row for row in map(json.loads, (out / "imagefolder" / "metadata.jsonl")
+                                           .read_text().splitlines())}
+    assert lines["coffee"]["flags"] == flags["coffee"] and lines["coffee"]["review"] == "undecided"
+    assert lines["rocket"]["review"] == "accepted" and lines["chelsea"]["review"] == "edited"
+    saved = datasets.load_from_disk(str(out / "dataset"))
+    by_id = {i: (f, r) for i, f, r in zip(saved["id"], saved["flags"], saved["review"], strict=True)}
+    assert by_id["coffee"] == (flags["coffee"], "undecided")
