@@ -286,7 +286,8 @@ def make_handler(site, token: str, origins: set[str], hosts: set[str]):
                     raise Refused(403, "a decision must come from the review page itself (Origin)")
                 if not hmac.compare_digest(self.headers.get("X-Review-Token", ""), token):
                     raise Refused(403, "a decision must carry this session's token")
-                length = int(self.headers.get("Content-Length") or 0)
+                length = self.headers.get("Content-Length") or "0"
+                length = int(length) if length.isdigit() else 0
                 if length <= 0 or length > MAX_BODY:
                     raise Refused(400, "a decision is a small JSON object")
                 try:

@@ -494,3 +494,30 @@ def test_export_says_which_captions_were_flagged_and_not_reviewed(project, capsy
     saved = datasets.load_from_disk(str(out / "dataset"))
     by_id = {i: (f, r) for i, f, r in zip(saved["id"], saved["flags"], saved["review"], strict=True)}
     assert by_id["coffee"] == (flags["coffee"], "undecided")
+
+
+def test_a_malformed_length_is_refused_with_a_status(tmp_path):
+    """Review round: a decision whose Content-Length was not a number raised inside the
+    handler (a traceback on the user's terminal, the connection dropped, no status)."""
+    import http.client
+
+    images = _small_folder(tmp_path)
+    cfg = load_config(ROOT / "config.ini", [f"paths.images={images}",
+                                            f"paths.captions={tmp_path / 'captions'}",
+                                            f"paths.cache={tmp_path / 'cache'}"])
+    server, url = _serve_in_thread(cfg)
+    try:
+        token = re.search(rb'"token": "([^"]+)"', _get(url)[1]).group(1).decode()
+        host, port = url.split("//")[1].strip("/").split(":")
+        for length in ("abc", "-5", "1e3"):
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            conn.putrequest("POST", "/decide")
+            for name, value in (("Origin", url.rstrip("/")), ("X-Review-Token", token),
+                                ("Content-Type", "application/json"), ("Content-Length", length)):
+                conn.putheader(name, value)
+            conn.endheaders()
+            assert conn.getresponse().status == 400, length
+            conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
