@@ -372,3 +372,15 @@ def test_many_of_a_named_thing_is_no_unnamed_count():
     v = verify("A girl in a spacesuit with many American flags.",
                evidence(("1girl", "spacesuit", "american flag")))
     assert v.passed, v.reasons
+
+
+@pytest.mark.parametrize("tags, candidate, passes", [
+    (("1girl", "beach"), "A girl beside a woman on the beach.", False),
+    (("1boy", "beach"), "A man and a boy on the beach.", False),
+    (("2girls", "beach"), "Two girls on the beach.", True),
+    (("1girl", "1boy", "beach"), "A girl and a boy on the beach.", True),
+    (("1girl", "beach"), "A girl on the beach, no boy.", True),
+])
+def test_people_are_counted_against_the_count_tags(tags, candidate, passes):
+    v = verify(candidate, evidence(tags))
+    assert v.passed == passes, v.reasons

@@ -230,3 +230,18 @@ def test_a_negation_tag_is_said_and_never_contradicted(project):
     meta = written["chelsea"]
     assert meta["caption"] == cases["chelsea"][2] and meta["flags"] == [], meta
     assert_honest(project, meta)
+
+
+def test_more_people_than_the_count_tags_say_are_not_written(project):
+    """Review round: on `1girl`, "A woman and a girl" passed unflagged (each word names the
+    tagged girl, so nothing counted the people)."""
+    cases = {
+        "coffee": ("1girl, beach", "beach", "A woman and a girl on the beach."),
+        "rocket": ("1girl, 1boy, sand", "sand", "A girl, a boy and a woman on the sand."),
+        "chelsea": ("1girl, 1boy, park", "park", "A girl and a boy in a park."),
+    }
+    written = caption_images(project, cases)
+    assert_rejected(project, written["coffee"], cases["coffee"][2], "woman")
+    assert_rejected(project, written["rocket"], cases["rocket"][2], "woman")
+    meta = written["chelsea"]
+    assert meta["caption"] == cases["chelsea"][2] and meta["flags"] == [], meta

@@ -402,9 +402,11 @@ def _grounding(evidence: Evidence, marked: list[str], negated: set[int], found: 
     return ungrounded
 
 
-def _counts(evidence: Evidence, marked: list[str], found: _Findings) -> None:
+def _counts(evidence: Evidence, marked: list[str], found: _Findings,
+            negated: set[int] | None = None) -> None:
     """A number (a digit, "one", "pair") must be one the tags or a VLM's answer state; a
-    plural person word contradicts a count of one."""
+    plural person word contradicts a count of one, and so do more people than the count
+    tags add up to ("a woman and a girl" on `1girl`)."""
     tags = evidence.content()
     allowed: set[int] = set()
     singles = set()
@@ -432,10 +434,37 @@ def _counts(evidence: Evidence, marked: list[str], found: _Findings) -> None:
     if unnamed:
         found.add("counts things it does not name: " + ", ".join(unnamed), unnamed)
     counts = [tag_info(t) for t in tags if tag_info(t).role == "count"]
+    exact = [re.fullmatch(r"(\d+)\D*", c.words) for c in counts]
+    if counts and all(exact):
+        total = sum(int(m.group(1)) for m in exact)
+        people = _people_named(marked, negated or set(),
+                               PERSONS | {c.head for c in counts} | set().union(*_PLURALS.values()))
+        if len(people) > total:
+            found.add(f"names {len(people)} people where the tags count {total} "
+                      f"({', '.join(c.tag for c in counts)})", people)
     if len(counts) == 1 and singles:
         plural = [w for w in marked if w in _PLURALS.get(counts[0].head, set())]
         if plural:
             found.add(f"names several where the tags say '{counts[0].tag}'", plural)
+
+
+_BACK = frozenset("the her his its their this that these those same".split())
+
+
+def _people_named(marked: list[str], negated: set[int], persons: set[str]) -> list[str]:
+    """Each person a caption introduces ("a woman and a girl": two; "the girl" refers back
+    to one already named; a plural person word counts as two)."""
+    found = []
+    for i, w in enumerate(marked):
+        if w not in persons or i in negated or marked[i + 1:i + 2] and marked[i + 1] in persons:
+            continue                  # "a woman astronaut": one person, named twice
+        before = [b for b in marked[max(0, i - 3):i] if b[0].isalnum()]
+        if before and before[-1] in _BACK or (len(before) > 1 and before[-2] in _BACK
+                                               and before[-1] not in ("and", "or")):
+            continue
+        plural = any(w in p for p in _PLURALS.values()) or (w.endswith("s") and w[:-1] in persons)
+        found += [w, w] if plural else [w]
+    return found
 
 
 def _one_item(marked: list[str], i: int) -> bool:
@@ -556,7 +585,7 @@ def verify(caption: str, evidence: Evidence) -> Verdict:
     marked = _marked(caption)
     negated = _negated(marked)
     _negations(evidence, marked, negated, found)
-    _counts(evidence, marked, found)
+    _counts(evidence, marked, found, negated)
     ungrounded = _grounding(evidence, marked, negated, found)
     _shape(evidence, marked, found)
     coverage, generic = _salience(evidence, text_stems, subject_named)
