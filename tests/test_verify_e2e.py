@@ -245,3 +245,19 @@ def test_more_people_than_the_count_tags_say_are_not_written(project):
     assert_rejected(project, written["rocket"], cases["rocket"][2], "woman")
     meta = written["chelsea"]
     assert meta["caption"] == cases["chelsea"][2] and meta["flags"] == [], meta
+
+
+def test_what_a_vision_model_says_is_absent_grounds_nothing(project):
+    """Review round: a vision-language model's "there are no people" and "without wheels"
+    grounded "with people" and "with wheels" (its every word counted as evidence)."""
+    cases = {
+        "chelsea": (None, "tabby", "A tabby cat on a sofa with people."),
+        "coffee": (None, "wheels", "A red car with wheels."),
+    }
+    written = caption_images(project, cases, vision={
+        "chelsea": ("A tabby cat on a sofa. There are no people in the picture.", "openai"),
+        "coffee": ("A red car without wheels.", "openai")})
+    assert_rejected(project, written["chelsea"], cases["chelsea"][2], "people")
+    meta = written["coffee"]
+    assert meta["caption"] != cases["coffee"][2] and "wheels" in meta["candidates"][0]["doubted"]
+    assert "with wheels" not in meta["caption"]

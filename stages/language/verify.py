@@ -146,6 +146,15 @@ def confident_vision(answer: str) -> str:
     return _HEDGED.sub("", answer).strip(" ,;")
 
 
+def affirmed(text: str) -> str:
+    """The text without its negators and the words they govern ("There are no people" ->
+    "there are")."""
+    marked = _marked(text)
+    negated = _negated(marked)
+    return " ".join(w for i, w in enumerate(marked)
+                    if i not in negated and w not in NEGATORS and not w.endswith("n't"))
+
+
 def _parts(word: str) -> list[str]:
     """A hyphenated word and its parts ("black-and-white" -> itself, black, and, white)."""
     return [word, *word.split("-")] if "-" in word else [word]
@@ -208,6 +217,7 @@ class Evidence:
         info = main_subject(tags)
         if info is None:
             phrase = vision_subject(self.vision) if self.vision_only else ""
+            phrase = re.split(r"\s+(?:without|with no|no|not)\s+", phrase, maxsplit=1)[0]
             words = [w for w in tokens(phrase) if w not in ("a", "an", "the")]
             if not words:
                 return phrase, set()
@@ -237,7 +247,10 @@ class Evidence:
         return out
 
     def vision_text(self) -> str:
-        return self.vision if self.vision_only or self.vision_is_vlm else confident_vision(self.vision)
+        """What the vision answer affirms: without its guesses (a classifier's) and without
+        what it says is absent ("no people", "without wheels" ground nothing)."""
+        text = self.vision if self.vision_only or self.vision_is_vlm else confident_vision(self.vision)
+        return affirmed(text)
 
     def sources(self) -> list[str]:
         """Texts that ground any claim: tags, their phrases, equivalents, trigger words, the
