@@ -292,3 +292,16 @@ def test_more_hostile_junk_reaches_no_caption(project):
                                  "mr._game_&_watch", "ac/dc", "c.c."])
 def test_real_tags_with_odd_characters_are_no_junk(tag):
     assert sift_tags([tag]).dropped == []
+
+
+def test_a_face_the_sifter_keeps_is_evidence_for_the_verifier(project):
+    """Review round: the sifter kept `:d` on a kitten, a puppy or a maid (its animal and
+    person lists), the verifier's shorter lists did not, so every such caption, the
+    composed one included, was flagged `doubted` for the smile the tags state."""
+    make_folder(project, {"kitten": "kitten, :d", "maid": "maid, ^_^"})
+    with FakeOpenAI(draft_reply) as server:
+        assert run(project, server) == 0
+    for name in ("kitten", "maid"):
+        meta = json.loads((project / "captions" / f"{name}.json").read_text(encoding="utf-8"))
+        assert "smiling" in meta["caption"] and meta["flags"] == [], (name, meta["caption"],
+                                                                     meta["reasons"])

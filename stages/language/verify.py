@@ -45,6 +45,7 @@ from .tagroles import (
     subject_terms,
     tag_info,
 )
+from .tagsift import has_living_subject
 from .words import META, STOP, content_words, ngrams, runs, stem, stems, tokens
 
 RUN_WORDS = 5                     # a copied run this long is template text, not a caption
@@ -206,8 +207,8 @@ class Evidence:
     def content(self) -> tuple[str, ...]:
         """The tags that can ground a claim: not post bookkeeping, and an emoticon only when
         a person or an animal is tagged (a smiling cup is made up)."""
-        alive = any(tag_info(t).role == "count" or tag_info(t).head in ANIMALS
-                    or tag_info(t).head in PERSONS for t in self.tags)
+        alive = has_living_subject(t for t in self.tags if tag_info(t).role != "emoticon") or any(
+            tag_info(t).head in ANIMALS or tag_info(t).head in PERSONS for t in self.tags)
         return tuple(t for t in self.tags if t not in META_TAGS
                      and (alive or tag_info(t).role != "emoticon"))
 
