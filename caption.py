@@ -142,12 +142,17 @@ def export(args) -> int:
         raise ConfigError(f"--export {fmt!r}: unknown format; accepted: hf")
     cfg = load_config(config_path(args.config), args.overrides)
     skipped: list[tuple[str, str]] = []
-    count = export_hf(cfg, Path(out), skipped, quiet=args.quiet)
+    unchecked: list[str] = []
+    count = export_hf(cfg, Path(out), skipped, quiet=args.quiet, unchecked=unchecked)
     from stages.io.samples import is_dataset
 
     where = f"{out}/dataset" + ("" if is_dataset(cfg.paths.images) else f" and {out}/imagefolder")
     print(f"export: {count} captioned images written to {where}"
           + (f"; {len(skipped)} left out, their captions are not current:" if skipped else ""))
+    if unchecked:
+        print(f"export: {len(unchecked)} of them flagged by the verifier and not reviewed "
+              f"({', '.join(unchecked[:5])}{', ...' if len(unchecked) > 5 else ''}): see the "
+              "flags and review columns, or decide in caption.py --review")
     for item_id, reason in skipped[:50]:
         print(f"  SKIPPED {item_id}: {reason}")
     return 1 if skipped else 0

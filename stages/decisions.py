@@ -4,7 +4,8 @@ A folder's decisions live in `captions/NAME.json` under `review`: {"decision": a
 rejected | edited, "at": ISO time, "previous": the text an edit replaced, "caption_sha256":
 the caption decided on}. Shards and Parquet tables have no per-sample files: their
 decisions are rows of `captions/decisions.parquet` (id, unit, key, decision, caption,
-previous, at), rewritten atomically on each decision.
+previous, at, image_sha256), rewritten atomically on each decision; a row holds for the
+picture it was made on only (`applies`).
 
 What they mean downstream: the interpret stage never replaces an accepted or edited caption
 (it reports them as kept, whatever changed upstream) and does not caption a rejected image;
@@ -124,7 +125,8 @@ def save_decisions(captions: Path, rows: dict[str, dict]) -> None:
 
     schema = pa.schema([("id", pa.string()), ("unit", pa.string()), ("key", pa.string()),
                         ("decision", pa.string()), ("caption", pa.string()),
-                        ("previous", pa.string()), ("at", pa.string())])
+                        ("previous", pa.string()), ("at", pa.string()),
+                        ("image_sha256", pa.string())])
     table = pa.Table.from_pylist([{name: rows[i].get(name) for name in schema.names}
                                   for i in sorted(rows)], schema=schema)
     path = captions / DECISIONS_FILE
@@ -140,13 +142,25 @@ def save_decisions(captions: Path, rows: dict[str, dict]) -> None:
         raise
 
 
+def applies(row: dict | None, image_sha256: str | None) -> bool:
+    """Whether a decision row was made about this very picture: a shard rebuilt with another
+    picture under the same key gets no old edit or rejection (a row from before the picture
+    was recorded applies)."""
+    if not row:
+        return False
+    made_on = row.get("image_sha256")
+    return not made_on or not image_sha256 or made_on == image_sha256
+
+
 def decide_row(rows: dict[str, dict], item_id: str, unit: str, key: str, caption: str,
-               decision: str, text: str | None = None) -> dict:
-    """Update the decisions of a dataset in memory (the caller saves them)."""
+               decision: str, text: str | None = None, image_sha256: str | None = None) -> dict:
+    """Update the decisions of a dataset in memory (the caller saves them). `image_sha256`
+    is the picture the caption was made from: the decision holds for that picture only."""
     if decision == UNDECIDED:
         rows.pop(item_id, None)
         return {"decision": UNDECIDED, "caption": caption}
-    previous = rows.get(item_id, {}).get("caption") or caption
+    earlier = rows.get(item_id) if applies(rows.get(item_id), image_sha256) else None
+    previous = (earlier or {}).get("caption") or caption
     if decision == EDITED:
         text = " ".join((text or "").split())
         if not text:
@@ -158,5 +172,21 @@ def decide_row(rows: dict[str, dict], item_id: str, unit: str, key: str, caption
         row = {"decision": REJECTED, "caption": None, "previous": None}
     else:
         raise ItemError(f"unknown decision {decision!r}; one of {', '.join(DECISIONS)}, {UNDECIDED}")
-    rows[item_id] = {"id": item_id, "unit": unit, "key": key, "at": now(), **row}
+    rows[item_id] = {"id": item_id, "unit": unit, "key": key, "at": now(),
+                     "image_sha256": image_sha256, **row}
     return {"decision": row["decision"], "caption": row["caption"] or caption}
+
+
+def current_decisions(captions: Path) -> list[dict]:
+    """The decision rows that hold for the caption now in each sample's shard Parquet."""
+    from .io.shardout import read_shard
+
+    by_unit: dict[str, list[dict]] = {}
+    for row in load_decisions(captions).values():
+        by_unit.setdefault(row.get("unit") or "", []).append(row)
+    out = []
+    for unit, rows in by_unit.items():
+        written = read_shard(captions, unit)
+        out += [r for r in rows if r["id"] in written
+                and applies(r, written[r["id"]].get("image_sha256"))]
+    return out

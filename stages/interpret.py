@@ -34,7 +34,7 @@ from pathlib import Path
 
 from . import faults
 from .config import Config
-from .decisions import KEEP, REJECTED, decision_of, load_decisions
+from .decisions import KEEP, REJECTED, current_decisions, decision_of
 from .errors import ConfigError, ItemError
 from .io.folder import artifact
 from .io.inputs import ImageInput, input_keys
@@ -91,11 +91,12 @@ def decoded_before(cache: Path, item: Item, source: ImageInput) -> bool:
 
 class InterpretStage(Stage):
     name = "interpret"
-    version = 5            # 2: candidates checked by the verifier; composed fallback; 3: verifier
+    version = 6            # 2: candidates checked by the verifier; composed fallback; 3: verifier
                            # rules: % signs, compound heads, counts, summary words; fallback
                            # reasons; vision_guess flag; 4: the strict verifier (doubted words)
                            # 5: sifted tags (tags_used, tags_dropped), lazy candidates,
-                           # count-neutral composing
+                           # count-neutral composing; 6: review round: negations before a
+                           # preposition, unnamed others, any-script digits, more junk tags
     llm_bound = True
     chat_params = {"max_tokens": 120}
     tallies = ("fallbacks", "over_limit", "calls")
@@ -265,6 +266,7 @@ class InterpretStage(Stage):
             return True
         if decision in KEEP and txt.exists():   # the person's caption, whatever changed upstream
             self.reviewed += 1
+            self._copy_beside(item, txt)
             return True
         if not txt.exists():
             return False
@@ -282,6 +284,16 @@ class InterpretStage(Stage):
             return False
         self.kept += 1                # not written by this tool, or edited by hand: keep it
         return True
+
+    def _copy_beside(self, item: Item, txt: Path) -> None:
+        """A reviewed caption (never remade) is still copied beside its image when asked for:
+        turning interpret.write_beside_images on after the review leaves none out."""
+        c = self.cfg.interpret
+        if not c.write_beside_images or self.ctx.options.dry_run:
+            return
+        text = txt.read_bytes()
+        if not self._beside_current(item, sha256_bytes(text)):
+            atomic_write_text(item.data.with_suffix(c.beside_extension), text.decode("utf-8"))
 
     def _beside_current(self, item: Item, caption_sha: str) -> bool:
         """The copy beside the image (when asked for) holds this very caption: a kill between
@@ -440,7 +452,7 @@ class InterpretStage(Stage):
         if self.kept:
             notes.append(f"{self.kept} existing captions kept (interpret.overwrite = false)")
         if self.input.dataset and not self.ctx.options.dry_run:
-            rows = load_decisions(self.cfg.paths.captions).values()
+            rows = current_decisions(self.cfg.paths.captions)
             self.reviewed = sum(r["decision"] in KEEP for r in rows)
             self.rejected = sum(r["decision"] == REJECTED for r in rows)
         if self.reviewed:

@@ -27,7 +27,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from .decisions import DECISIONS, UNDECIDED, decide_folder, decide_row, load_decisions, save_decisions
+from .decisions import (
+    DECISIONS,
+    UNDECIDED,
+    applies,
+    decide_folder,
+    decide_row,
+    load_decisions,
+    save_decisions,
+)
 from .errors import FatalError, ItemError
 from .io.folder import image_items
 from .review import (
@@ -140,7 +148,7 @@ class DatasetSite:
         card.vision = str(record.get("vision", ""))
         fill_from_record(card, record)
         decided = self.decisions.get(item_id)
-        if decided:
+        if decided and applies(decided, record.get("image_sha256")):
             card.decision = decided["decision"]
             if decided.get("caption"):
                 card.caption = decided["caption"]
@@ -192,9 +200,10 @@ class DatasetSite:
         if path is None:
             raise Refused(404, "this sample has no caption yet")
         with self.lock:
-            caption = str(self._records(path, {item_id}).get(item_id, {}).get("caption") or "")
-            out = decide_row(self.decisions, item_id, item.unit, item.data.key, caption,
-                             decision, text)
+            row = self._records(path, {item_id}).get(item_id, {})
+            made_from = json.loads(row.get("provenance") or "{}").get("image_sha256")
+            out = decide_row(self.decisions, item_id, item.unit, item.data.key,
+                             str(row.get("caption") or ""), decision, text, made_from)
             save_decisions(self.captions, self.decisions)
         return out
 
@@ -277,7 +286,8 @@ def make_handler(site, token: str, origins: set[str], hosts: set[str]):
                     raise Refused(403, "a decision must come from the review page itself (Origin)")
                 if not hmac.compare_digest(self.headers.get("X-Review-Token", ""), token):
                     raise Refused(403, "a decision must carry this session's token")
-                length = int(self.headers.get("Content-Length") or 0)
+                length = self.headers.get("Content-Length") or "0"
+                length = int(length) if length.isdigit() else 0
                 if length <= 0 or length > MAX_BODY:
                     raise Refused(400, "a decision is a small JSON object")
                 try:

@@ -391,3 +391,133 @@ def test_shards_are_paged_from_parquet_and_decisions_go_to_decisions_parquet(tmp
     exported = dict(zip(saved["id"], saved["caption"], strict=True))
     assert f"00000/{keys[0]}" not in exported and len(exported) == 4
     assert exported[f"00000/{keys[1]}"] == "An edited caption."
+
+
+def test_a_shard_decision_about_an_older_picture_is_not_applied_to_a_new_one(tmp_path):
+    """Review round: decisions.parquet was looked up by sample id only, so after a shard was
+    rebuilt with another picture under the same key, the old edit was exported as the new
+    picture's caption (and an old rejection dropped it) without a word."""
+    import tarfile
+
+    import datasets
+    from test_webdataset import add, photo_bytes, write_shard
+    from test_webdataset import reply as shard_reply
+    from test_webdataset import run as shard_run
+
+    data = tmp_path / "data"
+    keys = write_shard(data / "00000.tar", 0, 3)
+    overrides = [f"paths.images={data}", f"paths.captions={tmp_path / 'captions'}",
+                 f"paths.cache={tmp_path / 'cache'}", f"tags.wiki_file={ROOT / 'data' / 'wiki.json'}"]
+    with FakeOpenAI(shard_reply) as server:
+        assert shard_run(str(data), tmp_path, server) == 0
+        http, url = _serve_in_thread(load_config(ROOT / "config.ini", overrides))
+        try:
+            token = re.search(r'"token": "([^"]+)"', _get(url)[1].decode()).group(1)
+            head = {"Origin": url.rstrip("/"), "X-Review-Token": token}
+            assert _post(url, {"id": f"00000/{keys[0]}", "decision": "edited",
+                               "text": "An edited caption of the first picture."}, head)[0] == 200
+            assert _post(url, {"id": f"00000/{keys[1]}", "decision": "rejected"}, head)[0] == 200
+        finally:
+            http.shutdown()
+            http.server_close()
+        # the shard is rebuilt: the same keys now hold other pictures
+        with tarfile.open(data / "00000.tar", "w") as tar:
+            for i, key in enumerate(keys):
+                add(tar, f"{key}.jpg", photo_bytes(i + 3) if i < 2 else photo_bytes(i))
+                add(tar, f"{key}.txt", b"cat")
+        assert shard_run(str(data), tmp_path, server) == 0
+        out = tmp_path / "out"
+        assert shard_run(str(data), tmp_path, server, flags=("--export", "hf", str(out))) == 0
+    saved = datasets.load_from_disk(str(out / "dataset"))
+    exported = dict(zip(saved["id"], saved["caption"], strict=True))
+    assert exported[f"00000/{keys[0]}"] != "An edited caption of the first picture."
+    assert f"00000/{keys[1]}" in exported                # the rejection was of another picture
+
+
+def test_reviewed_captions_get_their_copy_beside_the_image_when_turned_on_later(project):
+    """Review round: an accepted or edited caption was never written beside its image when
+    interpret.write_beside_images was turned on after the review (the rerun kept it and
+    wrote nothing), so a kohya-style folder silently lacked exactly the reviewed captions."""
+    from stages.decisions import decide_folder
+
+    images = project / "images"
+    for path in images.iterdir():
+        if path.stem not in ("coffee", "rocket", "chelsea"):
+            path.unlink()
+    with FakeOpenAI(reply) as server:
+        args = ["--config", str(project / "config.ini"), "--quiet"]
+        for item in sets(project, server) + ["interpret.write_beside_images=false"]:
+            args += ["--set", item]
+        assert caption.main(args) == 0
+        captions = project / "captions"
+        assert not any(images.glob("*.caption"))
+        accepted = (captions / "coffee.txt").read_text()
+        decide_folder(captions, "coffee", "accepted")
+        decide_folder(captions, "rocket", "edited", "A rocket, edited by hand.")
+        decide_folder(captions, "chelsea", "rejected")
+        assert run(project, server) == 0              # sets() turns the copies on
+        assert run(project, server, "--dry-run") == 0
+    assert (images / "coffee.caption").read_text() == accepted
+    assert (images / "rocket.caption").read_text() == "A rocket, edited by hand.\n"
+    assert not (images / "chelsea.caption").exists()
+    assert (captions / "rocket.txt").read_text() == "A rocket, edited by hand.\n"
+
+
+def test_export_says_which_captions_were_flagged_and_not_reviewed(project, capsys):
+    """Review round: --export wrote fallback and doubted captions into the training set
+    exactly like verified ones (no flags, no decision, not a word on the terminal)."""
+    import datasets
+
+    from stages.decisions import decide_folder
+
+    images = project / "images"
+    for path in images.iterdir():
+        if path.stem not in ("coffee", "rocket", "chelsea"):
+            path.unlink()
+    out = project / "out"
+    with FakeOpenAI(reply) as server:            # its captions fail: composed fallbacks, flagged
+        assert run(project, server) == 0
+        captions = project / "captions"
+        flags = {s: json.loads((captions / f"{s}.json").read_text())["flags"]
+                 for s in ("coffee", "rocket", "chelsea")}
+        assert all("fallback" in f for f in flags.values()), flags
+        decide_folder(captions, "rocket", "accepted")
+        decide_folder(captions, "chelsea", "edited", "A cat, edited by hand.")
+        capsys.readouterr()
+        assert run(project, server, "--export", "hf", str(out)) == 0
+    said = capsys.readouterr().out
+    assert "1 of them flagged by the verifier and not reviewed (coffee)" in said, said
+    lines = {row["id"]: row for row in map(json.loads, (out / "imagefolder" / "metadata.jsonl")
+                                           .read_text().splitlines())}
+    assert lines["coffee"]["flags"] == flags["coffee"] and lines["coffee"]["review"] == "undecided"
+    assert lines["rocket"]["review"] == "accepted" and lines["chelsea"]["review"] == "edited"
+    saved = datasets.load_from_disk(str(out / "dataset"))
+    by_id = {i: (f, r) for i, f, r in zip(saved["id"], saved["flags"], saved["review"], strict=True)}
+    assert by_id["coffee"] == (flags["coffee"], "undecided")
+
+
+def test_a_malformed_length_is_refused_with_a_status(tmp_path):
+    """Review round: a decision whose Content-Length was not a number raised inside the
+    handler (a traceback on the user's terminal, the connection dropped, no status)."""
+    import http.client
+
+    images = _small_folder(tmp_path)
+    cfg = load_config(ROOT / "config.ini", [f"paths.images={images}",
+                                            f"paths.captions={tmp_path / 'captions'}",
+                                            f"paths.cache={tmp_path / 'cache'}"])
+    server, url = _serve_in_thread(cfg)
+    try:
+        token = re.search(rb'"token": "([^"]+)"', _get(url)[1]).group(1).decode()
+        host, port = url.split("//")[1].strip("/").split(":")
+        for length in ("abc", "-5", "1e3"):
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            conn.putrequest("POST", "/decide")
+            for name, value in (("Origin", url.rstrip("/")), ("X-Review-Token", token),
+                                ("Content-Type", "application/json"), ("Content-Length", length)):
+                conn.putheader(name, value)
+            conn.endheaders()
+            assert conn.getresponse().status == 400, length
+            conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -263,3 +263,45 @@ def test_auto_template_resolves_by_server_and_enters_the_key(project):
                               "interpret.overwrite=true") == 0
         assert len(server.chat_requests) > calls
         assert server.chat_requests[-1]["messages"][-1]["content"].startswith("Notes: ")
+
+
+def test_more_hostile_junk_reaches_no_caption(project):
+    """Review round: schemes other than http (file:, s3://, mailto:, data:), e-mail
+    addresses, bare system paths, file names, percent-encoding, shell and template
+    expansion, a terminal colour code and invisible formatting characters were kept as tags
+    and written into the composed caption, unflagged."""
+    junk = ["file:/etc/passwd", "s3://bucket/key", "mailto:a@b.cz", "data:text/html;x",
+            "evil@example.cz", "etc/passwd", "x.exe", "%2e%2e%2fetc", "${jndi:ldap://x}",
+            "$(rm -rf ~)", "`whoami`", "\x1b[31mred", "\u202eevil", "zero\u200bwidth",
+            "ftp.example.cz/x"]
+    make_folder(project, {"girl": ", ".join(["1girl", "spacesuit", *junk])})
+    with FakeOpenAI(draft_reply) as server:
+        assert run(project, server) == 0
+    meta = json.loads((project / "captions" / "girl.json").read_text(encoding="utf-8"))
+    text = (project / "captions" / "girl.txt").read_text(encoding="utf-8")
+    assert meta["tags_used"] == ["1girl", "spacesuit"], meta["tags_used"]
+    assert all(d["reason"].startswith("junk") for d in meta["tags_dropped"])
+    assert len(meta["tags_dropped"]) == len(junk)
+    for word in ("passwd", "bucket", "mailto", "evil", "exe", "%2e", "jndi", "rm", "whoami",
+                 "31m", "zero", "ftp", "\u202e", "\u200b"):
+        assert word not in text, (word, text)
+
+
+@pytest.mark.parametrize("tag", ["fate/stay_night", ".hack//", "idolm@ster", "steins;gate",
+                                 "re:zero_kara_hajimeru_isekai_seikatsu", "d.va_(overwatch)",
+                                 "mr._game_&_watch", "ac/dc", "c.c."])
+def test_real_tags_with_odd_characters_are_no_junk(tag):
+    assert sift_tags([tag]).dropped == []
+
+
+def test_a_face_the_sifter_keeps_is_evidence_for_the_verifier(project):
+    """Review round: the sifter kept `:d` on a kitten, a puppy or a maid (its animal and
+    person lists), the verifier's shorter lists did not, so every such caption, the
+    composed one included, was flagged `doubted` for the smile the tags state."""
+    make_folder(project, {"kitten": "kitten, :d", "maid": "maid, ^_^"})
+    with FakeOpenAI(draft_reply) as server:
+        assert run(project, server) == 0
+    for name in ("kitten", "maid"):
+        meta = json.loads((project / "captions" / f"{name}.json").read_text(encoding="utf-8"))
+        assert "smiling" in meta["caption"] and meta["flags"] == [], (name, meta["caption"],
+                                                                     meta["reasons"])

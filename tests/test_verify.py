@@ -346,3 +346,41 @@ def test_the_tune_cases_of_the_verifier_benchmark():
     wrong = [(c["candidate"], c["verdict"], verify(c["candidate"], case_evidence(c)).reasons)
              for c in cases if verify(c["candidate"], case_evidence(c)).passed != (c["verdict"] == "pass")]
     assert wrong == []
+
+
+@pytest.mark.parametrize("tags, candidate, doubted", [
+    (("cup", "coffee", "saucer", "spoon", "table"),
+     "A cup of coffee on a saucer with a spoon, not on a table.", "no table"),
+    (("1girl", "spacesuit", "american flag"),
+     "A girl with an American flag, not in a spacesuit.", "no spacesuit"),
+    (("cup", "coffee", "saucer", "spoon", "table"),
+     "A cup of coffee on a saucer rather than a table, with a spoon.", "no table"),
+    (("1girl", "spacesuit", "american flag"),
+     "A girl and another in a spacesuit with an American flag.", "another"),
+    (("1girl", "spacesuit", "american flag"),
+     "A girl in a spacesuit with an American flag, and several more.", "several"),
+    (("cat", "sofa"), "A cat on a sofa with a 犬.", "犬"),
+    (("cup", "coffee", "saucer", "spoon", "table"),
+     "A cup of coffee on a saucer with a spoon on a table, ① ② ③.", "②"),
+])
+def test_review_round_negations_unnamed_others_and_odd_words_fail(tags, candidate, doubted):
+    v = verify(candidate, evidence(tags))
+    assert not v.passed and doubted in v.doubted, (v.reasons, v.doubted)
+
+
+def test_many_of_a_named_thing_is_no_unnamed_count():
+    v = verify("A girl in a spacesuit with many American flags.",
+               evidence(("1girl", "spacesuit", "american flag")))
+    assert v.passed, v.reasons
+
+
+@pytest.mark.parametrize("tags, candidate, passes", [
+    (("1girl", "beach"), "A girl beside a woman on the beach.", False),
+    (("1boy", "beach"), "A man and a boy on the beach.", False),
+    (("2girls", "beach"), "Two girls on the beach.", True),
+    (("1girl", "1boy", "beach"), "A girl and a boy on the beach.", True),
+    (("1girl", "beach"), "A girl on the beach, no boy.", True),
+])
+def test_people_are_counted_against_the_count_tags(tags, candidate, passes):
+    v = verify(candidate, evidence(tags))
+    assert v.passed == passes, v.reasons

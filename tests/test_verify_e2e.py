@@ -188,3 +188,76 @@ def test_ranking_prefers_the_salient_tags_to_a_list_of_tags():
     assert listed.passed and short.passed
     assert short.score > listed.score
     assert best([listed, short]).caption == "A motorcycle indoors."
+
+
+def test_negated_phrases_unnamed_others_odd_digits_and_one_letter_words_are_not_written(project):
+    """Review round: a negator before a preposition ("not on a table"), "rather than",
+    "and others" on 1girl, circled digits (which crashed the count check) and a one-character
+    word of another script (which nothing checked) each reach no unflagged caption."""
+    cases = {
+        "coffee": ("cup, coffee, saucer, spoon, table", "saucer",
+                   "A cup of coffee on a saucer with a spoon, not on a table."),
+        "rocket": ("rocket, launch_pad, smoke", "rocket",
+                   "A rocket with smoke on a launch pad rather than a rocket."),
+        "astronaut": ("1girl, spacesuit, helmet", "spacesuit",
+                      "A girl and others in spacesuits with a helmet."),
+        "chelsea": ("teapot, tea, table", "teapot", "A teapot of tea on a table, ② ③."),
+        "flower": ("cat, sofa", "sofa", "A cat on a sofa with a 犬."),
+    }
+    written = caption_images(project, cases)
+    for stem, doubted in (("coffee", "no table"), ("rocket", "no rocket"), ("astronaut", "others"),
+                          ("chelsea", "②"), ("flower", "犬")):
+        assert_rejected(project, written[stem], cases[stem][2], doubted)
+
+
+def test_a_negation_tag_is_said_and_never_contradicted(project):
+    """Review round: with `no_shoes` tagged, "wearing shoes" passed unflagged (the tag's own
+    word grounded it), while the true "wearing no shoes" was rejected as negating a tag and
+    the composer wrote "wearing a no hat"."""
+    cases = {
+        "coffee": ("1girl, no_shoes, beach", "beach", "A girl wearing shoes, on the beach."),
+        "rocket": ("1girl, no_hat, spacesuit", "spacesuit", "A girl in a spacesuit and a hat."),
+        "chelsea": ("1girl, no_shoes, sand", "sand", "A girl wearing no shoes, on the sand."),
+    }
+    written = caption_images(project, cases)
+    for stem, doubted in (("coffee", "shoes"), ("rocket", "hat")):
+        meta = written[stem]               # the fallback says "no shoes": true, so unflagged
+        assert meta["caption"] != cases[stem][2] and "fallback" in meta["flags"], meta
+        assert doubted in meta["candidates"][0]["doubted"], meta["candidates"][0]
+        assert_honest(project, meta)
+    assert written["coffee"]["flags"] == ["fallback"], written["coffee"]
+    assert "a no hat" not in written["rocket"]["caption"]
+    meta = written["chelsea"]
+    assert meta["caption"] == cases["chelsea"][2] and meta["flags"] == [], meta
+    assert_honest(project, meta)
+
+
+def test_more_people_than_the_count_tags_say_are_not_written(project):
+    """Review round: on `1girl`, "A woman and a girl" passed unflagged (each word names the
+    tagged girl, so nothing counted the people)."""
+    cases = {
+        "coffee": ("1girl, beach", "beach", "A woman and a girl on the beach."),
+        "rocket": ("1girl, 1boy, sand", "sand", "A girl, a boy and a woman on the sand."),
+        "chelsea": ("1girl, 1boy, park", "park", "A girl and a boy in a park."),
+    }
+    written = caption_images(project, cases)
+    assert_rejected(project, written["coffee"], cases["coffee"][2], "woman")
+    assert_rejected(project, written["rocket"], cases["rocket"][2], "woman")
+    meta = written["chelsea"]
+    assert meta["caption"] == cases["chelsea"][2] and meta["flags"] == [], meta
+
+
+def test_what_a_vision_model_says_is_absent_grounds_nothing(project):
+    """Review round: a vision-language model's "there are no people" and "without wheels"
+    grounded "with people" and "with wheels" (its every word counted as evidence)."""
+    cases = {
+        "chelsea": (None, "tabby", "A tabby cat on a sofa with people."),
+        "coffee": (None, "wheels", "A red car with wheels."),
+    }
+    written = caption_images(project, cases, vision={
+        "chelsea": ("A tabby cat on a sofa. There are no people in the picture.", "openai"),
+        "coffee": ("A red car without wheels.", "openai")})
+    assert_rejected(project, written["chelsea"], cases["chelsea"][2], "people")
+    meta = written["coffee"]
+    assert meta["caption"] != cases["coffee"][2] and "wheels" in meta["candidates"][0]["doubted"]
+    assert "with wheels" not in meta["caption"]

@@ -1,6 +1,7 @@
 """Export a captioned folder for training: a Hugging Face `datasets` dataset and an imagefolder.
 
-`PATH/dataset/` is written with `Dataset.save_to_disk` (columns image, caption, tags, id);
+`PATH/dataset/` is written with `Dataset.save_to_disk` (columns image, caption, tags, id,
+flags, review);
 `PATH/imagefolder/` holds the images (hard-linked when possible) with a `metadata.jsonl`
 that `datasets.load_dataset("imagefolder", data_dir=...)` reads as it is.
 
@@ -9,7 +10,10 @@ With WebDataset shards or Parquet tables as input, only `PATH/dataset/` is writt
 shards sample by sample; an imagefolder would unpack every shard to disk.
 
 Review decisions (stages/decisions.py) are respected: rejected images are left out, and a
-dataset's edited captions come from `captions/decisions.parquet`.
+dataset's edited captions come from `captions/decisions.parquet`. A caption the interpret
+stage flagged (`fallback`, `doubted`, ...) is exported with its `flags` and its `review`
+decision (`undecided` when nobody looked), so a trainer can drop what nobody checked; the
+command line counts those.
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ from ..config import Config
 from ..errors import ConfigError
 from ..store import atomic_write_text, sha256_bytes
 from .folder import artifact, image_items, read_tags
+
+
+def _review_features() -> dict:
+    import datasets
+
+    return {"flags": datasets.Sequence(datasets.Value("string")), "review": datasets.Value("string")}
 
 
 def captioned(cfg: Config, skipped: list[tuple[str, str]] | None = None) -> Iterator[dict]:
@@ -68,8 +78,10 @@ def captioned(cfg: Config, skipped: list[tuple[str, str]] | None = None) -> Iter
                 skipped.append((item.id, "the tags changed after its caption was written; run "
                                 "caption.py first"))
                 continue
+        flags = meta.get("flags") if isinstance(meta, dict) else None
         yield {"id": item.id, "path": item.data, "caption": txt.read_text(encoding="utf-8").strip(),
-               "tags": tags}
+               "tags": tags, "flags": [str(f) for f in flags] if isinstance(flags, list) else [],
+               "review": decision}
 
 
 def _last_failures(cfg: Config) -> dict[str, str]:
@@ -122,40 +134,47 @@ def quiet_datasets(quiet: bool):
 
 
 def export_hf(cfg: Config, out: Path, skipped: list[tuple[str, str]] | None = None,
-              quiet: bool = False) -> int:
+              quiet: bool = False, unchecked: list[str] | None = None) -> int:
     """Write both layouts; return the number of captioned images exported (the ones left
-    out, with why, are appended to `skipped`)."""
+    out, with why, are appended to `skipped`; exported flagged captions nobody reviewed, to
+    `unchecked`)."""
     with quiet_datasets(quiet):
-        return _export_hf(cfg, out, skipped)
+        return _export_hf(cfg, out, skipped, unchecked if unchecked is not None else [])
 
 
-def _export_hf(cfg: Config, out: Path, skipped: list[tuple[str, str]] | None = None) -> int:
+def _export_hf(cfg: Config, out: Path, skipped: list[tuple[str, str]] | None,
+               unchecked: list[str]) -> int:
     import datasets
 
+    from ..decisions import UNDECIDED
     from .samples import is_dataset
 
     if is_dataset(cfg.paths.images):
-        return export_hf_samples(cfg, out)
+        return export_hf_samples(cfg, out, unchecked)
     skipped = skipped if skipped is not None else []
     rows = list(captioned(cfg, skipped))
     if not rows:
         why = f" ({len(skipped)} left out; {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise ConfigError(f"--export: no current captions in {cfg.paths.captions}{why}; run "
                           "caption.py first")
+    unchecked += [r["id"] for r in rows if r["flags"] and r["review"] == UNDECIDED]
     folder = out / "imagefolder"
     lines = []
     for row in rows:
         rel = row["path"].relative_to(cfg.paths.images)
         _link_or_copy(row["path"], folder / rel)
         lines.append(json.dumps({"file_name": rel.as_posix(), "caption": row["caption"],
-                                 "tags": row["tags"], "id": row["id"]}, ensure_ascii=False))
+                                 "tags": row["tags"], "id": row["id"], "flags": row["flags"],
+                                 "review": row["review"]}, ensure_ascii=False))
     atomic_write_text(folder / "metadata.jsonl", "\n".join(lines) + "\n")
     features = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string"),
                                   "tags": datasets.Sequence(datasets.Value("string")),
-                                  "id": datasets.Value("string")})
+                                  "id": datasets.Value("string"), **_review_features()})
     table = datasets.Dataset.from_dict({
         "image": [str(r["path"]) for r in rows], "caption": [r["caption"] for r in rows],
-        "tags": [r["tags"] for r in rows], "id": [r["id"] for r in rows]}, features=features)
+        "tags": [r["tags"] for r in rows], "id": [r["id"] for r in rows],
+        "flags": [r["flags"] for r in rows], "review": [r["review"] for r in rows]},
+        features=features)
     _save_dataset(table, out)
     return len(rows)
 
@@ -171,7 +190,7 @@ def _save_dataset(table, out: Path) -> None:
 
 def _sample_rows(cfg: Config):
     """Captioned samples, shard by shard: the captions of one shard in memory at a time."""
-    from ..decisions import REJECTED, load_decisions
+    from ..decisions import REJECTED, UNDECIDED, applies, load_decisions
     from .inputs import ImageInput
     from .shardout import read_shard
 
@@ -185,25 +204,32 @@ def _sample_rows(cfg: Config):
             unit, captions = item.unit, read_shard(cfg.paths.captions, item.unit)
         row = captions.get(item.id)
         decision = decided.get(item.id, {})
+        if row is not None and not applies(decision, row["image_sha256"]):
+            decision = {}             # made about another picture under this id: not this one's
         if decision.get("decision") == REJECTED:
             continue                  # rejected in the review page: not in the dataset
         if row is not None and decision.get("caption"):
             row = {**row, "caption": decision["caption"]}      # accepted or edited text
+        review = decision.get("decision") or UNDECIDED
         if row is not None:
             data = source.image(item)
             if sha256_bytes(data) != row["image_sha256"]:
                 raise ConfigError(f"--export: the image of {item.id} changed after its caption "
                                   f"in {cfg.paths.captions} was written; run caption.py first")
             yield {"image": {"bytes": data, "path": None}, "caption": row["caption"],
-                   "tags": row["tags"], "id": item.id, "key": row["key"]}
+                   "tags": row["tags"], "id": item.id, "key": row["key"],
+                   "flags": list(row.get("flags") or []), "review": review}
 
 
-def export_hf_samples(cfg: Config, out: Path) -> int:
+def export_hf_samples(cfg: Config, out: Path, unchecked: list[str] | None = None) -> int:
     import datasets
+
+    from ..decisions import UNDECIDED
 
     features = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string"),
                                   "tags": datasets.Sequence(datasets.Value("string")),
-                                  "id": datasets.Value("string"), "key": datasets.Value("string")})
+                                  "id": datasets.Value("string"), "key": datasets.Value("string"),
+                                  **_review_features()})
     work = out / ".export-cache"
     try:
         table = datasets.Dataset.from_generator(_sample_rows, features=features,
@@ -221,6 +247,9 @@ def export_hf_samples(cfg: Config, out: Path) -> int:
         raise ConfigError(f"--export: no shard captions in {cfg.paths.captions}; run caption.py first")
     _save_dataset(table, out)
     count = len(table)
+    if unchecked is not None:
+        unchecked += [i for i, f, r in zip(table["id"], table["flags"], table["review"], strict=True)
+                      if f and r == UNDECIDED]
     del table
     shutil.rmtree(work, ignore_errors=True)
     return count

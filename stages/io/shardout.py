@@ -158,7 +158,8 @@ def read_shard(captions: Path, unit: str) -> dict[str, dict]:
     path = shard_path(captions, unit)
     if not path.exists():
         return {}
-    rows = pq.read_table(path, columns=["id", "key", "caption", "tags", "provenance"]).to_pylist()
+    rows = pq.read_table(path, columns=["id", "key", "caption", "tags", "flags",
+                                        "provenance"]).to_pylist()
     for row in rows:                     # what the caption was made from, not the whole record
         row["image_sha256"] = json.loads(row.pop("provenance") or "{}").get("image_sha256")
     return {row["id"]: row for row in rows}

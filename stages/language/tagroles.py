@@ -251,7 +251,7 @@ def with_article(phrase: str) -> str:
     """"a pink nose", "an orange flower", "whiskers", "brown fur"."""
     words = phrase.split()
     last = words[-1] if words else phrase
-    if (not words or last in MASS or words[0] in _NUMBERS.values()
+    if (not words or last in MASS or words[0] in _NUMBERS.values() or words[0] in ("no", "without")
             or (last.endswith("s") and not last.endswith(("ss", "us", "is")))):
         return phrase
     vowel = phrase[:1] in "aeiou" and not phrase.startswith(("uni", "eu", "one", "use"))

@@ -3,7 +3,8 @@
 Runs before anything is made from tags: the composer, the prompt, the verifier's evidence
 and the keys all see the tags it keeps (`Sifted.used`); the caption's record lists the rest
 with their reasons (`Sifted.dropped`). Dropped, in this order:
-  - junk: no letters, markup (`<script>`), file paths (`../../etc/passwd`), URLs;
+  - junk: no letters, markup (`<script>`), file paths and names (`../../etc/passwd`,
+    `x.exe`), URLs and e-mail addresses, code (`${...}`), invisible formatting characters;
   - blacklisted tags and meta tags (about the post, not the picture: `absurdres`,
     `animated`), and with the tag source's categories, copyright (series) and meta tags;
   - emoticons (`:d`, `^_^`) unless a person or an animal is tagged (a count tag, a person or
@@ -37,8 +38,15 @@ IMPLIED = "implied by"
 _MARKUP = re.compile(r"<\s*/?\s*[a-z!?][^>]*>?|\[/?(?:url|img|b|i|u|s|section|code|quote)\b|"
                      r"&(?:[a-z]+|#\d+);|\bjavascript:|\{\{|\}\}", re.IGNORECASE)
 _PATH = re.compile(r"(?:^|/)\.\.?/|^[/~]|\\|^[a-z]:[\\/]|/[\w.-]+\.\w{1,4}$", re.IGNORECASE)
-_URL = re.compile(r"\b(?:https?|ftp|file)://|\bwww\.|\b[\w-]+\.(?:com|net|org|io|jp|html?|php)\b",
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://|^(?:mailto|data|javascript|vbscript|file|tel):|\bwww\.|"
+                  r"\b[\w-]+\.(?:com|net|org|io|jp|html?|php)\b|^[\w-]+(?:\.[\w-]+)+/|[\w.+-]+@[\w-]+\.[a-z]{2,}",
                   re.IGNORECASE)
+# A file name (`x.exe`, `readme.md`), a system path without a leading slash (`etc/passwd`),
+# percent-encoding (`%2e%2e%2f`), or shell and template expansion (`${jndi:...}`, `$(...)`).
+_FILE = re.compile(r"\.(?:exe|bat|cmd|sh|ps1|py|js|php|asp|dll|so|bin|md|txt|json|xml|ini|cfg|"
+                   r"conf|log|zip|jpe?g|png|gif|webp)$|(?:^|/)(?:etc|usr|bin|var|home|tmp|proc|"
+                   r"windows|system32)/|%[0-9a-f]{2}", re.IGNORECASE)
+_CODE = re.compile(r"\$[{(]|`|^\[[\d;]*m")           # the last: a terminal colour code's remnant
 _LETTER = re.compile(r"[^\W\d_]")
 PEOPLE = frozenset("""person people woman women man men girl girls boy boys child children baby
 human humans astronaut soldier knight maid nurse student teacher""".split())
@@ -74,8 +82,12 @@ def junk_reason(tag: str) -> str:
         return f"{JUNK}: markup"
     if _URL.search(tag):
         return f"{JUNK}: a URL"
-    if _PATH.search(tag):
+    if _PATH.search(tag) or _FILE.search(tag):
         return f"{JUNK}: a file path"
+    if _CODE.search(tag):
+        return f"{JUNK}: code"
+    if any(unicodedata.category(ch) == "Cf" for ch in tag):
+        return f"{JUNK}: invisible formatting characters"
     return ""
 
 

@@ -26,6 +26,7 @@ tags does not win.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from .compose import tag_phrases, vision_subject
@@ -44,6 +45,7 @@ from .tagroles import (
     subject_terms,
     tag_info,
 )
+from .tagsift import has_living_subject
 from .words import META, STOP, content_words, ngrams, runs, stem, stems, tokens
 
 RUN_WORDS = 5                     # a copied run this long is template text, not a caption
@@ -107,6 +109,9 @@ child children kid kids lady ladies guy guys someone somebody crowd rider driver
 astronaut astronauts figure figures mechanic worker player players keeper""".split())
 ANIMALS = frozenset("""cat dog bird horse cow fox wolf bear rabbit mouse animal fish tiger lion
 deer duck owl""".split())
+# Stop words that, standing for a noun, claim more things than the caption names ("a girl
+# and others", "several more"): "1girl" says one, and no tag says what the others are.
+UNNAMED = frozenset("others another several many more few".split())
 NEGATORS = frozenset("no not without lacking missing none nor never".split())
 # Post bookkeeping, not picture content: never evidence, even when left in the tags.
 META_TAGS = frozenset("""animated absurdres highres lowres commentary translated
@@ -142,6 +147,15 @@ def confident_vision(answer: str) -> str:
     return _HEDGED.sub("", answer).strip(" ,;")
 
 
+def affirmed(text: str) -> str:
+    """The text without its negators and the words they govern ("There are no people" ->
+    "there are")."""
+    marked = _marked(text)
+    negated = _negated(marked)
+    return " ".join(w for i, w in enumerate(marked)
+                    if i not in negated and w not in NEGATORS and not w.endswith("n't"))
+
+
 def _parts(word: str) -> list[str]:
     """A hyphenated word and its parts ("black-and-white" -> itself, black, and, white)."""
     return [word, *word.split("-")] if "-" in word else [word]
@@ -159,8 +173,14 @@ def is_action(word: str) -> bool:
 
 
 def number_of(word: str) -> int | None:
-    if word.isdigit():
+    """The count a word states: digits of any script ("3", "３", "③") or a number word."""
+    if word.isdecimal():
         return int(word)
+    if word.isnumeric():
+        try:
+            return int(sum(unicodedata.numeric(c) for c in word))
+        except ValueError:
+            return None
     return NUMBERS.get(word)
 
 
@@ -187,8 +207,8 @@ class Evidence:
     def content(self) -> tuple[str, ...]:
         """The tags that can ground a claim: not post bookkeeping, and an emoticon only when
         a person or an animal is tagged (a smiling cup is made up)."""
-        alive = any(tag_info(t).role == "count" or tag_info(t).head in ANIMALS
-                    or tag_info(t).head in PERSONS for t in self.tags)
+        alive = has_living_subject(t for t in self.tags if tag_info(t).role != "emoticon") or any(
+            tag_info(t).head in ANIMALS or tag_info(t).head in PERSONS for t in self.tags)
         return tuple(t for t in self.tags if t not in META_TAGS
                      and (alive or tag_info(t).role != "emoticon"))
 
@@ -198,6 +218,7 @@ class Evidence:
         info = main_subject(tags)
         if info is None:
             phrase = vision_subject(self.vision) if self.vision_only else ""
+            phrase = re.split(r"\s+(?:without|with no|no|not)\s+", phrase, maxsplit=1)[0]
             words = [w for w in tokens(phrase) if w not in ("a", "an", "the")]
             if not words:
                 return phrase, set()
@@ -227,7 +248,10 @@ class Evidence:
         return out
 
     def vision_text(self) -> str:
-        return self.vision if self.vision_only or self.vision_is_vlm else confident_vision(self.vision)
+        """What the vision answer affirms: without its guesses (a classifier's) and without
+        what it says is absent ("no people", "without wheels" ground nothing)."""
+        text = self.vision if self.vision_only or self.vision_is_vlm else confident_vision(self.vision)
+        return affirmed(text)
 
     def sources(self) -> list[str]:
         """Texts that ground any claim: tags, their phrases, equivalents, trigger words, the
@@ -332,11 +356,14 @@ def _negated(marked: list[str]) -> set[int]:
     cup"): up to the next punctuation, conjunction or preposition, four words at most."""
     out: set[int] = set()
     for i, word in enumerate(marked):
-        if word not in NEGATORS:
+        contrast = word == "than" and marked[i - 1:i] == ["rather"]      # "rather than a table"
+        if word not in NEGATORS and not contrast:
             continue
         for j in range(i + 1, min(i + 5, len(marked))):
             w = marked[j]
-            if not w[0].isalnum() or w in ("and", "but", "with", "on", "in", "at", "by", "under"):
+            # a preposition right after the negator is the negated phrase ("not on a table")
+            if not w[0].isalnum() or w in ("and", "but") or (
+                    j > i + 1 and w in ("with", "on", "in", "at", "by", "under")):
                 break
             out.add(j)
     return out
@@ -354,7 +381,7 @@ def _grounding(evidence: Evidence, marked: list[str], negated: set[int], found: 
     ungrounded, made_up, actions, leaked = [], [], [], []
     for i, word in enumerate(marked):
         if not word[0].isalnum() or word in STOP or word in META or word in RELATIONS \
-                or number_of(word) is not None or len(word) < 2:
+                or number_of(word) is not None or (len(word) < 2 and word.isascii()):
             continue
         if i in negated or (no_humans and word in PERSONS):
             continue
@@ -389,9 +416,11 @@ def _grounding(evidence: Evidence, marked: list[str], negated: set[int], found: 
     return ungrounded
 
 
-def _counts(evidence: Evidence, marked: list[str], found: _Findings) -> None:
+def _counts(evidence: Evidence, marked: list[str], found: _Findings,
+            negated: set[int] | None = None) -> None:
     """A number (a digit, "one", "pair") must be one the tags or a VLM's answer state; a
-    plural person word contradicts a count of one."""
+    plural person word contradicts a count of one, and so do more people than the count
+    tags add up to ("a woman and a girl" on `1girl`)."""
     tags = evidence.content()
     allowed: set[int] = set()
     singles = set()
@@ -414,11 +443,42 @@ def _counts(evidence: Evidence, marked: list[str], found: _Findings) -> None:
         counted = [t for t in tags if tag_info(t).role == "count"]
         found.add(f"count contradicts {', '.join(counted)}: " + ", ".join(wrong) if counted else
                   "count not in the evidence: " + ", ".join(wrong), wrong)
+    unnamed = [w for i, w in enumerate(marked) if w in UNNAMED
+               and (i + 1 == len(marked) or not marked[i + 1][0].isalnum() or marked[i + 1] in STOP)]
+    if unnamed:
+        found.add("counts things it does not name: " + ", ".join(unnamed), unnamed)
     counts = [tag_info(t) for t in tags if tag_info(t).role == "count"]
+    exact = [re.fullmatch(r"(\d+)\D*", c.words) for c in counts]
+    if counts and all(exact):
+        total = sum(int(m.group(1)) for m in exact)
+        people = _people_named(marked, negated or set(),
+                               PERSONS | {c.head for c in counts} | set().union(*_PLURALS.values()))
+        if len(people) > total:
+            found.add(f"names {len(people)} people where the tags count {total} "
+                      f"({', '.join(c.tag for c in counts)})", people)
     if len(counts) == 1 and singles:
         plural = [w for w in marked if w in _PLURALS.get(counts[0].head, set())]
         if plural:
             found.add(f"names several where the tags say '{counts[0].tag}'", plural)
+
+
+_BACK = frozenset("the her his its their this that these those same".split())
+
+
+def _people_named(marked: list[str], negated: set[int], persons: set[str]) -> list[str]:
+    """Each person a caption introduces ("a woman and a girl": two; "the girl" refers back
+    to one already named; a plural person word counts as two)."""
+    found = []
+    for i, w in enumerate(marked):
+        if w not in persons or i in negated or marked[i + 1:i + 2] and marked[i + 1] in persons:
+            continue                  # "a woman astronaut": one person, named twice
+        before = [b for b in marked[max(0, i - 3):i] if b[0].isalnum()]
+        if before and before[-1] in _BACK or (len(before) > 1 and before[-2] in _BACK
+                                               and before[-1] not in ("and", "or")):
+            continue
+        plural = any(w in p for p in _PLURALS.values()) or (w.endswith("s") and w[:-1] in persons)
+        found += [w, w] if plural else [w]
+    return found
 
 
 def _one_item(marked: list[str], i: int) -> bool:
@@ -433,11 +493,18 @@ def _negations(evidence: Evidence, marked: list[str], negated: set[int], found: 
     tags = evidence.content()
     full = _stems(list(tags)) | _stems(evidence.subject()[1])
     no_humans = "no humans" in tags
+    # what the tags themselves say is absent (`no_shoes`, `no_hat`): saying so is true
+    absent = _stems(t.split(" ", 1)[1] for t in tags if t.startswith(("no ", "without ")))
     against = [marked[i] for i in sorted(negated)
-               if marked[i] not in STOP and stem(marked[i]) in full
+               if marked[i] not in STOP and stem(marked[i]) in full and stem(marked[i]) not in absent
                and not (no_humans and marked[i] in PERSONS)]
     if against:
         found.add("negates a tag: " + ", ".join(against), [f"no {w}" for w in against])
+    present = _stems(t for t in tags if not t.startswith(("no ", "without ")))
+    denied = [w for i, w in enumerate(marked) if i not in negated and w[0].isalnum()
+              and w not in STOP and stem(w) in absent - present]
+    if denied:
+        found.add("contradicts a tag: " + ", ".join(f"no {w}" for w in denied), denied)
     if no_humans:
         people = [w for i, w in enumerate(marked) if w in PERSONS and i not in negated]
         if people:
@@ -532,7 +599,7 @@ def verify(caption: str, evidence: Evidence) -> Verdict:
     marked = _marked(caption)
     negated = _negated(marked)
     _negations(evidence, marked, negated, found)
-    _counts(evidence, marked, found)
+    _counts(evidence, marked, found, negated)
     ungrounded = _grounding(evidence, marked, negated, found)
     _shape(evidence, marked, found)
     coverage, generic = _salience(evidence, text_stems, subject_named)
