@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         from stages.app import run_program
         from stages.cli import input_overrides
 
+        args.user_sets = list(args.overrides)        # as typed (where() repeats the paths.*)
         args.overrides = input_overrides(args, "caption")
         if args.review:
             return serve_review(args)
@@ -93,7 +94,11 @@ def where(args) -> str:
     import shlex
 
     said = f" {shlex.quote(args.input)}" if getattr(args, "input", None) else ""
-    return said + (f" --config {shlex.quote(args.config)}" if args.config else "")
+    said += f" --config {shlex.quote(args.config)}" if args.config else ""
+    for value in getattr(args, "user_sets", []):   # an input named by --set paths.images etc.
+        if value.partition("=")[0].strip().lower().startswith("paths."):
+            said += f" --set {shlex.quote(value)}"
+    return said
 
 
 def review_lines(done, args) -> list[str]:
@@ -120,12 +125,16 @@ def serve_review(args) -> int:
     from stages.cli import config_path
     from stages.config import load_config
     from stages.errors import ConfigError
+    from stages.io.owner import claim_captions
     from stages.reviewserver import serve
 
     cfg = load_config(config_path(args.config), args.overrides)
     if not cfg.paths.captions.is_dir():
         raise ConfigError(f"paths.captions = {cfg.paths.captions}: no captions folder yet; run "
                           "caption.py first, then caption.py --review")
+    # the page pairs paths.images with paths.captions: another input's folder is refused
+    # as a run refuses it (decisions would be recorded against the wrong pictures)
+    claim_captions(cfg, adopt=False, write=False)
     return serve(cfg, port=args.port, browser=not args.no_browser)
 
 

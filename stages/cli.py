@@ -59,6 +59,13 @@ def input_overrides(args: argparse.Namespace, program: str) -> list[str]:
     from .io.owner import captions_for
 
     images = Path(value).expanduser().absolute()
+    for other in args.overrides:
+        key, _, named = other.partition("=")
+        if key.strip().lower() == "paths.images" and \
+                Path(named.strip().strip('"\'')).expanduser().absolute() != images:
+            raise ConfigError(f"{value!r} and --set {other.strip()!r} name two inputs "
+                              f"(paths.images); give one: the argument {value!r} alone, or "
+                              "--set paths.images without the argument")
     front = [f"paths.images={images}"]
     sets_captions = any(o.partition("=")[0].strip().lower() == "paths.captions"
                         for o in args.overrides)
