@@ -171,7 +171,7 @@ def _save_dataset(table, out: Path) -> None:
 
 def _sample_rows(cfg: Config):
     """Captioned samples, shard by shard: the captions of one shard in memory at a time."""
-    from ..decisions import REJECTED, load_decisions
+    from ..decisions import KEEP, REJECTED, load_decisions
     from .inputs import ImageInput
     from .shardout import read_shard
 
@@ -193,6 +193,12 @@ def _sample_rows(cfg: Config):
             data = source.image(item)
             if sha256_bytes(data) != row["image_sha256"]:
                 raise ConfigError(f"--export: the image of {item.id} changed after its caption "
+                                  f"in {cfg.paths.captions} was written; run caption.py first")
+            # as the folder export: a caption made from other tags is not current (unless a
+            # person accepted or wrote it looking at this very image)
+            if isinstance(row.get("tags"), list) and list(row["tags"]) != source.tags(item) \
+                    and decision.get("decision") not in KEEP:
+                raise ConfigError(f"--export: the tags of {item.id} changed after its caption "
                                   f"in {cfg.paths.captions} was written; run caption.py first")
             yield {"image": {"bytes": data, "path": None}, "caption": row["caption"],
                    "tags": row["tags"], "id": item.id, "key": row["key"]}
