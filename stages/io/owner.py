@@ -14,7 +14,9 @@ Anything else (another folder whose `cup.jpg` is another picture, or other names
 altogether) stops the run with one line, exit 2, before anything is written, unless
 `--adopt-captions` says that this input takes the folder over (the marker is rewritten;
 captions whose images differ are then remade, the rest are reused by key at no cost).
-A folder without a marker (made before markers existed) is taken as it is.
+A folder without a marker (made before markers existed) is taken as it is. A folder that
+holds a marker is never read as input: `caption.py photos/sub` writes photos/sub-captions/
+(thumbnails included), and a later `caption.py photos` passes over it.
 
 Where captions go (`caption.py FOLDER_OR_SHARDS`): into `paths.captions` when the input is
 `paths.images` of the config, else beside the input, as `NAME-captions/` (NAME: the
@@ -31,9 +33,10 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..store import atomic_write_json, read_json
+from .imageio import CAPTIONS_MARKER
 from .samples import _is_pattern, shard_root
 
-MARKER = ".tagcap-input.json"
+MARKER = CAPTIONS_MARKER          # a folder holding it is never read as input (imageio.py)
 SAMPLED = 8
 ADOPT_FLAG = "--adopt-captions"
 
