@@ -27,8 +27,8 @@ def test_review_refuses_a_captions_folder_of_another_input(project, server, two_
     assert "serving" not in done.stdout
 
 
-def test_a_positional_input_and_another_set_paths_images_are_refused(project, server, two_inputs,  # noqa: F811
-                                                                     capsys):
+def test_a_positional_input_and_another_set_paths_images_are_refused(
+        project, server, two_inputs, capsys):  # noqa: F811
     a, b = two_inputs
     code = run(project, server, str(a), sets=(f"paths.images={b}",))
     err = capsys.readouterr().err.strip()
@@ -48,3 +48,20 @@ def test_the_printed_review_command_names_a_set_input(project, server, two_input
     # without paths.images the command would review the config's own images/ against a's
     # captions folder
     assert f"paths.images={a}" in line
+
+
+def test_the_refusal_names_a_fix_that_works_for_the_configs_own_images(
+        project, server, two_inputs, capsys):  # noqa: F811
+    a, _ = two_inputs
+    assert run(project, server, sets=(f"paths.images={a}",)) == 0   # a takes captions/
+    capsys.readouterr()
+    # the config's own images/ now meets a's captions/: `caption.py images` would write
+    # captions/ again (the config's paths.images keeps paths.captions), so the line must
+    # name a fix that does not lead back here
+    assert run(project, server) == 2
+    err = capsys.readouterr().err.strip()
+    own = project / "images-captions"
+    assert len(err.splitlines()) == 1 and f"--set paths.captions={own}" in err, err
+    assert run(project, server, sets=(f"paths.captions={own}",)) in (0, 1)
+    assert json.loads((own / ".tagcap-input.json").read_text())["input"] == \
+        str((project / "images").resolve())

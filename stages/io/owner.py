@@ -124,9 +124,9 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
         if not _same_images(cfg, owner.get("images") or []):
             raise ConfigError(
                 f"paths.captions = {captions} holds the captions of {owner.get('input')} (see "
-                f"{MARKER} there), not of {here}: caption it into its own folder "
-                f"(caption.py {images} writes {captions_for(images)}), set paths.captions, "
-                f"or pass {ADOPT_FLAG} to let this input take the folder over")
+                f"{MARKER} there), not of {here}: caption it into its own folder with "
+                f"--set paths.captions={captions_for(images)}, or pass {ADOPT_FLAG} to let "
+                "this input take the folder over")
         return f"captions: {captions} (a copy of {owner.get('input')}, same images)"
     if not isinstance(owner, dict) or owner.get("input") != here:
         if not write:
