@@ -68,8 +68,24 @@ def captioned(cfg: Config, skipped: list[tuple[str, str]] | None = None) -> Iter
                 skipped.append((item.id, "the tags changed after its caption was written; run "
                                 "caption.py first"))
                 continue
+            trigger = _trigger_changed(meta, cfg)
+            if trigger and decision not in KEEP:
+                skipped.append((item.id, trigger))
+                continue
         yield {"id": item.id, "path": item.data, "caption": txt.read_text(encoding="utf-8").strip(),
                "tags": tags}
+
+
+def _trigger_changed(made: dict, cfg: Config) -> str:
+    """Why a caption made with other interpret.trigger_words than the config's now is not
+    current ('' when it is, or when its record does not say): the trigger words are in
+    the caption's text, and a LoRA dataset without them trains another word."""
+    was = made.get("trigger_words")
+    if not isinstance(was, list) or was == list(cfg.interpret.trigger_words):
+        return ""
+    return (f"interpret.trigger_words changed after its caption was written (made with "
+            f"{', '.join(was) or 'none'}, now {', '.join(cfg.interpret.trigger_words) or 'none'})"
+            "; run caption.py first")
 
 
 def _last_failures(cfg: Config) -> dict[str, str]:
@@ -200,6 +216,9 @@ def _sample_rows(cfg: Config):
                     and decision.get("decision") not in KEEP:
                 raise ConfigError(f"--export: the tags of {item.id} changed after its caption "
                                   f"in {cfg.paths.captions} was written; run caption.py first")
+            trigger = _trigger_changed(row, cfg)
+            if trigger and decision.get("decision") not in KEEP:
+                raise ConfigError(f"--export: {item.id}: {trigger}")
             yield {"image": {"bytes": data, "path": None}, "caption": row["caption"],
                    "tags": row["tags"], "id": item.id, "key": row["key"]}
 
