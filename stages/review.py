@@ -78,11 +78,16 @@ class Card:
 IMAGE_STAGES = ("interrogate", "interpret")
 
 
-def failures(summary_file: Path) -> dict[str, str]:
-    """Image id -> the first failure reason an image stage of the last run recorded for it."""
+def failures(summary_file: Path, captions: Path | None = None) -> dict[str, str]:
+    """Image id -> the first failure reason an image stage of the last run recorded for it,
+    when that run wrote `captions` (the cache, and its summary, is shared by every input of
+    a config: another input's failures are not this folder's)."""
     try:
         summary = read_json(summary_file)
     except (FileNotFoundError, ValueError):
+        return {}
+    if isinstance(summary, dict) and captions is not None and \
+            summary.get("captions", str(captions)) != str(captions):
         return {}
     out: dict[str, str] = {}
     for stage in summary.get("stages", []) if isinstance(summary, dict) else []:
@@ -272,7 +277,7 @@ def card_for(item: Item, captions: Path, failed: dict[str, str], thumbs: Path,
 
 def collect(images: Path, captions: Path, summary_file: Path,
             interrogations: Path | None = None) -> list[Card]:
-    failed = failures(summary_file)
+    failed = failures(summary_file, captions)
     thumbs = captions / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
     cards = [card_for(item, captions, failed, thumbs, interrogations) for item in image_items(images)]
@@ -535,7 +540,7 @@ def folder_page(images: Path, captions: Path, summary_file: Path,
     in chunks. Two passes, so memory does not grow with the folder: the first makes the
     thumbnails and their hashes and keeps only each card's rank, id and file suffix, the
     second renders the cards in that order."""
-    failed = failures(summary_file)
+    failed = failures(summary_file, captions)
     thumbs = captions / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
     info = PageInfo(f"Captions of {images.name}", served=served)
