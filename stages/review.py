@@ -186,15 +186,27 @@ def near_duplicates(hashes: dict[str, int], max_bits: int = DUP_BITS) -> dict[st
             for i in group}
 
 
-def vision_answer(interrogations: Path | None, item_id: str) -> str:
-    """The interrogate stage's answer for an image ("" when there is none or it is unreadable)."""
+def vision_answer(interrogations: Path | None, item_id: str, image: Path | None = None) -> str:
+    """The interrogate stage's answer for an image ("" when there is none, it is unreadable,
+    or it is about another picture: the cache is shared by every input of a config, and
+    another input's image with the same id may have been looked at last)."""
     if interrogations is None:
         return ""
     try:
         record = read_json(artifact(interrogations, item_id, ".json"))
     except (FileNotFoundError, ValueError):
         return ""
-    return str(record.get("answer", "")) if isinstance(record, dict) else ""
+    if not isinstance(record, dict):
+        return ""
+    if image is not None and record.get("image_sha256"):
+        from .io.folder import image_digest
+
+        try:
+            if image_digest(image, record) != record["image_sha256"]:
+                return ""
+        except OSError:
+            return ""
+    return str(record.get("answer", ""))
 
 
 def _strings(value) -> list[str]:
@@ -255,7 +267,8 @@ def card_for(item: Item, captions: Path, failed: dict[str, str], thumbs: Path,
         card.caption = written.decode("utf-8", "replace").strip()
     # what the caption was made from; for a caption we did not make (or none yet), what
     # the vision backend says now
-    card.vision = str(meta.get("vision", "")) or vision_answer(interrogations, item.id)
+    card.vision = str(meta.get("vision", "")) or vision_answer(
+        interrogations, item.id, item.data if isinstance(item.data, Path) else None)
     digest = sha256_bytes(written) if written is not None else None
     if digest is not None and digest == meta.get("caption_sha256"):
         fill_from_record(card, meta)

@@ -40,3 +40,32 @@ def test_review_of_one_input_shows_no_failure_of_another(project, server, two_in
     assert "cup" in page
     at = page.find("interpret: ")
     assert at < 0, page[at - 200:at + 200]
+
+
+def test_review_shows_no_vision_answer_about_another_inputs_picture(project, two_inputs):  # noqa: F811
+    import hashlib
+
+    from fakes import FakeOpenAI
+
+    def answer(request: dict) -> str:             # each picture gets its own answer
+        content = request["messages"][-1]["content"]
+        if isinstance(content, list):
+            url = next(p["image_url"]["url"] for p in content if p.get("type") == "image_url")
+            return f"A photo numbered {hashlib.sha256(url.encode()).hexdigest()[:8]} here."
+        return "A picture of the subject on a plain background."
+
+    a, b = two_inputs
+    with FakeOpenAI(answer) as s:
+        last = lambda r: r["messages"][-1]["content"]                  # noqa: E731
+        s.fault_when = lambda r: (Fault("status", status=400) if isinstance(last(r), str)
+                                  and "coffee" in last(r) else None)
+        assert run(project, s, str(a), sets=("llm.retries=0",)) == 1  # a's cup: no caption
+        s.fault_when = None
+        assert run(project, s, str(b)) == 0           # the cache now holds b's cup answer
+        told = [last(r) for r in s.chat_requests if isinstance(last(r), list)]
+        b_answer = answer({"messages": [{"content": told[-1]}]})
+        page = (b.parent / "b-captions" / "index.html").read_text()
+        assert b_answer in page                       # b's page shows it (sanity)
+        assert run(project, s, str(a), "--only", "tags") == 0   # a's page written again
+    page = (a.parent / "a-captions" / "index.html").read_text()
+    assert b_answer not in page                      # not under a's coffee photo
