@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.user_sets = list(args.overrides)        # as typed (where() repeats the paths.*)
         args.overrides = input_overrides(args, "caption")
+        check_flags(args)                 # before any stage: a run would end on this error
         if args.review:
             return serve_review(args)
 
@@ -138,6 +139,21 @@ def serve_review(args) -> int:
     return serve(cfg, port=args.port, browser=not args.no_browser)
 
 
+EXPORT_FORMATS = ("hf",)
+
+
+def check_flags(args) -> None:
+    """Flag values the run would only meet at its end (or the review at its start): refused
+    first, with one line (exit 2), also with --dry-run, which must predict that refusal."""
+    from stages.errors import ConfigError
+
+    if args.export and args.export[0] not in EXPORT_FORMATS:
+        raise ConfigError(f"--export {args.export[0]!r}: unknown format; accepted: "
+                          + ", ".join(EXPORT_FORMATS))
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: not a port; give 1..65535, or 0 for a free one")
+
+
 def export(args) -> int:
     from pathlib import Path
 
@@ -147,8 +163,8 @@ def export(args) -> int:
     from stages.io.export import export_hf
 
     fmt, out = args.export
-    if fmt != "hf":
-        raise ConfigError(f"--export {fmt!r}: unknown format; accepted: hf")
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--export {fmt!r}: unknown format; accepted: " + ", ".join(EXPORT_FORMATS))
     cfg = load_config(config_path(args.config), args.overrides)
     skipped: list[tuple[str, str]] = []
     count = export_hf(cfg, Path(out), skipped, quiet=args.quiet)
