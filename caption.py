@@ -150,6 +150,10 @@ def check_flags(args) -> None:
     if args.export and args.export[0] not in EXPORT_FORMATS:
         raise ConfigError(f"--export {args.export[0]!r}: unknown format; accepted: "
                           + ", ".join(EXPORT_FORMATS))
+    if args.review and (args.dry_run or args.export):
+        which = "--dry-run" if args.dry_run else "--export"
+        raise ConfigError(f"--review with {which}: --review runs no stage and serves until "
+                          f"Ctrl-C; run caption.py {which} ... and caption.py --review apart")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: not a port; give 1..65535, or 0 for a free one")
 
