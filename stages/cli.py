@@ -54,6 +54,14 @@ def input_overrides(args: argparse.Namespace, program: str) -> list[str]:
     if program == "refine":
         named = Path(value).expanduser()
         bench = str(named.absolute()) if named.exists() or named.suffix else value
+        for other in args.overrides:
+            key, _, given = other.partition("=")
+            given = given.strip().strip('"\'')
+            if key.strip().lower() == "upsample.benchmark" and given != value and \
+                    (given != bench and str(Path(given).expanduser().absolute()) != bench):
+                raise ConfigError(f"{value!r} and --set {other.strip()!r} name two benchmarks "
+                                  f"(upsample.benchmark); give one: the argument {value!r} "
+                                  "alone, or --set upsample.benchmark without the argument")
         return [f"upsample.benchmark={bench}"] + list(args.overrides)
     from .config import load_config
     from .io.owner import captions_for

@@ -65,3 +65,15 @@ def test_the_refusal_names_a_fix_that_works_for_the_configs_own_images(
     assert run(project, server, sets=(f"paths.captions={own}",)) in (0, 1)
     assert json.loads((own / ".tagcap-input.json").read_text())["input"] == \
         str((project / "images").resolve())
+
+
+def test_refine_refuses_a_prompt_file_and_another_set_benchmark(project, tmp_path, capsys):
+    import refine
+
+    mine = tmp_path / "mine.txt"
+    mine.write_text("a red cube on a blue sphere\n", encoding="utf-8")
+    argv = ["--config", str(project / "config.ini"), "--dry-run", str(mine),
+            "--set", "upsample.benchmark=parti"]
+    assert refine.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "name two benchmarks" in err and "mine.txt" in err
