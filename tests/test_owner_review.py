@@ -77,3 +77,23 @@ def test_refine_refuses_a_prompt_file_and_another_set_benchmark(project, tmp_pat
     assert refine.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "name two benchmarks" in err and "mine.txt" in err
+
+
+def test_after_a_move_a_new_folder_at_the_old_path_is_another_input(
+        project, server, two_inputs, capsys):  # noqa: F811
+    import os
+    import shutil
+
+    a, b = two_inputs
+    captions = project / "captions"
+    assert run(project, server, sets=(f"paths.images={a}",)) == 0
+    moved = project / "a moved"
+    os.rename(a, moved)
+    assert run(project, server, sets=(f"paths.images={moved}",)) == 0      # a move: reused
+    first = (captions / "cup.txt").read_text()
+    shutil.copytree(b, a)               # another dataset now lives at the old path
+    capsys.readouterr()
+    assert run(project, server, sets=(f"paths.images={a}",)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(moved.resolve()) in err, err
+    assert (captions / "cup.txt").read_text() == first             # the moved one's caption

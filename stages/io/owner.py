@@ -8,7 +8,9 @@ up to `SAMPLED` of its first images. A later run may use the folder when its inp
   of it named from the same folder (`shards/00001.tar` or `shards/{00001,00005}.tar` for
   `shards/`: ids are taken under that folder either way, so they cannot clash), or
 - the same images elsewhere: a copy or a move. Every recorded image that the new input
-  has under the same id has the same bytes, and at least half of them are there.
+  has under the same id has the same bytes, and at least half of them are there. A move
+  (the recorded path is gone) rewrites the marker: the folder then belongs to the new path,
+  and whatever is later made at the old path is another input.
 
 Anything else (another folder whose `cup.jpg` is another picture, or other names
 altogether) stops the run with one line, exit 2, before anything is written, unless
@@ -127,7 +129,14 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
                 f"{MARKER} there), not of {here}: caption it into its own folder with "
                 f"--set paths.captions={captions_for(images)}, or pass {ADOPT_FLAG} to let "
                 "this input take the folder over")
-        return f"captions: {captions} (a copy of {owner.get('input')}, same images)"
+        was = str(owner.get("input"))
+        if write and not _is_pattern(was) and not Path(was).exists():
+            # a move: the folder now belongs here, so that a new input made later at the old
+            # path is another input (refused), not the owner by its path
+            atomic_write_json(marker, {"input": here, "images": _sample(cfg), "moved_from": was,
+                                       "claimed": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            return f"captions: {captions} (belongs to {here}, moved from {was}; recorded in {MARKER})"
+        return f"captions: {captions} (a copy of {was}, same images)"
     if not isinstance(owner, dict) or owner.get("input") != here:
         if not write:
             return f"captions: {captions} (would be recorded as {here}'s in {MARKER})"
