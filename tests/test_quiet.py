@@ -13,7 +13,7 @@ from conftest import llm_overrides
 from test_webdataset import write_shard
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = ("tags:", "interrogate:", "interpret:", "model calls:", "export:")
+OURS = ("tags:", "interrogate:", "interpret:", "model calls:", "export:", "review:", "captions:")
 
 
 def caption_run(project: Path, url: str, images: str, *flags: str) -> subprocess.CompletedProcess:
