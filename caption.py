@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         from stages.app import run_program
         from stages.cli import input_overrides
 
+        args.user_sets = list(args.overrides)        # as typed (where() repeats the paths.*)
         args.overrides = input_overrides(args, "caption")
+        check_flags(args)                 # before any stage: a run would end on this error
         if args.review:
             return serve_review(args)
 
@@ -93,7 +95,11 @@ def where(args) -> str:
     import shlex
 
     said = f" {shlex.quote(args.input)}" if getattr(args, "input", None) else ""
-    return said + (f" --config {shlex.quote(args.config)}" if args.config else "")
+    said += f" --config {shlex.quote(args.config)}" if args.config else ""
+    for value in getattr(args, "user_sets", []):   # an input named by --set paths.images etc.
+        if value.partition("=")[0].strip().lower().startswith("paths."):
+            said += f" --set {shlex.quote(value)}"
+    return said
 
 
 def review_lines(done, args) -> list[str]:
@@ -120,13 +126,36 @@ def serve_review(args) -> int:
     from stages.cli import config_path
     from stages.config import load_config
     from stages.errors import ConfigError
+    from stages.io.owner import claim_captions
     from stages.reviewserver import serve
 
     cfg = load_config(config_path(args.config), args.overrides)
     if not cfg.paths.captions.is_dir():
         raise ConfigError(f"paths.captions = {cfg.paths.captions}: no captions folder yet; run "
                           "caption.py first, then caption.py --review")
+    # the page pairs paths.images with paths.captions: another input's folder is refused
+    # as a run refuses it (decisions would be recorded against the wrong pictures)
+    claim_captions(cfg, adopt=False, write=False)
     return serve(cfg, port=args.port, browser=not args.no_browser)
+
+
+EXPORT_FORMATS = ("hf",)
+
+
+def check_flags(args) -> None:
+    """Flag values the run would only meet at its end (or the review at its start): refused
+    first, with one line (exit 2), also with --dry-run, which must predict that refusal."""
+    from stages.errors import ConfigError
+
+    if args.export and args.export[0] not in EXPORT_FORMATS:
+        raise ConfigError(f"--export {args.export[0]!r}: unknown format; accepted: "
+                          + ", ".join(EXPORT_FORMATS))
+    if args.review and (args.dry_run or args.export):
+        which = "--dry-run" if args.dry_run else "--export"
+        raise ConfigError(f"--review with {which}: --review runs no stage and serves until "
+                          f"Ctrl-C; run caption.py {which} ... and caption.py --review apart")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: not a port; give 1..65535, or 0 for a free one")
 
 
 def export(args) -> int:
@@ -138,8 +167,8 @@ def export(args) -> int:
     from stages.io.export import export_hf
 
     fmt, out = args.export
-    if fmt != "hf":
-        raise ConfigError(f"--export {fmt!r}: unknown format; accepted: hf")
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(f"--export {fmt!r}: unknown format; accepted: " + ", ".join(EXPORT_FORMATS))
     cfg = load_config(config_path(args.config), args.overrides)
     skipped: list[tuple[str, str]] = []
     unchecked: list[str] = []

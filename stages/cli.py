@@ -54,11 +54,26 @@ def input_overrides(args: argparse.Namespace, program: str) -> list[str]:
     if program == "refine":
         named = Path(value).expanduser()
         bench = str(named.absolute()) if named.exists() or named.suffix else value
+        for other in args.overrides:
+            key, _, given = other.partition("=")
+            given = given.strip().strip('"\'')
+            if key.strip().lower() == "upsample.benchmark" and given != value and \
+                    (given != bench and str(Path(given).expanduser().absolute()) != bench):
+                raise ConfigError(f"{value!r} and --set {other.strip()!r} name two benchmarks "
+                                  f"(upsample.benchmark); give one: the argument {value!r} "
+                                  "alone, or --set upsample.benchmark without the argument")
         return [f"upsample.benchmark={bench}"] + list(args.overrides)
     from .config import load_config
     from .io.owner import captions_for
 
     images = Path(value).expanduser().absolute()
+    for other in args.overrides:
+        key, _, named = other.partition("=")
+        if key.strip().lower() == "paths.images" and \
+                Path(named.strip().strip('"\'')).expanduser().absolute() != images:
+            raise ConfigError(f"{value!r} and --set {other.strip()!r} name two inputs "
+                              f"(paths.images); give one: the argument {value!r} alone, or "
+                              "--set paths.images without the argument")
     front = [f"paths.images={images}"]
     sets_captions = any(o.partition("=")[0].strip().lower() == "paths.captions"
                         for o in args.overrides)

@@ -78,11 +78,16 @@ class Card:
 IMAGE_STAGES = ("interrogate", "interpret")
 
 
-def failures(summary_file: Path) -> dict[str, str]:
-    """Image id -> the first failure reason an image stage of the last run recorded for it."""
+def failures(summary_file: Path, captions: Path | None = None) -> dict[str, str]:
+    """Image id -> the first failure reason an image stage of the last run recorded for it,
+    when that run wrote `captions` (the cache, and its summary, is shared by every input of
+    a config: another input's failures are not this folder's)."""
     try:
         summary = read_json(summary_file)
     except (FileNotFoundError, ValueError):
+        return {}
+    if isinstance(summary, dict) and captions is not None and \
+            summary.get("captions", str(captions)) != str(captions):
         return {}
     out: dict[str, str] = {}
     for stage in summary.get("stages", []) if isinstance(summary, dict) else []:
@@ -181,15 +186,27 @@ def near_duplicates(hashes: dict[str, int], max_bits: int = DUP_BITS) -> dict[st
             for i in group}
 
 
-def vision_answer(interrogations: Path | None, item_id: str) -> str:
-    """The interrogate stage's answer for an image ("" when there is none or it is unreadable)."""
+def vision_answer(interrogations: Path | None, item_id: str, image: Path | None = None) -> str:
+    """The interrogate stage's answer for an image ("" when there is none, it is unreadable,
+    or it is about another picture: the cache is shared by every input of a config, and
+    another input's image with the same id may have been looked at last)."""
     if interrogations is None:
         return ""
     try:
         record = read_json(artifact(interrogations, item_id, ".json"))
     except (FileNotFoundError, ValueError):
         return ""
-    return str(record.get("answer", "")) if isinstance(record, dict) else ""
+    if not isinstance(record, dict):
+        return ""
+    if image is not None and record.get("image_sha256"):
+        from .io.folder import image_digest
+
+        try:
+            if image_digest(image, record) != record["image_sha256"]:
+                return ""
+        except OSError:
+            return ""
+    return str(record.get("answer", ""))
 
 
 def _strings(value) -> list[str]:
@@ -250,7 +267,8 @@ def card_for(item: Item, captions: Path, failed: dict[str, str], thumbs: Path,
         card.caption = written.decode("utf-8", "replace").strip()
     # what the caption was made from; for a caption we did not make (or none yet), what
     # the vision backend says now
-    card.vision = str(meta.get("vision", "")) or vision_answer(interrogations, item.id)
+    card.vision = str(meta.get("vision", "")) or vision_answer(
+        interrogations, item.id, item.data if isinstance(item.data, Path) else None)
     digest = sha256_bytes(written) if written is not None else None
     if digest is not None and digest == meta.get("caption_sha256"):
         fill_from_record(card, meta)
@@ -272,7 +290,7 @@ def card_for(item: Item, captions: Path, failed: dict[str, str], thumbs: Path,
 
 def collect(images: Path, captions: Path, summary_file: Path,
             interrogations: Path | None = None) -> list[Card]:
-    failed = failures(summary_file)
+    failed = failures(summary_file, captions)
     thumbs = captions / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
     cards = [card_for(item, captions, failed, thumbs, interrogations) for item in image_items(images)]
@@ -535,7 +553,7 @@ def folder_page(images: Path, captions: Path, summary_file: Path,
     in chunks. Two passes, so memory does not grow with the folder: the first makes the
     thumbnails and their hashes and keeps only each card's rank, id and file suffix, the
     second renders the cards in that order."""
-    failed = failures(summary_file)
+    failed = failures(summary_file, captions)
     thumbs = captions / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
     info = PageInfo(f"Captions of {images.name}", served=served)

@@ -304,7 +304,7 @@ def test_stage_tallies_made_in_an_actor_reach_the_driver_once(tmp_path):
     import pickle
 
     from stages.executors import pending
-    from stages.executors.ray import StageWorker, _settle_rows
+    from stages.executors.ray import StageWorker, _settle_rows, worker_config
     from stages.stage import StageReport
 
     make_folder(tmp_path / "images", 6)
@@ -319,7 +319,7 @@ def test_stage_tallies_made_in_an_actor_reach_the_driver_once(tmp_path):
         assert len(todo) == 6
         batch = {"id": [i.id for i, _ in todo], "key": [k for _, k in todo],
                  "item": [pickle.dumps(i) for i, _ in todo]}
-        worker = StageWorker(pickle.dumps(driver.ctx.cfg), "caption", "interpret")
+        worker = StageWorker(worker_config(driver.ctx), "caption", "interpret")
         try:
             assert worker.fatal == ""
             rows = worker(batch)
@@ -416,7 +416,7 @@ def test_a_batch_whose_outputs_cannot_be_saved_fails_its_items_with_the_reason(t
     import pickle
 
     from stages.executors import pending
-    from stages.executors.ray import StageWorker
+    from stages.executors.ray import StageWorker, worker_config
     from stages.stage import StageReport
 
     make_folder(tmp_path / "images", 2, tags="cat, dog")
@@ -430,7 +430,7 @@ def test_a_batch_whose_outputs_cannot_be_saved_fails_its_items_with_the_reason(t
         todo = list(pending(driver, driver.ctx.options, StageReport("tags")))
         batch = {"id": [i.id for i, _ in todo], "key": [k for _, k in todo],
                  "item": [pickle.dumps(i) for i, _ in todo]}
-        worker = StageWorker(pickle.dumps(driver.ctx.cfg), "caption", "tags")
+        worker = StageWorker(worker_config(driver.ctx), "caption", "tags")
         try:
             rows = worker(batch)
         finally:
@@ -446,7 +446,7 @@ def test_the_tags_summary_counts_what_the_actors_stored(tmp_path):
     import pickle
 
     from stages.executors import pending
-    from stages.executors.ray import StageWorker, _settle_rows
+    from stages.executors.ray import StageWorker, _settle_rows, worker_config
     from stages.stage import StageReport
 
     make_folder(tmp_path / "images", 2, tags="cat, dog")
@@ -459,7 +459,7 @@ def test_the_tags_summary_counts_what_the_actors_stored(tmp_path):
         todo = list(pending(driver, driver.ctx.options, report))
         batch = {"id": [i.id for i, _ in todo], "key": [k for _, k in todo],
                  "item": [pickle.dumps(i) for i, _ in todo]}
-        worker = StageWorker(pickle.dumps(driver.ctx.cfg), "caption", "tags")
+        worker = StageWorker(worker_config(driver.ctx), "caption", "tags")
         try:
             rows = worker(batch)
         finally:

@@ -16,7 +16,8 @@ How a stage runs:
   the stage report. A `FatalError` in an actor (a server it cannot reach, a full disk)
   stops the run with that one message, as in a local run.
 - Actors get the driver's own `Config` (pickled: what the driver read at launch, --set
-  values included); config.ini is never read again, so an edit during a run cannot reach
+  values included) and the prompt templates its stage read (`worker_config`); neither
+  config.ini nor a template file is read again, so an edit during a run cannot reach
   outputs whose keys the driver computed from the old values.
 - Outputs are written by the actors to the shared filesystem exactly as in a local run
   (per item, atomically), so an item whose worker dies is simply redone by the next run.
@@ -52,6 +53,14 @@ LOST = ("its Ray worker stopped before reporting it ({why}); rerun to finish it 
         "(finished items are kept)")
 
 
+def worker_config(ctx) -> bytes:
+    """What an actor works from, pickled: the driver's Config and the prompt templates the
+    driver's stage read (their text is in the keys the driver computes). An actor started
+    or restarted later (a lost node) reads neither config.ini nor a template file again, so
+    an edit during the run cannot put new text under a key made from the old."""
+    return pickle.dumps((ctx.cfg, dict(ctx._templates)))
+
+
 class StageWorker:
     """A Ray Data actor: one stage instance with its own event loop and backends, for the
     life of the stage. Ray Data calls it once per batch of items."""
@@ -69,8 +78,9 @@ class StageWorker:
         self.fatal = ""          # why this actor cannot work: every batch reports it
         self.tallies = tuple(stage_class(stage).tallies)
         try:
-            cfg = pickle.loads(config)       # the config the driver read at launch
+            cfg, templates = pickle.loads(config)   # what the driver read (worker_config)
             self.ctx = Context(cfg, program=program, options=RunOptions(quiet=True))
+            self.ctx._templates.update(templates)   # never read again from disk here
             self.stage = stage_class(stage)(self.ctx)
             self.stage.prepare()
             self._wait(self.stage.start())
@@ -281,7 +291,7 @@ def _run_on_ray(stage, options, report, first: dict, todo: Iterator, size: int,
     results = dataset.map_batches(
         StageWorker, batch_size=size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
         **per_actor,
-        fn_constructor_kwargs={"config": pickle.dumps(ctx.cfg), "program": ctx.program,
+        fn_constructor_kwargs={"config": worker_config(ctx), "program": ctx.program,
                                "stage": stage.name})
     listing.start()
     try:

@@ -78,10 +78,26 @@ def captioned(cfg: Config, skipped: list[tuple[str, str]] | None = None) -> Iter
                 skipped.append((item.id, "the tags changed after its caption was written; run "
                                 "caption.py first"))
                 continue
+            trigger = _trigger_changed(meta, cfg)
+            if trigger and decision not in KEEP:
+                skipped.append((item.id, trigger))
+                continue
         flags = meta.get("flags") if isinstance(meta, dict) else None
         yield {"id": item.id, "path": item.data, "caption": txt.read_text(encoding="utf-8").strip(),
                "tags": tags, "flags": [str(f) for f in flags] if isinstance(flags, list) else [],
                "review": decision}
+
+
+def _trigger_changed(made: dict, cfg: Config) -> str:
+    """Why a caption made with other interpret.trigger_words than the config's now is not
+    current ('' when it is, or when its record does not say): the trigger words are in
+    the caption's text, and a LoRA dataset without them trains another word."""
+    was = made.get("trigger_words")
+    if not isinstance(was, list) or was == list(cfg.interpret.trigger_words):
+        return ""
+    return (f"interpret.trigger_words changed after its caption was written (made with "
+            f"{', '.join(was) or 'none'}, now {', '.join(cfg.interpret.trigger_words) or 'none'})"
+            "; run caption.py first")
 
 
 def _last_failures(cfg: Config) -> dict[str, str]:
@@ -190,7 +206,7 @@ def _save_dataset(table, out: Path) -> None:
 
 def _sample_rows(cfg: Config):
     """Captioned samples, shard by shard: the captions of one shard in memory at a time."""
-    from ..decisions import REJECTED, UNDECIDED, applies, load_decisions
+    from ..decisions import KEEP, REJECTED, UNDECIDED, applies, load_decisions
     from .inputs import ImageInput
     from .shardout import read_shard
 
@@ -216,6 +232,15 @@ def _sample_rows(cfg: Config):
             if sha256_bytes(data) != row["image_sha256"]:
                 raise ConfigError(f"--export: the image of {item.id} changed after its caption "
                                   f"in {cfg.paths.captions} was written; run caption.py first")
+            # as the folder export: a caption made from other tags is not current (unless a
+            # person accepted or wrote it looking at this very image)
+            if isinstance(row.get("tags"), list) and list(row["tags"]) != source.tags(item) \
+                    and decision.get("decision") not in KEEP:
+                raise ConfigError(f"--export: the tags of {item.id} changed after its caption "
+                                  f"in {cfg.paths.captions} was written; run caption.py first")
+            trigger = _trigger_changed(row, cfg)
+            if trigger and decision.get("decision") not in KEEP:
+                raise ConfigError(f"--export: {item.id}: {trigger}")
             yield {"image": {"bytes": data, "path": None}, "caption": row["caption"],
                    "tags": row["tags"], "id": item.id, "key": row["key"],
                    "flags": list(row.get("flags") or []), "review": review}

@@ -18,6 +18,9 @@ from pathlib import Path
 from ..errors import ItemError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+# A folder holding this file is a captions folder (stages/io/owner.py): our output, never
+# input, wherever it lies (`caption.py photos/sub` writes photos/sub-captions/, thumbnails too)
+CAPTIONS_MARKER = ".tagcap-input.json"
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
@@ -46,9 +49,15 @@ def _sorted_entries(folder: Path) -> tuple[list[tuple[str, bool]], str]:
     return sorted(entries), ""
 
 
+def is_captions_folder(folder: Path) -> bool:
+    """Whether `folder` is a captions folder (it holds CAPTIONS_MARKER)."""
+    return os.path.isfile(os.path.join(folder, CAPTIONS_MARKER))
+
+
 def walk_images(folder: Path) -> Iterator[tuple[Path, str]]:
     """(image path, '') for every image file under `folder`, recursively, in sorted-name order
     within each folder, and (folder path, reason) for a sub-folder that cannot be listed.
+    A sub-folder that is a captions folder (`is_captions_folder`) is passed over.
 
     An image whose name stem it shares with another image of its folder comes with the
     reason as its problem. Depth first, so `a.jpg, b/x.jpg, c.jpg` come in that order. Only
@@ -63,6 +72,8 @@ def walk_images(folder: Path) -> Iterator[tuple[Path, str]]:
         parent, names, clashes = stack[-1]
         for name, is_dir in names:
             if is_dir:
+                if is_captions_folder(parent / name):
+                    continue                      # our output, not input (see CAPTIONS_MARKER)
                 entries, problem = _sorted_entries(parent / name)
                 if problem:
                     yield parent / name, problem

@@ -8,13 +8,17 @@ up to `SAMPLED` of its first images. A later run may use the folder when its inp
   of it named from the same folder (`shards/00001.tar` or `shards/{00001,00005}.tar` for
   `shards/`: ids are taken under that folder either way, so they cannot clash), or
 - the same images elsewhere: a copy or a move. Every recorded image that the new input
-  has under the same id has the same bytes, and at least half of them are there.
+  has under the same id has the same bytes, and at least half of them are there. A move
+  (the recorded path is gone) rewrites the marker: the folder then belongs to the new path,
+  and whatever is later made at the old path is another input.
 
 Anything else (another folder whose `cup.jpg` is another picture, or other names
 altogether) stops the run with one line, exit 2, before anything is written, unless
 `--adopt-captions` says that this input takes the folder over (the marker is rewritten;
 captions whose images differ are then remade, the rest are reused by key at no cost).
-A folder without a marker (made before markers existed) is taken as it is.
+A folder without a marker (made before markers existed) is taken as it is. A folder that
+holds a marker is never read as input: `caption.py photos/sub` writes photos/sub-captions/
+(thumbnails included), and a later `caption.py photos` passes over it.
 
 Where captions go (`caption.py FOLDER_OR_SHARDS`): into `paths.captions` when the input is
 `paths.images` of the config, else beside the input, as `NAME-captions/` (NAME: the
@@ -31,9 +35,10 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..store import atomic_write_json, read_json
+from .imageio import CAPTIONS_MARKER
 from .samples import _is_pattern, shard_root
 
-MARKER = ".tagcap-input.json"
+MARKER = CAPTIONS_MARKER          # a folder holding it is never read as input (imageio.py)
 SAMPLED = 8
 ADOPT_FLAG = "--adopt-captions"
 
@@ -121,10 +126,17 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
         if not _same_images(cfg, owner.get("images") or []):
             raise ConfigError(
                 f"paths.captions = {captions} holds the captions of {owner.get('input')} (see "
-                f"{MARKER} there), not of {here}: caption it into its own folder "
-                f"(caption.py {images} writes {captions_for(images)}), set paths.captions, "
-                f"or pass {ADOPT_FLAG} to let this input take the folder over")
-        return f"captions: {captions} (a copy of {owner.get('input')}, same images)"
+                f"{MARKER} there), not of {here}: caption it into its own folder with "
+                f"--set paths.captions={captions_for(images)}, or pass {ADOPT_FLAG} to let "
+                "this input take the folder over")
+        was = str(owner.get("input"))
+        if write and not _is_pattern(was) and not Path(was).exists():
+            # a move: the folder now belongs here, so that a new input made later at the old
+            # path is another input (refused), not the owner by its path
+            atomic_write_json(marker, {"input": here, "images": _sample(cfg), "moved_from": was,
+                                       "claimed": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            return f"captions: {captions} (belongs to {here}, moved from {was}; recorded in {MARKER})"
+        return f"captions: {captions} (a copy of {was}, same images)"
     if not isinstance(owner, dict) or owner.get("input") != here:
         if not write:
             return f"captions: {captions} (would be recorded as {here}'s in {MARKER})"

@@ -115,8 +115,11 @@ def is_dataset(images: Path) -> bool:
         return False
     if found:
         return True
-    for _, folders, files in os.walk(images):     # only sub-folders (shards/a/00000.tar):
-        folders[:] = sorted(f for f in folders if not f.startswith("."))   # the first image
+    from .imageio import is_captions_folder
+
+    for top, folders, files in os.walk(images):   # only sub-folders (shards/a/00000.tar):
+        folders[:] = sorted(f for f in folders if not f.startswith(".")   # the first image
+                            and not is_captions_folder(os.path.join(top, f)))
         for name in files:                                                 # decides, as above
             if is_image_name(name):
                 return False
@@ -147,15 +150,20 @@ def expand_braces(pattern: str) -> list[str]:
 
 def shard_files(images: Path, exclude: Path | None = None) -> list[Path]:
     """The shard and table files `paths.images` names, in order, leaving out any under
-    `exclude` (the captions folder: our own output is never input). A brace pattern may
+    `exclude` (the captions folder: our own output is never input) or under any other
+    captions folder inside a folder input (`imageio.is_captions_folder`). A brace pattern may
     name files that are missing (each is then one failed item); a glob or folder that
     finds nothing is a configuration error."""
     text = str(images)
     found: list[Path] = []
     if images.is_dir() and not _is_pattern(text):
+        from .imageio import is_captions_folder
+
         found = sorted(p for p in images.rglob("*")
                        if p.suffix.lower() in SHARD_SUFFIXES and p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(images).parts))
+                       and not any(part.startswith(".") for part in p.relative_to(images).parts)
+                       and not any(is_captions_folder(f) for f in p.parents[:-1]
+                                   if f != images and f.is_relative_to(images)))
     else:
         import glob
 

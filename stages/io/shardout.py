@@ -161,5 +161,8 @@ def read_shard(captions: Path, unit: str) -> dict[str, dict]:
     rows = pq.read_table(path, columns=["id", "key", "caption", "tags", "flags",
                                         "provenance"]).to_pylist()
     for row in rows:                     # what the caption was made from, not the whole record
-        row["image_sha256"] = json.loads(row.pop("provenance") or "{}").get("image_sha256")
+        made = json.loads(row.pop("provenance") or "{}")
+        row["image_sha256"] = made.get("image_sha256")
+        if "trigger_words" in made:
+            row["trigger_words"] = made["trigger_words"]
     return {row["id"]: row for row in rows}
