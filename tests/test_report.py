@@ -33,7 +33,8 @@ PROMPTS = [("p0", "Colors", XSS), ("p1", "Colors", "a red cup of coffee on a blu
            ("p2", "Counting", "three rockets on a launch pad"), ("p3", "Counting", "two astronauts"),
            ("p4", "Text", 'a sign that says "OPEN" & <b>bold</b>'), ("p5", "Text", "a coin with a 5 on it")]
 SEEDS = (0, 1)
-CLIP = clip_scorer("tiny")
+CLIP = clip_scorer("ViT-B-32")
+TINY_CLIP = clip_scorer("tiny")      # the random test CLIP (evaluate.clip_model's default)
 TEXT = Scorer("text:all-MiniLM-L6-v2", "text embeddings all-MiniLM-L6-v2",
               captioner="classifier:efficientnet-lite0")
 EVALUATION = {"clipscore": CLIP, "caption_score": TEXT}
@@ -233,7 +234,7 @@ def test_a_metric_sharing_the_selector_is_flagged_greyed_and_never_coloured(buil
 
 def test_independent_evaluation_models_lift_the_warning(built):
     run, rows, _ = built
-    other = {"clipscore": clip_scorer("ViT-B-32"),
+    other = {"clipscore": clip_scorer("ViT-L-14"),
              "caption_score": Scorer("text:all-MiniLM-L6-v2", "text", captioner="blip:other-blip")}
     page = write_report_html(run, rows, evaluation=other)
     assert warning(page) == "" and "Every metric is independent" in page.read_text(encoding="utf-8")
@@ -468,3 +469,27 @@ def test_the_report_package_has_one_entry_point_per_job():
     assert set(report.__all__) >= {"write_plots", "analyse", "write_metrics_csv", "read_metrics_csv"}
     with pytest.raises(AttributeError):
         report.not_a_job  # noqa: B018
+
+
+def test_a_metric_scored_by_the_random_test_clip_gets_a_banner_and_no_colour(tmp_path):
+    """evaluate.clip_model defaults to tiny, a randomly initialised CLIP: with real images its
+    clipscore measures nothing about the prompts, yet a clear difference in it was coloured
+    with no banner. It now gets a banner naming the metric and stays out of the coloured
+    family; a metric from a real model beside it is still tested and coloured."""
+    rows = shifted_rows(12, 0.2) + shifted_rows(12, 0.2, metric="caption_score")
+    tiny_png(tmp_path / "images" / "p0" / "original-s0.png", "stabilityai/sdxl")
+    evaluation = {"clipscore": TINY_CLIP, "caption_score": TEXT}
+    comps = {c.metric: c for c in analyse(rows, evaluation, loop_from_traces([]))}
+    assert comps["clipscore"].flag == "" and math.isnan(comps["clipscore"].holm_p)
+    assert comps["caption_score"].flag == "up"
+    assert comps["caption_score"].holm_p == pytest.approx(comps["caption_score"].result.p_value)
+    text = write_report_html(tmp_path, rows, evaluation=evaluation).read_text(encoding="utf-8")
+    plain = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    assert "Test model" in plain and "clipscore" in plain.split("Test model")[1][:400]
+    assert "Test model: these images are noise." not in plain
+    row = next(r for r in text.split("<tr") if "<td>clipscore</td>" in r and "upsampled" in r)
+    assert 'class="num up"' not in row and "test model" in html.unescape(row)
+    real = {"clipscore": CLIP, "caption_score": TEXT}
+    other = tmp_path / "real"
+    tiny_png(other / "images" / "p0" / "original-s0.png", "stabilityai/sdxl")
+    assert "Test model" not in write_report_html(other, rows, evaluation=real).read_text("utf-8")
