@@ -25,6 +25,7 @@ from stages.report.page import (
     write_plots,
     write_report_html,
 )
+from stages.report.plots import holm_text
 from stages.report.scorers import Scorer, clip_scorer, loop_from_traces
 
 XSS = "<script>alert(1)</script> a cat <img src=x onerror=alert(2)>"
@@ -358,7 +359,7 @@ def test_plot_titles_give_the_reports_holm_p_never_a_raw_one(tmp_path, monkeypat
     titles = {ax.get_title().split(":")[0]: ax.get_title()
               for ax in figures["upsampled_vs_original.png"].axes if ax.get_title()}
     for c in comps:
-        assert f"Holm p={c.holm_p:.3f}" in titles[c.metric]
+        assert f"Holm p{holm_text(c.holm_p)}" in titles[c.metric]
         assert "-0.000" not in titles[c.metric] and "+0.000" not in titles[c.metric]
     strong = next(c for c in comps if c.metric == "caption_score")
     assert strong.holm_p == pytest.approx(2 * strong.result.p_value)
@@ -493,3 +494,33 @@ def test_a_metric_scored_by_the_random_test_clip_gets_a_banner_and_no_colour(tmp
     other = tmp_path / "real"
     tiny_png(other / "images" / "p0" / "original-s0.png", "stabilityai/sdxl")
     assert "Test model" not in write_report_html(other, rows, evaluation=real).read_text("utf-8")
+
+
+def test_plots_keep_two_scorers_of_one_metric_apart_as_the_page_does(tmp_path, monkeypatch):
+    """Original scored by one CLIP and upsampled by another: the page refuses to compare them
+    (separate_scorers), but the scatter paired them into "clipscore: median diff +0.7" with a
+    Holm p of a comparison the page does not make."""
+    import stages.report.plots
+
+    figures = {}
+    monkeypatch.setattr(stages.report.plots, "_save",
+                        lambda fig, path: figures.setdefault(path.name, fig) and path)
+    rows = [MetricRow(f"p{k}", "c", v, 0, "clipscore", x + 0.01 * k, scorer) for k in range(12)
+            for v, x, scorer in (("original", 0.2, "CLIP A"), ("upsampled", 0.9, "CLIP B"))]
+    written = write_plots(tmp_path, rows, traces=[], evaluation={"clipscore": CLIP})
+    assert "upsampled_vs_original.png" not in {p.name for p in written}
+    assert "upsampled_vs_original.png" not in figures
+
+
+def test_a_holm_p_below_0_001_never_reads_0_000_in_a_plot_title(tmp_path, monkeypatch):
+    import stages.report.plots
+
+    figures = {}
+    monkeypatch.setattr(stages.report.plots, "_save",
+                        lambda fig, path: figures.setdefault(path.name, fig) and path)
+    rows = shifted_rows(12, 0.2)
+    comp, = analyse(rows, {"clipscore": CLIP}, loop_from_traces([]))
+    assert comp.holm_p < 0.0005
+    write_plots(tmp_path, rows, traces=[], evaluation={"clipscore": CLIP})
+    title = figures["upsampled_vs_original.png"].axes[0].get_title()
+    assert "Holm p<0.001" in title and "0.000" not in title
