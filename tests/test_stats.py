@@ -233,3 +233,15 @@ def test_the_sign_test_never_rejects_more_than_five_percent_over_every_sign_patt
         rejected = sum(sign_test_p(sum(s), n - sum(s)) <= 0.05 for s in product((0, 1), repeat=n))
         assert rejected / 2 ** n <= 0.05, n
         assert (rejected > 0) == (n >= min_pairs()), n
+
+
+@pytest.mark.parametrize("diff", [[0.0, 0.1, 0.2], [0.03498021446942, 0.06168072821924, 0.0],
+                                  [0.1, 0.1, 0.1, 0.3]])
+def test_the_mean_interval_at_small_n_is_never_absurd(diff):
+    """A 3-prompt refine run on the defaults printed the caption_score mean as "+0.032
+    [-107231608807576.016, +0.064]": resamples of one repeated value have a rounding residue
+    of spread (1e-17), so their t was 1e15. Such resamples have no t and are left out."""
+    res = paired_test(np.zeros(len(diff)), diff)
+    width = max(diff) - min(diff)
+    assert res.mean_low <= res.mean_diff <= res.mean_high
+    assert res.mean_diff - res.mean_low < 10 * width and res.mean_high - res.mean_diff < 10 * width
