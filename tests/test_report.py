@@ -524,3 +524,20 @@ def test_a_holm_p_below_0_001_never_reads_0_000_in_a_plot_title(tmp_path, monkey
     write_plots(tmp_path, rows, traces=[], evaluation={"clipscore": CLIP})
     title = figures["upsampled_vs_original.png"].axes[0].get_title()
     assert "Holm p<0.001" in title and "0.000" not in title
+
+
+def test_prompts_without_a_finished_loop_are_counted_beside_best_vs_first(tmp_path):
+    """15 prompts, 12 finished loops: "7 of 12 loops" alone hid the 3 whose loop failed."""
+    rows, traces = loop_rows(12, 7)
+    with open(tmp_path / "prompts.jsonl", "w", encoding="utf-8") as fh:
+        for k in range(15):
+            fh.write(json.dumps({"id": f"p{k}", "prompt": "x", "category": "c"}) + "\n")
+    text = write_report_html(tmp_path, rows, evaluation={"clipscore": CLIP},
+                             traces=traces).read_text(encoding="utf-8")
+    plain = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+    assert "7 of 12 loops chose a round other than round 0" in plain
+    assert "3 of 15 prompts have no finished Socratic loop" in plain
+    rows0, traces0 = loop_rows(12, 0)
+    text = write_report_html(tmp_path, rows0, evaluation={"clipscore": CLIP},
+                             traces=traces0).read_text(encoding="utf-8")
+    assert "3 of 15 prompts have no finished Socratic loop" in html.unescape(text)

@@ -404,18 +404,23 @@ def _method_note(comps: list[Comparison], n_category: int) -> str:
             "coloured.</p>")
 
 
-def _loop_note(choice: LoopChoice, comps: list[Comparison]) -> str:
-    """How many prompts give a best − first pair; said plainly when none does."""
+def _loop_note(choice: LoopChoice, comps: list[Comparison], total: int = 0) -> str:
+    """How many prompts give a best − first pair; said plainly when none does, and how many
+    prompts of the run have no finished loop (failed, unfinished or stale)."""
     if not choice.loops:
         return ""
     fresh = any(c.a == "first_fresh" for c in comps)
+    lost = (f" {total - choice.loops} of {total} prompts have no finished Socratic loop "
+            "(failed, unfinished or stale: see the socratic stage's summary) and are not counted."
+            if total > choice.loops else "")
     if choice.moved == 0:
         return (f"<p><b>best − first: 0 informative pairs.</b> All {choice.loops} loops chose round 0 "
-                "as best, so the chosen prompt is the first prompt and there is nothing to compare.</p>")
+                f"as best, so the chosen prompt is the first prompt and there is nothing to compare."
+                f"{lost}</p>")
     how = ("both rendered again with seeds that took no part in selection or stopping"
            if fresh else "no fresh renders found: run the socratic stage again to make them")
     return (f"<p>best − first: {choice.moved} of {choice.loops} loops chose a round other than "
-            f"round 0; those prompts are the pairs ({how}).</p>")
+            f"round 0; those prompts are the pairs ({how}).{lost}</p>")
 
 
 def _upsample_note(rows: list[MetricRow], total: int) -> str:
@@ -430,7 +435,7 @@ def _upsample_note(rows: list[MetricRow], total: int) -> str:
 
 def _paired_tables(rows: list[MetricRow], comps: list[Comparison], resamples: int,
                    total: int, choice: LoopChoice) -> list[str]:
-    loop = _loop_note(choice, comps) + _upsample_note(rows, total)
+    loop = _loop_note(choice, comps, total) + _upsample_note(rows, total)
     if not comps:
         return ["<h3>Paired differences</h3><p>No prompt has both variants of a comparison "
                 "(original/upsampled, or first/best on fresh seeds) scored on the same seed.</p>", loop]
