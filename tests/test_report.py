@@ -541,3 +541,14 @@ def test_prompts_without_a_finished_loop_are_counted_beside_best_vs_first(tmp_pa
     text = write_report_html(tmp_path, rows0, evaluation={"clipscore": CLIP},
                              traces=traces0).read_text(encoding="utf-8")
     assert "3 of 15 prompts have no finished Socratic loop" in html.unescape(text)
+
+
+def test_loops_that_moved_without_fresh_renders_say_why_there_is_no_comparison(tmp_path):
+    """socratic.fresh_seeds = 0: the loops moved but nothing was rendered again; the page
+    told the user to run the socratic stage again, which makes none either."""
+    rows, traces = loop_rows(12, 7)
+    rows = [r for r in rows if not r.variant.endswith("_fresh")]
+    text = write_report_html(tmp_path, rows, evaluation={"clipscore": CLIP},
+                             traces=traces).read_text(encoding="utf-8")
+    plain = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+    assert "socratic.fresh_seeds = 0 makes none" in plain and "run the socratic stage again" not in plain

@@ -418,7 +418,9 @@ def _loop_note(choice: LoopChoice, comps: list[Comparison], total: int = 0) -> s
                 f"as best, so the chosen prompt is the first prompt and there is nothing to compare."
                 f"{lost}</p>")
     how = ("both rendered again with seeds that took no part in selection or stopping"
-           if fresh else "no fresh renders found: run the socratic stage again to make them")
+           if fresh else "but none has scored fresh renders: socratic.fresh_seeds = 0 makes none, so "
+           "best − first is not compared; set it to 2 or more and run the socratic and evaluate "
+           "stages")
     return (f"<p>best − first: {choice.moved} of {choice.loops} loops chose a round other than "
             f"round 0; those prompts are the pairs ({how}).{lost}</p>")
 
