@@ -552,3 +552,14 @@ def test_loops_that_moved_without_fresh_renders_say_why_there_is_no_comparison(t
                              traces=traces).read_text(encoding="utf-8")
     plain = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
     assert "socratic.fresh_seeds = 0 makes none" in plain and "run the socratic stage again" not in plain
+
+
+def test_the_scatter_says_why_a_test_model_metric_is_not_tested(tmp_path, monkeypatch):
+    import stages.report.plots
+
+    figures = {}
+    monkeypatch.setattr(stages.report.plots, "_save",
+                        lambda fig, path: figures.setdefault(path.name, fig) and path)
+    write_plots(tmp_path, shifted_rows(12, 0.2), traces=[], evaluation={"clipscore": TINY_CLIP})
+    title = figures["upsampled_vs_original.png"].axes[0].get_title()
+    assert "not tested: scored by a test model" in title and "Holm" not in title

@@ -222,7 +222,8 @@ def upsampled_vs_original(rows: list[MetricRow], traces: list[dict], path: Path,
         ci = (" (interval not estimable: no spread)" if not res.estimable
               else f" [{number(res.ci_low, True)}, {number(res.ci_high, True)}]" if res.bounded
               else " (no 95% interval below 6 prompts)")
-        holm = f"Holm p{holm_text(comp.holm_p)}" if np.isfinite(comp.holm_p) else "not tested"
+        holm = (f"Holm p{holm_text(comp.holm_p)}" if np.isfinite(comp.holm_p)
+                else "not tested: scored by a test model" if comp.test_model else "not tested")
         ax.set_title(f"{metric}: median diff {number(res.median_diff, True)}{ci}\n"
                      f"n={res.n}, better {res.helped}, worse {res.hurt}, {holm}", fontsize=9)
         ax.grid(alpha=0.3)
