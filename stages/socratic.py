@@ -200,13 +200,28 @@ class SocraticStage(PromptsStage, Stage):
         return {"seeds": seeds, **paths, "best_is_first": False,
                 "prompts": {"first": its[0]["prompt"], "best": its[best]["prompt"]}}
 
+    def fresh_jobs(self, row: dict, plan: dict) -> list[tuple[str, int, Path, dict]]:
+        """The fresh renders of `plan` that are not on disk with their prompt's and seed's key
+        (missing, unreadable or made from something else)."""
+        jobs = []
+        for variant in ("first", "best"):
+            for seed, rel in zip(plan["seeds"], plan[variant], strict=True):
+                text = plan["prompts"][variant]
+                path = self.ctx.run_dir / rel
+                key = image_key(self.backend("images"), text, seed, self.cfg.generate.negative_prompt)
+                if png_key(path) != key:
+                    jobs.append((text, seed, path, {"id": row["id"], "variant": f"{variant}_fresh"}))
+        return jobs
+
     def is_done(self, item: Item, key: str) -> bool:
         trace = self._trace(item, key)
         if not trace or trace.get("best") is None:
             return False
         if self.finished_at(trace["iterations"]) != len(trace["iterations"]):
             return False
-        return trace.get("fresh") == self.fresh_plan(item.data, trace)
+        plan = self.fresh_plan(item.data, trace)
+        # a fresh render deleted or spoilt since is made again, not left for evaluate to fail on
+        return trace.get("fresh") == plan and not self.fresh_jobs(item.data, plan)
 
     async def process(self, item: Item, key: str) -> None:
         s = self.cfg.socratic
@@ -249,14 +264,7 @@ class SocraticStage(PromptsStage, Stage):
         loop (`fresh_seeds`), so "best vs first" is scored on images whose noise did not pick
         the best. Nothing to render when the first round was chosen."""
         plan = self.fresh_plan(row, trace)
-        jobs = []
-        for variant in ("first", "best"):
-            for seed, rel in zip(plan["seeds"], plan[variant], strict=True):
-                text = plan["prompts"][variant]
-                path = self.ctx.run_dir / rel
-                key = image_key(self.backend("images"), text, seed, self.cfg.generate.negative_prompt)
-                if png_key(path) != key:
-                    jobs.append((text, seed, path, {"id": row["id"], "variant": f"{variant}_fresh"}))
+        jobs = self.fresh_jobs(row, plan)
         if jobs:
             await render_images(self, jobs)
         trace["fresh"] = plan

@@ -24,8 +24,10 @@ import pytest
 from fakes import FakeDanbooru, FakeOpenAI
 from PIL import Image
 
+from stages.backends.images import save_png
 from stages.config import SECTIONS, ConfigView, UndeclaredSetting, all_keys, load_config
 from stages.errors import ConfigError
+from stages.generate import KEY_CHUNK, image_key
 from stages.registry import PROGRAMS, stage_class
 from stages.resources import spec
 from stages.stage import Context, RunOptions
@@ -326,8 +328,15 @@ def test_completion_settings_extend_or_cut_a_finished_trace_instead_of_redoing_i
                "verdict": {"matches": True, "missing": [], "revised_prompt": "a red cube!!"}}]
     trace = world["root"] / "runs" / "default" / "socratic" / "p1.json"
     trace.parent.mkdir(exist_ok=True)
-    # the fresh renders of the chosen and the first prompt that a finished trace records
-    fresh = build(world, "socratic/clip", {})[1].fresh_plan({"id": "p1"}, {"iterations": rounds, "best": 1})
+    # the fresh renders of the chosen and the first prompt that a finished trace records, on
+    # disk with their keys as the stage leaves them
+    ctx, stage = build(world, "socratic/clip", {})
+    fresh = stage.fresh_plan({"id": "p1"}, {"iterations": rounds, "best": 1})
+    renders = stage.fresh_jobs({"id": "p1"}, fresh)
+    for text, seed, path, _ in renders:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_png(path, Image.new("RGB", (8, 8)), {KEY_CHUNK: image_key(
+            stage.backend("images"), text, seed, ctx.cfg.generate.negative_prompt)})
     trace.write_text(json.dumps({"id": "p1", "prompt": "a red cube on a blue sphere", "seed": 0,
                                  "iterations": rounds, "best": 1, "stopped_early": True, "key": key,
                                  "fresh": fresh}))
@@ -337,8 +346,12 @@ def test_completion_settings_extend_or_cut_a_finished_trace_instead_of_redoing_i
             new_key, done, declared = key_and_done(world, "socratic/clip", {name: alt})
             assert new_key == key and not done and name in declared, name
         assert key_and_done(world, "socratic/clip", {"socratic.iterations": "5"})[1]
+        renders[0][2].unlink()               # a fresh render lost since: the trace is not done
+        assert not key_and_done(world, "socratic/clip", {})[1]
     finally:
         trace.unlink()
+        for _, _, path, _ in renders:
+            path.unlink(missing_ok=True)
 
 
 def test_reading_an_undeclared_setting_is_refused(world):

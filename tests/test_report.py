@@ -25,6 +25,7 @@ from stages.report.page import (
     write_plots,
     write_report_html,
 )
+from stages.report.plots import holm_text
 from stages.report.scorers import Scorer, clip_scorer, loop_from_traces
 
 XSS = "<script>alert(1)</script> a cat <img src=x onerror=alert(2)>"
@@ -33,7 +34,8 @@ PROMPTS = [("p0", "Colors", XSS), ("p1", "Colors", "a red cup of coffee on a blu
            ("p2", "Counting", "three rockets on a launch pad"), ("p3", "Counting", "two astronauts"),
            ("p4", "Text", 'a sign that says "OPEN" & <b>bold</b>'), ("p5", "Text", "a coin with a 5 on it")]
 SEEDS = (0, 1)
-CLIP = clip_scorer("tiny")
+CLIP = clip_scorer("ViT-B-32")
+TINY_CLIP = clip_scorer("tiny")      # the random test CLIP (evaluate.clip_model's default)
 TEXT = Scorer("text:all-MiniLM-L6-v2", "text embeddings all-MiniLM-L6-v2",
               captioner="classifier:efficientnet-lite0")
 EVALUATION = {"clipscore": CLIP, "caption_score": TEXT}
@@ -233,7 +235,7 @@ def test_a_metric_sharing_the_selector_is_flagged_greyed_and_never_coloured(buil
 
 def test_independent_evaluation_models_lift_the_warning(built):
     run, rows, _ = built
-    other = {"clipscore": clip_scorer("ViT-B-32"),
+    other = {"clipscore": clip_scorer("ViT-L-14"),
              "caption_score": Scorer("text:all-MiniLM-L6-v2", "text", captioner="blip:other-blip")}
     page = write_report_html(run, rows, evaluation=other)
     assert warning(page) == "" and "Every metric is independent" in page.read_text(encoding="utf-8")
@@ -357,7 +359,7 @@ def test_plot_titles_give_the_reports_holm_p_never_a_raw_one(tmp_path, monkeypat
     titles = {ax.get_title().split(":")[0]: ax.get_title()
               for ax in figures["upsampled_vs_original.png"].axes if ax.get_title()}
     for c in comps:
-        assert f"Holm p={c.holm_p:.3f}" in titles[c.metric]
+        assert f"Holm p{holm_text(c.holm_p)}" in titles[c.metric]
         assert "-0.000" not in titles[c.metric] and "+0.000" not in titles[c.metric]
     strong = next(c for c in comps if c.metric == "caption_score")
     assert strong.holm_p == pytest.approx(2 * strong.result.p_value)
@@ -468,3 +470,96 @@ def test_the_report_package_has_one_entry_point_per_job():
     assert set(report.__all__) >= {"write_plots", "analyse", "write_metrics_csv", "read_metrics_csv"}
     with pytest.raises(AttributeError):
         report.not_a_job  # noqa: B018
+
+
+def test_a_metric_scored_by_the_random_test_clip_gets_a_banner_and_no_colour(tmp_path):
+    """evaluate.clip_model defaults to tiny, a randomly initialised CLIP: with real images its
+    clipscore measures nothing about the prompts, yet a clear difference in it was coloured
+    with no banner. It now gets a banner naming the metric and stays out of the coloured
+    family; a metric from a real model beside it is still tested and coloured."""
+    rows = shifted_rows(12, 0.2) + shifted_rows(12, 0.2, metric="caption_score")
+    tiny_png(tmp_path / "images" / "p0" / "original-s0.png", "stabilityai/sdxl")
+    evaluation = {"clipscore": TINY_CLIP, "caption_score": TEXT}
+    comps = {c.metric: c for c in analyse(rows, evaluation, loop_from_traces([]))}
+    assert comps["clipscore"].flag == "" and math.isnan(comps["clipscore"].holm_p)
+    assert comps["caption_score"].flag == "up"
+    assert comps["caption_score"].holm_p == pytest.approx(comps["caption_score"].result.p_value)
+    text = write_report_html(tmp_path, rows, evaluation=evaluation).read_text(encoding="utf-8")
+    plain = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    assert "Test model" in plain and "clipscore" in plain.split("Test model")[1][:400]
+    assert "Test model: these images are noise." not in plain
+    row = next(r for r in text.split("<tr") if "<td>clipscore</td>" in r and "upsampled" in r)
+    assert 'class="num up"' not in row and "test model" in html.unescape(row)
+    real = {"clipscore": CLIP, "caption_score": TEXT}
+    other = tmp_path / "real"
+    tiny_png(other / "images" / "p0" / "original-s0.png", "stabilityai/sdxl")
+    assert "Test model" not in write_report_html(other, rows, evaluation=real).read_text("utf-8")
+
+
+def test_plots_keep_two_scorers_of_one_metric_apart_as_the_page_does(tmp_path, monkeypatch):
+    """Original scored by one CLIP and upsampled by another: the page refuses to compare them
+    (separate_scorers), but the scatter paired them into "clipscore: median diff +0.7" with a
+    Holm p of a comparison the page does not make."""
+    import stages.report.plots
+
+    figures = {}
+    monkeypatch.setattr(stages.report.plots, "_save",
+                        lambda fig, path: figures.setdefault(path.name, fig) and path)
+    rows = [MetricRow(f"p{k}", "c", v, 0, "clipscore", x + 0.01 * k, scorer) for k in range(12)
+            for v, x, scorer in (("original", 0.2, "CLIP A"), ("upsampled", 0.9, "CLIP B"))]
+    written = write_plots(tmp_path, rows, traces=[], evaluation={"clipscore": CLIP})
+    assert "upsampled_vs_original.png" not in {p.name for p in written}
+    assert "upsampled_vs_original.png" not in figures
+
+
+def test_a_holm_p_below_0_001_never_reads_0_000_in_a_plot_title(tmp_path, monkeypatch):
+    import stages.report.plots
+
+    figures = {}
+    monkeypatch.setattr(stages.report.plots, "_save",
+                        lambda fig, path: figures.setdefault(path.name, fig) and path)
+    rows = shifted_rows(12, 0.2)
+    comp, = analyse(rows, {"clipscore": CLIP}, loop_from_traces([]))
+    assert comp.holm_p < 0.0005
+    write_plots(tmp_path, rows, traces=[], evaluation={"clipscore": CLIP})
+    title = figures["upsampled_vs_original.png"].axes[0].get_title()
+    assert "Holm p<0.001" in title and "0.000" not in title
+
+
+def test_prompts_without_a_finished_loop_are_counted_beside_best_vs_first(tmp_path):
+    """15 prompts, 12 finished loops: "7 of 12 loops" alone hid the 3 whose loop failed."""
+    rows, traces = loop_rows(12, 7)
+    with open(tmp_path / "prompts.jsonl", "w", encoding="utf-8") as fh:
+        for k in range(15):
+            fh.write(json.dumps({"id": f"p{k}", "prompt": "x", "category": "c"}) + "\n")
+    text = write_report_html(tmp_path, rows, evaluation={"clipscore": CLIP},
+                             traces=traces).read_text(encoding="utf-8")
+    plain = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+    assert "7 of 12 loops chose a round other than round 0" in plain
+    assert "3 of 15 prompts have no finished Socratic loop" in plain
+    rows0, traces0 = loop_rows(12, 0)
+    text = write_report_html(tmp_path, rows0, evaluation={"clipscore": CLIP},
+                             traces=traces0).read_text(encoding="utf-8")
+    assert "3 of 15 prompts have no finished Socratic loop" in html.unescape(text)
+
+
+def test_loops_that_moved_without_fresh_renders_say_why_there_is_no_comparison(tmp_path):
+    """socratic.fresh_seeds = 0: the loops moved but nothing was rendered again; the page
+    told the user to run the socratic stage again, which makes none either."""
+    rows, traces = loop_rows(12, 7)
+    rows = [r for r in rows if not r.variant.endswith("_fresh")]
+    text = write_report_html(tmp_path, rows, evaluation={"clipscore": CLIP},
+                             traces=traces).read_text(encoding="utf-8")
+    plain = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+    assert "socratic.fresh_seeds = 0 makes none" in plain and "run the socratic stage again" not in plain
+
+
+def test_the_scatter_says_why_a_test_model_metric_is_not_tested(tmp_path, monkeypatch):
+    import stages.report.plots
+
+    figures = {}
+    monkeypatch.setattr(stages.report.plots, "_save",
+                        lambda fig, path: figures.setdefault(path.name, fig) and path)
+    write_plots(tmp_path, shifted_rows(12, 0.2), traces=[], evaluation={"clipscore": TINY_CLIP})
+    title = figures["upsampled_vs_original.png"].axes[0].get_title()
+    assert "not tested: scored by a test model" in title and "Holm" not in title

@@ -12,6 +12,8 @@ Rules (the README's report section says the same in prose):
   itself).
 - A comparison of Socratic prompts on a metric that is not independent of the loop
   (stages/report/scorers.py) is shown, flagged, never coloured and left out of the family.
+- A metric scored by a test model (the random `tiny` CLIP) is shown with the page's banner,
+  never coloured and left out of the family: its scores say nothing about the prompts.
 - Per-category comparisons are exploratory: unadjusted and never coloured.
 - Round curves show the paired change from round 0 among the prompts that reached each
   round. Which prompts reach a round is decided by the stopping rule, which looked at the
@@ -25,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 from .metrics import MetricRow, categories, finite, iteration_index, metric_order, paired
-from .scorers import Loop, Scorer, dependence
+from .scorers import Loop, Scorer, dependence, test_model
 from .stats import DEFAULT_RESAMPLES, PairedResult, directions, paired_test
 
 COMPARISONS = (("original", "upsampled", "upsampled − original"),
@@ -46,10 +48,11 @@ class Comparison:
     not_independent: tuple[str, ...] = ()     # why it may not be coloured (loop contrasts only)
     flag: str = ""                            # up | down | "" after Holm
     holm_p: float = math.nan
+    test_model: str = ""                      # why its scorer is a test model ('' when it is not)
 
     @property
     def eligible(self) -> bool:
-        return not self.not_independent
+        return not self.not_independent and not self.test_model
 
 
 def metric_dependence(metric: str, evaluation: dict[str, Scorer], loop: Loop) -> list[str]:
@@ -73,7 +76,8 @@ def analyse(rows: list[MetricRow], evaluation: dict[str, Scorer], loop: Loop, *,
                 continue
             reasons = metric_dependence(metric, evaluation, loop) if a in LOOP_VARIANTS else []
             comps.append(Comparison(a, b, label, metric, tuple(ids), tuple(va), tuple(vb),
-                                    paired_test(va, vb, resamples=resamples), tuple(reasons)))
+                                    paired_test(va, vb, resamples=resamples), tuple(reasons),
+                                    test_model=test_model(evaluation.get(metric))))
     flags = directions([c.result for c in comps], [c.eligible for c in comps])
     return [replace(c, flag=flag, holm_p=p) for c, (flag, p) in zip(comps, flags, strict=True)]
 

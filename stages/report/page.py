@@ -43,7 +43,7 @@ from .metrics import (
     write_metrics_csv,
 )
 from .plots import TITLES, plot_plan, write_plots
-from .scorers import LOOP_ROLES, ROLE_WORDS, Loop, Scorer, loop_from_traces
+from .scorers import LOOP_ROLES, ROLE_WORDS, Loop, Scorer, loop_from_traces, test_model
 from .stats import APPROXIMATE, DEFAULT_RESAMPLES, TIE_TOL, PairedResult, mean_ci, min_pairs, number
 
 __all__ = ["MetricRow", "read_metrics_csv", "write_metrics_csv", "write_plots", "write_compare_html",
@@ -204,11 +204,15 @@ def write_compare_html(run_dir: Path) -> Path:
 
 # ---------------------------------------------------------------- report.html: summaries
 
-def _test_model_banner(run_dir: Path, sample: int = 40) -> list[str]:
+def _test_model_banner(run_dir: Path, rows: list[MetricRow], evaluation: dict[str, Scorer],
+                       sample: int = 40) -> list[str]:
     """A warning when the run's images come from a test model (generate.model = tiny: a random
-    SDXL), read from the backend identity recorded in the PNGs (a sample of them)."""
+    SDXL), read from the backend identity recorded in the PNGs (a sample of them); and one
+    when a metric with values was scored by a test model (evaluate.clip_model = tiny: a random
+    CLIP), whatever made the images."""
     from PIL import Image
 
+    out = []
     folder = run_dir / "images"
     seen = 0
     for path in folder.rglob("*.png") if folder.is_dir() else []:
@@ -221,11 +225,19 @@ def _test_model_banner(run_dir: Path, sample: int = 40) -> list[str]:
         except (OSError, ValueError, SyntaxError):
             continue
         if isinstance(backend, dict) and str(backend.get("model", "")).startswith("tiny"):
-            return ['<div class="banner"><b>Test model: these images are noise.</b> They come from '
-                    f"{esc(backend['model'])} (generate.model = tiny), a randomly initialised SDXL "
-                    "built for tests and the offline demo. Every score, difference and colour on "
-                    "this page measures noise, not the prompts.</div>"]
-    return []
+            out.append('<div class="banner"><b>Test model: these images are noise.</b> They come from '
+                       f"{esc(backend['model'])} (generate.model = tiny), a randomly initialised SDXL "
+                       "built for tests and the offline demo. Every score, difference and colour on "
+                       "this page measures noise, not the prompts.</div>")
+            break
+    scored = {r.metric for r in rows if math.isfinite(r.value)}
+    tests = {m: why for m in metric_order(scored) if (why := test_model(evaluation.get(m)))}
+    if tests:
+        items = "".join(f"<li><b>{esc(m)}</b>: {esc(why)}</li>" for m, why in tests.items())
+        out.append('<div class="banner"><b>Test model: some metrics are noise.</b> These were scored '
+                   f"by a test model, so they say nothing about the prompts; they are never coloured "
+                   f"(set evaluate.clip_model to a real CLIP, e.g. ViT-B-32):<ul>{items}</ul></div>")
+    return out
 
 
 def _scorer_rows(loop: Loop) -> list[str]:
@@ -344,8 +356,11 @@ def _n_cell(res: PairedResult, of: int) -> str:
 
 def _diff_note(c: Comparison) -> str:
     res = c.result
-    if c.not_independent:
-        return "not independent of the loop: " + "; ".join(c.not_independent)
+    if not c.eligible:
+        why = [f"scored by a test model ({c.test_model})"] if c.test_model else []
+        if c.not_independent:
+            why.append("not independent of the loop: " + "; ".join(c.not_independent))
+        return "; ".join(why) + "; never coloured"
     if res.n_eff < min_pairs():
         return f"{res.n_eff} untied prompt(s): fewer than {min_pairs()}, so no test can reach 5%"
     if math.isfinite(c.holm_p) and c.holm_p <= 0.05 and not c.flag:
@@ -355,7 +370,7 @@ def _diff_note(c: Comparison) -> str:
 
 def _diff_row(c: Comparison, of: int) -> str:
     res = c.result
-    cls = ' class="dep"' if c.not_independent else ""
+    cls = ' class="dep"' if not c.eligible else ""
     return (f"<tr{cls}><td>{esc(c.metric)}</td><td>{esc(c.label)}</td><td class=\"num\">"
             f"{_n_cell(res, of)}</td>"
             f'<td class="num {c.flag}">{fmt(res.median_diff, sign=True)}</td>'
@@ -381,25 +396,33 @@ def _method_note(comps: list[Comparison], n_category: int) -> str:
             f"below {min_pairs()} untied prompts nothing can reach 5%. The mean difference is a "
             f"description, its bootstrap-t interval {APPROXIMATE}, and it is never coloured. This "
             f"page makes {len(comps)} headline comparison(s); the {family} independent of the loop "
-            "form one family, Holm-adjusted, and a median difference is coloured (green up, red "
-            "down) only when its Holm p ≤ 0.05 and its interval is on the same side of 0. Greyed "
-            "rows are not independent of the loop and are never coloured. The "
+            "and not scored by a test model form one family, Holm-adjusted, and a median "
+            "difference is coloured (green up, red down) only when its Holm p ≤ 0.05 and its "
+            "interval is on the same side of 0. Greyed rows (not independent of the loop, or "
+            "scored by a test model) are never coloured. The "
             f"{n_category} per-category comparison(s) below are exploratory: not adjusted, never "
             "coloured.</p>")
 
 
-def _loop_note(choice: LoopChoice, comps: list[Comparison]) -> str:
-    """How many prompts give a best − first pair; said plainly when none does."""
+def _loop_note(choice: LoopChoice, comps: list[Comparison], total: int = 0) -> str:
+    """How many prompts give a best − first pair; said plainly when none does, and how many
+    prompts of the run have no finished loop (failed, unfinished or stale)."""
     if not choice.loops:
         return ""
     fresh = any(c.a == "first_fresh" for c in comps)
+    lost = (f" {total - choice.loops} of {total} prompts have no finished Socratic loop "
+            "(failed, unfinished or stale: see the socratic stage's summary) and are not counted."
+            if total > choice.loops else "")
     if choice.moved == 0:
         return (f"<p><b>best − first: 0 informative pairs.</b> All {choice.loops} loops chose round 0 "
-                "as best, so the chosen prompt is the first prompt and there is nothing to compare.</p>")
+                f"as best, so the chosen prompt is the first prompt and there is nothing to compare."
+                f"{lost}</p>")
     how = ("both rendered again with seeds that took no part in selection or stopping"
-           if fresh else "no fresh renders found: run the socratic stage again to make them")
+           if fresh else "but none has scored fresh renders: socratic.fresh_seeds = 0 makes none, so "
+           "best − first is not compared; set it to 2 or more and run the socratic and evaluate "
+           "stages")
     return (f"<p>best − first: {choice.moved} of {choice.loops} loops chose a round other than "
-            f"round 0; those prompts are the pairs ({how}).</p>")
+            f"round 0; those prompts are the pairs ({how}).{lost}</p>")
 
 
 def _upsample_note(rows: list[MetricRow], total: int) -> str:
@@ -414,7 +437,7 @@ def _upsample_note(rows: list[MetricRow], total: int) -> str:
 
 def _paired_tables(rows: list[MetricRow], comps: list[Comparison], resamples: int,
                    total: int, choice: LoopChoice) -> list[str]:
-    loop = _loop_note(choice, comps) + _upsample_note(rows, total)
+    loop = _loop_note(choice, comps, total) + _upsample_note(rows, total)
     if not comps:
         return ["<h3>Paired differences</h3><p>No prompt has both variants of a comparison "
                 "(original/upsampled, or first/best on fresh seeds) scored on the same seed.</p>", loop]
@@ -592,7 +615,7 @@ def write_report_html(run_dir: Path, rows: list[MetricRow], *, evaluation: dict[
         if (run_dir / "compare.html").exists() else ""
     unscored = (f" ({total - len(scored)} without any score: failed or unfinished)"
                 if total > len(scored) else "")
-    body = [f"<h1>Refine run: {esc(run_dir.name)}</h1>", *_test_model_banner(run_dir),
+    body = [f"<h1>Refine run: {esc(run_dir.name)}</h1>", *_test_model_banner(run_dir, rows, evaluation),
             f'<p class="meta">{total} prompts in the run, {len(scored)} scored{unscored}; '
             f"{len(rows)} metric rows; written {when}.{compare}</p>",
             *(f'<p class="meta">{esc(n)}</p>' for n in notes)]

@@ -18,7 +18,15 @@ import numpy as np
 
 from ..store import atomic_write_bytes
 from .analysis import Comparison, analyse, metric_dependence, round_curve
-from .metrics import MetricRow, iteration_index, metric_order, paired, read_traces, stop_kind
+from .metrics import (
+    MetricRow,
+    iteration_index,
+    metric_order,
+    paired,
+    read_traces,
+    separate_scorers,
+    stop_kind,
+)
 from .scorers import Scorer, loop_from_traces
 from .stats import DEFAULT_RESAMPLES, mean_ci, number
 
@@ -46,6 +54,11 @@ class PlotInfo:
     def holm_p(self, a: str, b: str, metric: str) -> float:
         return next((c.holm_p for c in self.comps if (c.a, c.b, c.metric) == (a, b, metric)),
                     float("nan"))
+
+
+def holm_text(p: float) -> str:
+    """A Holm p for a title, as the page writes it: "<0.001" rather than "0.000"."""
+    return "<0.001" if p < 0.001 else f"={p:.3f}"
 
 
 def _pyplot():
@@ -142,7 +155,7 @@ def best_vs_first_by_category(rows: list[MetricRow], traces: list[dict], path: P
         ax.invert_yaxis()
         ax.set_xlabel(f"mean {metric} on fresh seeds (95% t-interval, descriptive; none for n=1)")
         holm_p = info.holm_p("first_fresh", "best_fresh", metric)
-        test = f"\nHolm p = {holm_p:.3f}" if np.isfinite(holm_p) else ""
+        test = f"\nHolm p{holm_text(holm_p)}" if np.isfinite(holm_p) else ""
         ax.set_title(metric + (NOT_INDEPENDENT if metric in info.dependent else test), fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(TITLES[path.name])
@@ -209,7 +222,8 @@ def upsampled_vs_original(rows: list[MetricRow], traces: list[dict], path: Path,
         ci = (" (interval not estimable: no spread)" if not res.estimable
               else f" [{number(res.ci_low, True)}, {number(res.ci_high, True)}]" if res.bounded
               else " (no 95% interval below 6 prompts)")
-        holm = f"Holm p={comp.holm_p:.3f}" if np.isfinite(comp.holm_p) else "not tested"
+        holm = (f"Holm p{holm_text(comp.holm_p)}" if np.isfinite(comp.holm_p)
+                else "not tested: scored by a test model" if comp.test_model else "not tested")
         ax.set_title(f"{metric}: median diff {number(res.median_diff, True)}{ci}\n"
                      f"n={res.n}, better {res.helped}, worse {res.hurt}, {holm}", fontsize=9)
         ax.grid(alpha=0.3)
@@ -252,6 +266,7 @@ def write_plots(run_dir: Path, rows: list[MetricRow], *, traces: list[dict] | No
     `resamples`: bootstrap resamples of the mean's interval (evaluate.permutations), as in
     the report."""
     run_dir = Path(run_dir)
+    rows = separate_scorers(rows)          # as the page: values of two scorers are never paired
     if traces is None:
         traces = read_traces(run_dir)[0]
     loop = loop_from_traces(traces)

@@ -94,6 +94,14 @@ def captioner_scorer(identity: dict, role: str = "captioner") -> Scorer:
     return Scorer(cid, f"{what} {identity.get('model') or UNNAMED}", role)
 
 
+def test_model(scorer: Scorer | None) -> str:
+    """What makes `scorer` a test model ('' when it is not): `tiny` CLIP (evaluate.clip_model's
+    default) is randomly initialised, so its scores say nothing about the prompts."""
+    if scorer is not None and scorer.model == "clip:tiny":
+        return f"{scorer.label} is a randomly initialised CLIP built for tests"
+    return ""
+
+
 # ---------------------------------------------------------------- the independence rule
 
 def same_model(a: str, b: str) -> bool:

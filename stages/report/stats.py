@@ -152,7 +152,9 @@ def median_interval(sorted_diff: np.ndarray, alpha: float = ALPHA) -> tuple[np.n
 
 def bootstrap_t(x: np.ndarray, confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
                 seed: int = 0) -> tuple[float, float]:
-    """Bootstrap-t interval of the mean (seeded); NaN when the values have no spread."""
+    """Bootstrap-t interval of the mean (seeded); NaN when the values have no spread.
+    Resamples without spread (all one value: likely at small n) are left out: their t would be
+    0/0, or a rounding residue of 1e-17 would make it 1e15 and the interval absurd."""
     n = x.size
     sd = float(x.std(ddof=1)) if n > 1 else 0.0
     if n < 2 or sd <= TIE_TOL:
@@ -164,6 +166,7 @@ def bootstrap_t(x: np.ndarray, confidence: float = 0.95, resamples: int = DEFAUL
     for start in range(0, resamples, step):
         sample = x[rng.integers(0, n, size=(min(step, resamples - start), n))]
         s = sample.std(axis=1, ddof=1)
+        s[s <= TIE_TOL] = np.nan     # a resample without spread (all one value, up to rounding) has no t
         with np.errstate(divide="ignore", invalid="ignore"):
             t_stats[start:start + len(s)] = (sample.mean(axis=1) - mean) / (s / math.sqrt(n))
     t_stats = t_stats[np.isfinite(t_stats)]
