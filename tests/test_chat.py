@@ -164,6 +164,15 @@ def test_schema_violation_after_repair_fails_the_item(tmp_path):
         assert len(server.chat_requests) == 2
 
 
+def test_an_answer_cut_off_mid_object_says_so_instead_of_reading_its_inner_list(tmp_path):
+    cut = '{"missing": ["a red box", "a blue box"], "matches": fal'      # max_tokens reached
+    with FakeOpenAI(lambda req: cut) as server:
+        with pytest.raises(ItemError, match="cut off before its end") as failed:
+            ask(make(tmp_path, [server.url]), schema=SCHEMA)
+        assert "got list" not in str(failed.value)
+        assert len(server.chat_requests) == 2                  # asked once, repaired once
+
+
 def test_image_capability_error_is_not_retried(tmp_path):
     with FakeOpenAI(reject_images=True) as server:
         msgs = [{"role": "user", "content": [

@@ -16,21 +16,27 @@ _TYPES = {
 }
 
 
-def extract_json(text: str) -> Any:
-    """Return the first JSON object or array found in `text`; ValueError if none parses."""
+def extract_json(text: str, want: str | None = None) -> Any:
+    """Return the first JSON object or array found in `text` (only objects when `want` is
+    "object": the list inside an answer cut off mid-object is not the answer); ValueError
+    if none parses."""
     decoder = json.JSONDecoder()
     cleaned = text.strip()
     if cleaned.startswith("```"):
         cleaned = cleaned.strip("`")
         if cleaned[:4].lower() == "json":
             cleaned = cleaned[4:]
+    starts = "{" if want == "object" else "[" if want == "array" else "{["
     for i, ch in enumerate(cleaned):
-        if ch in "{[":
+        if ch in starts:
             try:
                 value, _ = decoder.raw_decode(cleaned, i)
                 return value
             except json.JSONDecodeError:
                 continue
+    if want == "object" and cleaned.lstrip().startswith("{"):
+        raise ValueError("the answer is a JSON object cut off before its end (llm.max_tokens too "
+                         "small, or a model that repeats itself)")
     raise ValueError("no JSON object found in the answer")
 
 
@@ -71,7 +77,7 @@ def parse_structured(text: str, schema: dict) -> Any:
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
-        value = extract_json(text)
+        value = extract_json(text, schema.get("type"))
     problem = validate(value, schema)
     if problem:
         raise ValueError(problem)
