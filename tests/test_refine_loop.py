@@ -332,3 +332,15 @@ def test_a_null_loop_shows_no_effect_on_fresh_seeds():
         biased += directions([paired_test(first, best, resamples=0)], [True])[0][0] == "up"
     assert flagged / 200 <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 200)
     assert biased / 200 > 0.9
+
+
+@pytest.mark.slow
+def test_a_composed_prompt_keeps_to_the_clip_token_limit(bench):
+    """socratic.max_clip_tokens = 20 (counted by the CLIP tokenizer): both missing items would
+    make 22 tokens, so only the first leads the composed prompt, which is not truncated."""
+    script = Seer("a photo of a velvet curtain", ["yes"], missing=["a red cube", "a blue sphere"])
+    with FakeOpenAI(script) as server:
+        assert run_prompt(bench, server, REQUEST, "socratic.max_clip_tokens=20") == 0
+    first = traces(bench)[0]["iterations"][0]
+    assert first["verdict"]["revised_prompt"] == "a red cube in plain view: " + REQUEST
+    assert first["revision_clip_tokens"] == 18 and not first["revision_truncated"]
