@@ -35,6 +35,7 @@ REQUEST = "a red cube on top of a blue sphere"
 @pytest.mark.parametrize("text", ["yes", "Yes.", "no", "[1] matches", "It matches.", "true",
                                   "This is the first round of the request.", "cube",
                                   "Try again in the next round with more red",
+                                  "A red box next to a blue box, a request for refinement",
                                   "The last image lacked a sentence that described a protein.",
                                   "keep everything the request asks for, make the missing parts explicit"])
 def test_what_is_not_a_prompt_is_rejected_with_a_reason(text):
