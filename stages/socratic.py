@@ -15,6 +15,14 @@ It records which models captioned, judged and selected (`loop`, `selection.score
 report can tell which metrics are independent of the loop. A round whose image has the key
 of the prompt's original (or upsampled) image, as round 0 has, links to that image instead
 of rendering it again, and says so (`reused`).
+
+A verdict is checked against the evidence, not taken on faith: "matches" with missing items
+is no match, and neither is "matches" for an image whose caption names none of the request's
+content words (`caption_misses`). A revision that is not a prompt, or repeats a prompt that
+already failed, is asked for once more; when the second answer is bad too and something is
+missing, the next prompt is composed from the current one and the missing items
+(`compose_revision`) and marked `revised_by: "composed"` with why; with nothing missing the
+loop ends with the reason.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from .errors import ConfigError, ItemError
 from .generate import image_key, png_key, render_images
 from .io.runfiles import PromptsStage, image_path
 from .language.text import tidy_caption
-from .language.words import runs, tokens
+from .language.verify import PERSONS, SYNONYMS
+from .language.words import content_words, runs, stem, stems, tokens
 from .report.scorers import captioner_scorer, chat_scorer, clip_scorer
 from .stage import Declaration, Item, Stage, StageReport
 from .store import atomic_link_or_copy, atomic_write_json, read_json
@@ -55,8 +64,11 @@ VERDICT_WORDS = {"yes", "no", "true", "false", "match", "matches", "matched", "o
 ROUND_TALK = re.compile(r"\b(?:(?:first|second|third|next|previous|last|this|earlier|same|another)"
                         r"\s+(?:round|attempt|iteration|try)|round\s*\d+|revised prompt|"
                         r"(?:last|previous|earlier|first)\s+(?:image|prompt|picture)|"
-                        r"the request|vision model)\b", re.I)
+                        r"(?:the|a|this|your) request|requests? for|refinement|vision model)\b", re.I)
 ECHO_WORDS = 5
+# A composed revision: the missing items first, then the current prompt (without an earlier
+# composed lead, so leads never stack).
+COMPOSED_LEAD = " in plain view: "
 REWRITE_SYSTEM = ("You write prompts for a text-to-image model: one line that describes the "
                   "picture to draw, with its subjects, their details and the setting.")
 
@@ -99,6 +111,54 @@ def revision_problem(text: str, request: str, instructions: str) -> str:
     return ""
 
 
+def _and_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def concepts(text: str) -> set[str]:
+    """The stems of the text's words, widened by the project's synonyms (verify.SYNONYMS,
+    both ways: "mug" also names "cup") and by person words ("kids" names "children"), so a
+    caption that says the same thing in other words is not counted as naming nothing."""
+    words = tokens(text)
+    found = stems(words)
+    for key, names in SYNONYMS.items():
+        group = [key.split(" (")[0], *names]
+        if any(stems(tokens(name)) <= found for name in group):
+            for name in group:
+                found |= stems(tokens(name))
+    if set(words) & PERSONS:
+        found |= stems(PERSONS)
+    return found
+
+
+def caption_misses(request: str, caption: str) -> list[str]:
+    """The request's content words (first spelling of each stem, in order) when the caption
+    names none of them: the evidence that a "matches" is wrong. Empty when the caption names
+    at least one (conservative: a real caption may say "puppies" for "a dog" or "mug" for
+    "cup", and one shared word is enough), or when the request has no content words."""
+    wanted, seen = [], set()
+    for word in content_words(request):
+        if stem(word) not in seen:
+            seen.add(stem(word))
+            wanted.append(word)
+    if not wanted or concepts(caption) & seen:
+        return []
+    return wanted
+
+
+def compose_revision(current: str, missing: list[str], fits) -> str:
+    """The current prompt led by the missing items ("owls and wire in plain view: four owls
+    ..."), with as many missing items as fit the CLIP limit (`fits(text)`); '' when even one
+    does not fit. An earlier composed lead is dropped first, so composing twice gives the
+    same prompt, which the loop then stops on as a repeat."""
+    base = current.split(COMPOSED_LEAD, 1)[1] if COMPOSED_LEAD in current else current
+    for k in range(len(missing), 0, -1):
+        text = _and_list(missing[:k]) + COMPOSED_LEAD + base
+        if fits(text):
+            return text
+    return ""
+
+
 def format_history(iterations: list[dict]) -> str:
     if not iterations:
         return "(none: this is the first round)"
@@ -113,7 +173,9 @@ def format_history(iterations: list[dict]) -> str:
 
 class SocraticStage(PromptsStage, Stage):
     name = "socratic"
-    version = 2              # 2: traces record the loop's models and reused images (issue 12)
+    # 2: traces record the loop's models and reused images (issue 12); 3: "matches" is checked
+    # against the caption, a repeated prompt is a bad revision, composed revisions (issue 21)
+    version = 3
     concurrency = 1          # rounds are sequential and the image pipeline is shared
     tallies = ("early", "rejected")
 
@@ -250,7 +312,8 @@ class SocraticStage(PromptsStage, Stage):
         no_new = not last["revised_prompt"].strip() or last["revised_prompt"] == its[-1]["prompt"]
         trace["stop_reason"] = ""
         if last.get("rejected") and not trace["stopped_early"]:
-            trace["stop_reason"] = f"the judge's revision was rejected: {last['rejected']}"
+            who = "composed" if last.get("revised_by") == "composed" else "judge's"
+            trace["stop_reason"] = f"the {who} revision was rejected: {last['rejected']}"
             self.rejected += 1
         elif no_new and not trace["stopped_early"]:
             trace["stop_reason"] = "the judge gave no new prompt"
@@ -284,9 +347,11 @@ class SocraticStage(PromptsStage, Stage):
         messages = self.template.render(prompt=row["prompt"], current=prompt, caption=caption,
                                         history=format_history(history),
                                         max_tokens=str(s.max_clip_tokens))
-        verdict = await self._verdict(messages, row["prompt"])
         tokenizer = self.ctx.resource("clip_tokenizer",
                                       lambda: load_clip_tokenizer(self.cfg.paths.cache))
+        tried = [it["prompt"] for it in history] + [prompt]
+        verdict = await self._verdict(messages, row["prompt"], caption, tried,
+                                      lambda text: clip_token_count(tokenizer, text) <= s.max_clip_tokens)
         tokens = clip_token_count(tokenizer, verdict["revised_prompt"])
         truncated = tokens > s.max_clip_tokens
         if truncated:
@@ -299,11 +364,16 @@ class SocraticStage(PromptsStage, Stage):
             out["reused"] = reused
         return out
 
-    async def _verdict(self, messages: list[dict], request: str) -> dict:
-        """The judge's verdict. "matches" with missing items is not a match. A revised prompt
-        that is not a prompt (`revision_problem`) is asked for once more, as a plain rewrite
-        request that gives the reason (small models write a line of text far better than a
-        field of JSON); a second bad one is recorded as `rejected`, which ends the loop."""
+    async def _verdict(self, messages: list[dict], request: str, caption: str, tried: list[str],
+                       fits) -> dict:
+        """The judge's verdict, checked. "matches" with missing items is not a match, nor is
+        "matches" when the caption names none of the request's content words (those become
+        the missing items). A revised prompt that is not a prompt (`revision_problem`) or
+        repeats one already tried is asked for once more, as a plain rewrite request that
+        gives the reason (small models write a line of text far better than a field of
+        JSON). A second bad one is replaced, when something is missing, by a prompt composed
+        from the current one and the missing items (`revised_by: "composed"`, with why);
+        otherwise, or when that is bad too, it is recorded as `rejected`, which ends the loop."""
         chat = self.backend("chat")
         answer = await chat.chat(messages, template_hash=self.template.hash, schema=VERDICT,
                                  schema_name="verdict")
@@ -312,20 +382,44 @@ class SocraticStage(PromptsStage, Stage):
                    "revised_prompt": tidy_caption(str(answer.data["revised_prompt"]))}
         if bool(answer.data["matches"]) and missing:
             verdict["overruled"] = "the judge said it matches but listed missing items"
-        rejected = revision_problem(verdict["revised_prompt"], request, self.template.literal())
+        elif verdict["matches"]:
+            unseen = caption_misses(request, caption)
+            if unseen:
+                verdict.update(matches=False, missing=unseen,
+                               overruled=f"the caption names none of: {', '.join(unseen)}")
+        used = {" ".join(t.lower().split()) for t in tried}
+
+        def problem(text: str) -> str:
+            if not verdict["matches"] and " ".join(text.lower().split()) in used:
+                return f"it repeats a prompt that was already tried: {text!r}"
+            return revision_problem(text, request, self.template.literal())
+
+        rejected = problem(verdict["revised_prompt"])
         if not rejected:
             return verdict
+        missing = verdict["missing"]
         lacking = ", ".join(missing) or "what the request asks for"
         retry = [{"role": "system", "content": REWRITE_SYSTEM},
                  {"role": "user", "content": f"Request: {request}\nWhat the last image lacked: {lacking}\n"
                   f"The last prompt was rejected because {rejected}.\nWrite one new image prompt: "
                   "start with the request's words, then add what was lacking."}]
         again = tidy_caption((await chat.chat(retry, template_hash=self.template.hash + ":rewrite")).text)
-        second = revision_problem(again, request, self.template.literal())
-        if second:
-            return {**verdict, "revised_prompt": again, "rejected": second,
-                    "first_rejected": rejected}
-        return {**verdict, "revised_prompt": again, "first_rejected": rejected}
+        second = problem(again)
+        if not second:
+            return {**verdict, "revised_prompt": again, "first_rejected": rejected}
+        bad = {**verdict, "revised_prompt": again, "rejected": second, "first_rejected": rejected}
+        if not missing:
+            return bad
+        composed = compose_revision(tried[-1], missing, fits)
+        why = (f"the judge's two revisions were rejected ({rejected}; then {second}), so the "
+               "pipeline composed the next prompt from the current one and the missing items")
+        out = {**bad, "revised_prompt": composed, "revised_by": "composed", "composed_why": why,
+               "judge_revision": again}
+        del out["rejected"]
+        third = problem(composed) if composed else "the missing items do not fit the CLIP token limit"
+        if third:
+            out["rejected"] = third
+        return out
 
     def _reuse(self, prompt_id: str, seed: int, key: str, path: Path) -> dict | None:
         """Make `path` the prompt's original (or upsampled) image when that has `key`, so

@@ -112,12 +112,30 @@ def test_full_refine_run_with_a_judge_that_never_accepts(bench, monkeypatch):
         assert len(server.chat_requests) == calls
 
 
+class Seeing(Script):
+    """The scripted LLM, also the vision model: every image shows a red cube on a blue sphere."""
+
+    def __call__(self, request: dict) -> str:
+        if isinstance(request["messages"][-1]["content"], list):
+            return "a photo of a red cube and a blue sphere"
+        return super().__call__(request)
+
+
 def test_judge_that_accepts_at_once_stops_after_one_round(bench):
-    with FakeOpenAI(Script(accept=True)) as server:
-        assert run(bench, server, "evaluate.skip=true") == 0
+    """Where the caption names what the prompt asks for; the judge's "matches" for the two
+    prompts whose caption names none of it is overruled, so those loops go on."""
+    with FakeOpenAI(Seeing(accept=True)) as server:
+        assert run(bench, server, "evaluate.skip=true", "vision.backend=openai") == 0
+    found = {}
     for path in (bench / "runs" / "default" / "socratic").glob("*.json"):
         trace = json.loads(path.read_text())
-        assert len(trace["iterations"]) == 1 and trace["stopped_early"] and trace["best"] == 0
+        found[trace["prompt"]] = trace
+    cube = found.pop(PROMPTS[0][0])
+    assert len(cube["iterations"]) == 1 and cube["stopped_early"] and cube["best"] == 0
+    assert len(found) == 2
+    for trace in found.values():
+        assert len(trace["iterations"]) == 3 and not trace["stopped_early"]
+        assert trace["iterations"][0]["verdict"]["overruled"].startswith("the caption names none of")
 
 
 def test_resume_after_interrupted_socratic_loop(bench):

@@ -1,5 +1,7 @@
 """A Socratic loop that refines (issue 21): a revised prompt must be a prompt, "matches" with
-missing items is no match, and "best vs first" is scored on fresh renders whose seeds took no
+missing items is no match, nor is "matches" for a caption that names nothing the prompt
+asks for; two bad revisions with something missing give a composed prompt, marked as such;
+and "best vs first" is scored on fresh renders whose seeds took no
 part in selection or stopping, so a loop that changes nothing shows no effect."""
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from stages.report.analysis import analyse
 from stages.report.metrics import MetricRow
 from stages.report.scorers import clip_scorer, loop_from_traces
 from stages.report.stats import directions, paired_test
-from stages.socratic import fresh_seeds, revision_problem
+from stages.socratic import caption_misses, compose_revision, fresh_seeds, revision_problem
 from stages.templates import load_template
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +35,7 @@ REQUEST = "a red cube on top of a blue sphere"
 @pytest.mark.parametrize("text", ["yes", "Yes.", "no", "[1] matches", "It matches.", "true",
                                   "This is the first round of the request.", "cube",
                                   "Try again in the next round with more red",
+                                  "A red box next to a blue box, a request for refinement",
                                   "The last image lacked a sentence that described a protein.",
                                   "keep everything the request asks for, make the missing parts explicit"])
 def test_what_is_not_a_prompt_is_rejected_with_a_reason(text):
@@ -88,9 +91,9 @@ def traces(bench: Path) -> list[dict]:
 @pytest.mark.slow
 def test_a_bad_revision_is_sent_back_once_then_ends_the_loop_with_its_reason(bench):
     """With early_stop = false, "yes" then "[1] matches" were rendered as the next rounds'
-    prompts; now the judge is asked again with the reason and, answering badly again, the
-    round is rejected."""
-    script = BadReviser(["yes", "[1] matches", "This is the first round of the request."])
+    prompts; now the judge is asked again with the reason and, answering badly again with
+    nothing listed as missing (so nothing to compose a prompt from), the round is rejected."""
+    script = BadReviser(["yes", "[1] matches", "This is the first round of the request."], missing=[])
     with FakeOpenAI(script) as server:
         assert run_one(bench, server, "socratic.early_stop=false", "evaluate.skip=true") == 0
         retries = [r for r in server.chat_requests
@@ -129,13 +132,112 @@ def test_matches_with_missing_items_is_not_a_match(bench):
     assert len(trace["iterations"]) == 2 and not trace["stopped_early"]
 
 
+class Seer(BadReviser):
+    """BadReviser that also answers the vision backend (vision.backend = openai) with a fixed
+    caption, so the evidence a verdict is checked against is known."""
+
+    def __init__(self, caption: str, revisions: list[str], matches: bool = False,
+                 missing: list[str] | None = None):
+        super().__init__(revisions, matches, missing)
+        self.caption = caption
+
+    def __call__(self, request: dict) -> str:
+        if isinstance(request["messages"][-1]["content"], list):
+            return self.caption
+        return super().__call__(request)
+
+
+def run_prompt(project: Path, server: FakeOpenAI, prompt: str, *sets: str) -> int:
+    """refine.py on a one-line prompt file, captions from the scripted server."""
+    (project / "prompts.txt").write_text(prompt + "\n", encoding="utf-8")
+    args = [str(project / "prompts.txt"), "--config", str(project / "config.ini"), "--quiet"]
+    for item in llm_overrides(server.url, **{
+            "upsample.candidates": "1", "socratic.iterations": "2", "generate.seeds": "11, 12",
+            "vision.backend": "openai", "evaluate.skip": "true"}) + list(sets):
+        args += ["--set", item]
+    return refine.main(args)
+
+
 @pytest.mark.slow
-def test_matches_with_nothing_missing_stops(bench):
-    script = BadReviser(["a red cube on a blue sphere"], matches=True, missing=["nothing"])
+def test_a_match_for_a_caption_that_names_nothing_asked_for_is_overruled_and_a_round_runs(bench):
+    """The issue's demo: the tiny judge said "matches", nothing missing, for noise images
+    captioned "perhaps a velvet", and every loop stopped at round 0."""
+    revision = "a glossy red cube balanced on a blue sphere, studio light"
+    script = Seer("perhaps a velvet, a shower curtain", [revision], matches=True, missing=[])
     with FakeOpenAI(script) as server:
-        assert run_one(bench, server, "evaluate.skip=true") == 0
+        assert run_prompt(bench, server, REQUEST) == 0
     trace = traces(bench)[0]
-    assert trace["stopped_early"] and trace["iterations"][0]["verdict"]["missing"] == []
+    first = trace["iterations"][0]["verdict"]
+    assert first["matches"] is False and not trace["stopped_early"]
+    assert first["overruled"] == "the caption names none of: red, cube, top, blue, sphere"
+    assert first["missing"] == ["red", "cube", "top", "blue", "sphere"]
+    assert len(trace["iterations"]) == 2 and trace["iterations"][1]["prompt"] == revision
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt, caption", [
+    (REQUEST, "a photo of two red cubes"),                         # a plural
+    ("a dog asleep on a sofa", "a sleepy puppy"),                  # a synonym (verify.SYNONYMS)
+    ("three children on a couch", "two kids on a bench")])         # a person word
+def test_a_match_for_a_caption_that_names_the_subject_stays_a_match(bench, prompt, caption):
+    with FakeOpenAI(Seer(caption, ["a bright scene"], matches=True, missing=["nothing"])) as server:
+        assert run_prompt(bench, server, prompt) == 0
+    trace = traces(bench)[0]
+    assert trace["stopped_early"] and len(trace["iterations"]) == 1
+    verdict = trace["iterations"][0]["verdict"]
+    assert verdict["matches"] and verdict["missing"] == [] and "overruled" not in verdict
+
+
+@pytest.mark.slow
+def test_two_bad_revisions_with_missing_items_give_a_composed_prompt_marked_as_such(bench):
+    script = Seer("a photo of a velvet curtain", ["yes", "[1] matches", "It matches."],
+                  missing=["a red cube", "a blue sphere"])
+    with FakeOpenAI(script) as server:
+        assert run_prompt(bench, server, REQUEST) == 0
+    trace = traces(bench)[0]
+    first, second = trace["iterations"][0], trace["iterations"][1]
+    verdict = first["verdict"]
+    composed = "a red cube and a blue sphere in plain view: " + REQUEST
+    assert verdict["revised_by"] == "composed" and verdict["revised_prompt"] == composed
+    assert "rejected" not in verdict and verdict["judge_revision"] == "[1] matches"
+    assert "two revisions were rejected (it is a verdict" in verdict["composed_why"]
+    assert second["prompt"] == composed and Image.open(bench / "runs" / "default" / second["image"]).text[
+        "prompt"] == composed
+    page = (bench / "runs" / "default" / "report.html")
+    assert not page.exists() or "composed by the pipeline, not the judge" in page.read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_a_composed_prompt_that_repeats_one_already_tried_ends_the_loop(bench):
+    """Composing twice from the same missing items gives the same prompt: the loop ends on it
+    with the reason instead of rendering it again."""
+    script = Seer("a photo of a velvet curtain", ["yes"], missing=["a red cube"])
+    with FakeOpenAI(script) as server:
+        assert run_prompt(bench, server, REQUEST, "socratic.iterations=3") == 0
+    trace = traces(bench)[0]
+    assert len(trace["iterations"]) == 2
+    last = trace["iterations"][1]["verdict"]
+    assert last["revised_by"] == "composed" and last["rejected"].startswith("it repeats a prompt")
+    assert trace["stop_reason"].startswith("the composed revision was rejected: it repeats a prompt")
+
+
+def test_caption_evidence_is_conservative():
+    assert caption_misses("four owls standing on a telephone wire", "perhaps a velvet") == [
+        "four", "owls", "standing", "telephone", "wire"]
+    assert caption_misses("four owls on a telephone wire", "an owl") == []
+    assert caption_misses("four owls on a telephone wire", "telephone poles") == []
+    assert caption_misses("a cup on a table", "a mug") == []
+    assert caption_misses("a", "anything") == []
+
+
+def test_a_composed_prompt_fits_the_token_limit_by_dropping_missing_items():
+    current = "four owls standing on a telephone wire"
+    both, one = "owls and wire in plain view: " + current, "owls in plain view: " + current
+    assert compose_revision(current, ["owls", "wire"], lambda t: True) == both
+    assert compose_revision(current, ["owls", "wire"], lambda t: len(t) < 60) == one
+    assert compose_revision(current, ["owls"], lambda t: False) == ""
+    again = compose_revision("owls in plain view: " + current, ["owls"], lambda t: True)
+    assert again == "owls in plain view: " + current
 
 
 class PixelRater(VisionScript):
@@ -231,3 +333,15 @@ def test_a_null_loop_shows_no_effect_on_fresh_seeds():
         biased += directions([paired_test(first, best, resamples=0)], [True])[0][0] == "up"
     assert flagged / 200 <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 200)
     assert biased / 200 > 0.9
+
+
+@pytest.mark.slow
+def test_a_composed_prompt_keeps_to_the_clip_token_limit(bench):
+    """socratic.max_clip_tokens = 20 (counted by the CLIP tokenizer): both missing items would
+    make 22 tokens, so only the first leads the composed prompt, which is not truncated."""
+    script = Seer("a photo of a velvet curtain", ["yes"], missing=["a red cube", "a blue sphere"])
+    with FakeOpenAI(script) as server:
+        assert run_prompt(bench, server, REQUEST, "socratic.max_clip_tokens=20") == 0
+    first = traces(bench)[0]["iterations"][0]
+    assert first["verdict"]["revised_prompt"] == "a red cube in plain view: " + REQUEST
+    assert first["revision_clip_tokens"] == 18 and not first["revision_truncated"]

@@ -141,7 +141,7 @@ def stop_kind(trace: dict) -> str:
     """Why a Socratic loop ended: the judge was satisfied, the round cap, or no new prompt."""
     if trace.get("stopped_early"):
         return "judge said it matches"
-    if str(trace.get("stop_reason", "")).startswith("the judge's revision was rejected"):
+    if " revision was rejected: " in str(trace.get("stop_reason", "")):
         return "revision rejected"
     if trace.get("stop_reason"):
         return "no new prompt"

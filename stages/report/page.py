@@ -529,6 +529,9 @@ def _card(run_dir: Path, index: int, it: dict, is_best: bool, metric_rows: dict,
              ("revised prompt", f'<div class="text">{esc(v.get("revised_prompt", ""))}</div>'
                                 + (f'<div class="down">rejected: {esc(v["rejected"])}</div>'
                                    if v.get("rejected") else "")
+                                + (f'<div class="small">composed by the pipeline, not the judge: '
+                                   f'{esc(v.get("composed_why", ""))}</div>'
+                                   if v.get("revised_by") == "composed" else "")
                                 + (f'<div class="small">{esc(v["overruled"])}: not a match</div>'
                                    if v.get("overruled") else "")),
              ("scores", f"<div>{_score_list(it.get('scores'), metric_rows)}</div>")]
