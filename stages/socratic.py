@@ -47,11 +47,15 @@ from .store import atomic_link_or_copy, atomic_write_json, read_json
 
 # "missing" comes first: a grammar-constrained model writes the properties in this order, so
 # it lists what is missing before it may say the image matches.
+# Bounded so that a grammar-constrained answer (llama.cpp, vLLM) closes its object inside
+# llm.max_tokens: a small model that keeps listing "missing" items was cut off mid-object and
+# failed its prompt (2 of 5 in the default demo).
 VERDICT = {
     "type": "object", "required": ["missing", "matches", "revised_prompt"],
-    "properties": {"missing": {"type": "array", "items": {"type": "string"}},
+    "properties": {"missing": {"type": "array", "maxItems": 4,
+                               "items": {"type": "string", "maxLength": 48}},
                    "matches": {"type": "boolean"},
-                   "revised_prompt": {"type": "string"}}}
+                   "revised_prompt": {"type": "string", "maxLength": 240}}}
 
 # Fresh renders for "best vs first": seeds that took no part in selection or stopping. Seed j
 # of a prompt is FRESH_SEED_OFFSET + the first 6 hex digits of sha256("ID:j") (so between
