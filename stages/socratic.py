@@ -68,7 +68,9 @@ VERDICT_WORDS = {"yes", "no", "true", "false", "match", "matches", "matched", "o
 ROUND_TALK = re.compile(r"\b(?:(?:first|second|third|next|previous|last|this|earlier|same|another)"
                         r"\s+(?:round|attempt|iteration|try)|round\s*\d+|revised prompt|"
                         r"(?:last|previous|earlier|first)\s+(?:image|prompt|picture)|"
-                        r"(?:the|a|this|your) request|requests? for|refinement|vision model)\b", re.I)
+                        r"(?:the|a|this|your) request|requests? for|refinement|vision model|"
+                        r"(?:image|text-to-image|diffusion) model|missing (?:parts?|items?|things?))\b",
+                        re.I)
 ECHO_WORDS = 5
 # A composed revision: the missing items first, then the current prompt (without an earlier
 # composed lead, so leads never stack).

@@ -37,7 +37,10 @@ REQUEST = "a red cube on top of a blue sphere"
                                   "Try again in the next round with more red",
                                   "A red box next to a blue box, a request for refinement",
                                   "The last image lacked a sentence that described a protein.",
-                                  "keep everything the request asks for, make the missing parts explicit"])
+                                  "keep everything the request asks for, make the missing parts explicit",
+                                  # seen rendered in the default demo: talk about the pipeline
+                                  "The image model sees three children on a couch.",
+                                  "The image model sees the missing parts: two baseballs"])
 def test_what_is_not_a_prompt_is_rejected_with_a_reason(text):
     assert revision_problem(text, REQUEST, INSTRUCTIONS)
 
