@@ -88,6 +88,8 @@ def _write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        pa.default_memory_pool().release_unused()     # give the shard's buffers back now
     return True
 
 
