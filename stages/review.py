@@ -65,7 +65,7 @@ class Card:
     tags_used: list[str] = field(default_factory=list)
     tags_dropped: list[dict] = field(default_factory=list)
     clip_tokens: int | None = None
-    dups: list[str] = field(default_factory=list)     # the other images of its near-duplicate group
+    dups: tuple[str, ...] = ()      # its near-duplicate group (sorted ids, itself included)
 
     @property
     def rank(self) -> tuple:
@@ -158,32 +158,44 @@ def _thumb_hash(path: str) -> int | None:
     return dhash(Path(path))
 
 
-def near_duplicates(hashes: dict[str, int], max_bits: int = DUP_BITS) -> dict[str, list[str]]:
-    """id -> the other ids of its group, for images whose hashes differ in at most `max_bits`
-    bits (transitively). Candidates share one of 8 bytes of the hash (two hashes within 7
-    bits must, by pigeonhole), so it does not compare every pair."""
-    parent = {i: i for i in hashes}
+DUPS_SHOWN = 12                    # ids of a near-duplicate group named on a card
 
-    def root(i: str) -> str:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    buckets: dict[tuple[int, int], list[str]] = {}
+def near_duplicates(hashes: dict[str, int], max_bits: int = DUP_BITS) -> dict[str, tuple[str, ...]]:
+    """id -> its near-duplicate group (ids in order, itself included; one shared tuple per
+    group, so a folder of 20,000 copies of one picture costs one tuple, not 20,000 lists),
+    for images whose hashes differ in at most `max_bits` bits (transitively). Equal hashes
+    are joined at once; distinct hashes are compared only when they share one of 8 bytes
+    (two hashes within 7 bits must, by pigeonhole), so not every pair is compared."""
+    by_value: dict[int, list[str]] = {}
     for item_id, value in hashes.items():
+        by_value.setdefault(value, []).append(item_id)
+    parent = {v: v for v in by_value}
+
+    def root(v: int) -> int:
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for value in by_value:
         for band in range(8):
-            buckets.setdefault((band, (value >> (8 * band)) & 0xFF), []).append(item_id)
+            buckets.setdefault((band, (value >> (8 * band)) & 0xFF), []).append(value)
     for members in buckets.values():
         for i, a in enumerate(members):
             for b in members[i + 1:]:
-                if root(a) != root(b) and bin(hashes[a] ^ hashes[b]).count("1") <= max_bits:
+                if root(a) != root(b) and bin(a ^ b).count("1") <= max_bits:
                     parent[root(a)] = root(b)
-    groups: dict[str, list[str]] = {}
-    for item_id in sorted(hashes):
-        groups.setdefault(root(item_id), []).append(item_id)
-    return {i: [o for o in group if o != i] for group in groups.values() if len(group) > 1
-            for i in group}
+    groups: dict[int, list[str]] = {}
+    for value, ids in by_value.items():
+        groups.setdefault(root(value), []).extend(ids)
+    out: dict[str, tuple[str, ...]] = {}
+    for ids in groups.values():
+        if len(ids) > 1:
+            group = tuple(sorted(ids))
+            out.update(dict.fromkeys(group, group))
+    return out
 
 
 def vision_answer(interrogations: Path | None, item_id: str, image: Path | None = None) -> str:
@@ -452,8 +464,10 @@ def _card_html(card: Card, rank: int = 0, links: Links = Links(),
                 f'{"; dropped: " + esc(dropped) if dropped else ""}</div>')
     previous = (f'<div class="meta">before the edit: {esc(card.previous)}</div>'
                 if card.previous else "")
-    dups = (f'<div class="meta dup">near duplicates: {esc(", ".join(card.dups))}</div>'
-            if card.dups else "")
+    others = [i for i in card.dups[:DUPS_SHOWN + 1] if i != card.id][:DUPS_SHOWN]
+    more = len(card.dups) - 1 - len(others)
+    dups = (f'<div class="meta dup">near duplicates: {esc(", ".join(others))}'
+            f'{esc(f" and {more} more") if more > 0 else ""}</div>' if card.dups else "")
     caption = highlight(card.caption, card.doubted) or "<i>(no caption)</i>"
     acts = ('<div class="acts"><button onclick="act(this,\'accepted\')">accept <kbd>a</kbd></button>'
             '<button onclick="act(this,\'rejected\')">reject <kbd>r</kbd></button>'
@@ -462,7 +476,7 @@ def _card_html(card: Card, rank: int = 0, links: Links = Links(),
     return (f'<div class="card{" flagged" if card.flags else ""}" data-id="{esc(card.id)}" '
             f'data-flags="{esc(" ".join(card.flags))}" data-decision="{card.decision}" '
             f'data-score="{"" if card.score is None else card.score}" data-rank="{rank}" '
-            f'data-dup="{esc(min([card.id, *card.dups])) if card.dups else ""}">{picture}<div>'
+            f'data-dup="{esc(card.dups[0]) if card.dups else ""}">{picture}<div>'
             f'<div><b>{esc(card.id)}</b> {flags}<span class="decision d-{card.decision}">'
             f'{decision}</span>{tokens}</div>'
             f'<div class="caption">{caption}</div>{acts}{previous}'
@@ -579,7 +593,7 @@ def folder_page(images: Path, captions: Path, summary_file: Path,
         for rank, ((_, item_id), suffix, item) in enumerate(order):
             item = item or Item(item_id, images / (item_id + suffix))
             card = card_for(item, captions, failed, thumbs, interrogations)
-            card.dups = groups.get(item_id, [])
+            card.dups = groups.get(item_id, ())
             yield _card_html(card, rank, links, clip_limit)
 
     return info, empty, _page(info, cards())

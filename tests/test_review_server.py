@@ -313,6 +313,25 @@ def test_near_duplicates_are_grouped(tmp_path):
     assert '<a href="../images/espresso.jpg" target="_blank">' in page      # the full image
 
 
+def test_a_folder_of_many_copies_of_one_picture_is_one_group_named_briefly():
+    """20,000 equal hashes (a folder of one placeholder picture copied) made 20,000 lists of
+    19,999 ids (3.2 GB at peak) and a card naming every copy; now one shared group, and a
+    card names 12 of them and says how many more."""
+    from stages.review import DUPS_SHOWN, Card, Links, _card_html, near_duplicates
+
+    hashes = {f"img{i:05d}": 0x0F0F0F0F0F0F0F0F for i in range(20_000)}
+    hashes["other"] = 0xF0F0F0F0F0F0F0F0
+    groups = near_duplicates(hashes)
+    assert "other" not in groups and len(groups) == 20_000
+    assert len({id(g) for g in groups.values()}) == 1          # one tuple shared by the group
+    card = Card(id="img00007", image="", caption="a grey square", flags=[], score=None)
+    card.dups = groups["img00007"]
+    html = _card_html(card, 0, Links(), 77)
+    named = re.search(r"near duplicates: ([^<]*)<", html).group(1)
+    assert named.endswith(f"and {20_000 - 1 - DUPS_SHOWN} more")
+    assert "img00007," not in named and named.count("img") == DUPS_SHOWN
+
+
 @needs_chromium
 def test_static_page_is_read_only_and_filters_by_decision(tmp_path):
     images = _small_folder(tmp_path)
