@@ -11,32 +11,19 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import llm_overrides
 from fakes import FakeOpenAI
 from PIL import Image
+from test_inputs_cli import reply, run  # the same scripted answers and CLI runner
 from test_webdataset import add, photo_bytes
 
 import caption
 from stages.store import sha256_file
 
 
-def reply(request: dict) -> str:
-    if isinstance(request["messages"][-1]["content"], list):
-        return "A photo of a cup or a flower on a plain background."
-    return "A picture of the subject on a plain background."
-
-
 @pytest.fixture
 def server():
     with FakeOpenAI(reply) as s:
         yield s
-
-
-def run(project: Path, server: FakeOpenAI, *args: str, sets: tuple[str, ...] = ()) -> int:
-    argv = ["--config", str(project / "config.ini"), "--quiet", *args]
-    for item in llm_overrides(server.url, **{"vision.backend": "openai"}) + list(sets):
-        argv += ["--set", item]
-    return caption.main(argv)
 
 
 def picture(name: str, path: Path) -> None:

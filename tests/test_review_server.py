@@ -206,11 +206,17 @@ def _small_folder(tmp_path: Path) -> Path:
     return images
 
 
-def test_forged_requests_change_nothing(tmp_path):
+def _small_folder_config(tmp_path: Path):
+    """The config of a small captioned folder in tmp_path, its captions and cache there too."""
     images = _small_folder(tmp_path)
-    cfg = load_config(ROOT / "config.ini", [f"paths.images={images}",
-                                            f"paths.captions={tmp_path / 'captions'}",
-                                            f"paths.cache={tmp_path / 'cache'}"])
+    return load_config(ROOT / "config.ini", [f"paths.images={images}",
+                                             f"paths.captions={tmp_path / 'captions'}",
+                                             f"paths.cache={tmp_path / 'cache'}"])
+
+
+def test_forged_requests_change_nothing(tmp_path):
+    cfg = _small_folder_config(tmp_path)
+    images = cfg.paths.images
     server, url = _serve_in_thread(cfg)
     try:
         status, page = _get(url)
@@ -520,11 +526,7 @@ def test_a_malformed_length_is_refused_with_a_status(tmp_path):
     handler (a traceback on the user's terminal, the connection dropped, no status)."""
     import http.client
 
-    images = _small_folder(tmp_path)
-    cfg = load_config(ROOT / "config.ini", [f"paths.images={images}",
-                                            f"paths.captions={tmp_path / 'captions'}",
-                                            f"paths.cache={tmp_path / 'cache'}"])
-    server, url = _serve_in_thread(cfg)
+    server, url = _serve_in_thread(_small_folder_config(tmp_path))
     try:
         token = re.search(rb'"token": "([^"]+)"', _get(url)[1]).group(1).decode()
         host, port = url.split("//")[1].strip("/").split(":")
