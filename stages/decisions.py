@@ -111,24 +111,26 @@ def decide_folder(captions: Path, item_id: str, decision: str, text: str | None 
 
 def load_decisions(captions: Path) -> dict[str, dict]:
     """id -> decision row of captions/decisions.parquet ({} when there is none)."""
-    import pyarrow.parquet as pq
+    from .io.shardout import read_table
 
     path = captions / DECISIONS_FILE
     if not path.exists():
         return {}
-    return {row["id"]: row for row in pq.read_table(path).to_pylist()}
+    return {row["id"]: row for row in read_table(path).to_pylist()}
 
 
 def save_decisions(captions: Path, rows: dict[str, dict]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from .io.shardout import rows_table
+
     schema = pa.schema([("id", pa.string()), ("unit", pa.string()), ("key", pa.string()),
                         ("decision", pa.string()), ("caption", pa.string()),
                         ("previous", pa.string()), ("at", pa.string()),
                         ("image_sha256", pa.string())])
-    table = pa.Table.from_pylist([{name: rows[i].get(name) for name in schema.names}
-                                  for i in sorted(rows)], schema=schema)
+    table = rows_table([{name: rows[i].get(name) for name in schema.names}
+                        for i in sorted(rows)], schema)
     path = captions / DECISIONS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -620,16 +620,15 @@ def write_review(images: Path, captions: Path, summary_file: Path,
 
 def dataset_flags(captions: Path) -> tuple[int, int]:
     """(captions, flagged ones) over the caption Parquet files of shards and tables."""
-    import pyarrow.parquet as pq
-
     from .decisions import DECISIONS_FILE
+    from .io.shardout import read_table
 
     total = flagged = 0
     for path in sorted(captions.rglob("*.parquet")) if captions.is_dir() else []:
         if path.name.startswith(".") or path == captions / DECISIONS_FILE:
             continue
         try:
-            flags = pq.read_table(path, columns=["flags"]).column("flags").to_pylist()
+            flags = read_table(path, columns=["flags"]).column("flags").to_pylist()
         except Exception:             # noqa: BLE001 - not one of ours: not counted
             continue
         total += len(flags)

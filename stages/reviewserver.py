@@ -115,10 +115,8 @@ class DatasetSite:
     captions/SHARD.parquet a page at a time, decisions in captions/decisions.parquet."""
 
     def __init__(self, cfg):
-        import pyarrow.parquet as pq
-
         from .io.inputs import ImageInput
-        from .io.shardout import shard_path
+        from .io.shardout import read_table, shard_path
 
         self.cfg = cfg
         self.captions = cfg.paths.captions
@@ -129,16 +127,16 @@ class DatasetSite:
         for unit in units:
             path = shard_path(self.captions, unit)
             if path.exists():
-                ids = pq.read_table(path, columns=["id"]).column("id").to_pylist()
+                ids = read_table(path, columns=["id"]).column("id").to_pylist()
                 self.rows += [(path, i) for i in ids if i in self.items]
         self.where = {item_id: path for path, item_id in self.rows}
         self.decisions = load_decisions(self.captions)
         self.lock = threading.Lock()
 
     def _records(self, path: Path, ids: set[str]) -> dict[str, dict]:
-        import pyarrow.parquet as pq
+        from .io.shardout import read_table
 
-        table = pq.read_table(path, columns=["id", "caption", "tags", "provenance"])
+        table = read_table(path, columns=["id", "caption", "tags", "provenance"])
         return {r["id"]: r for r in table.to_pylist() if r["id"] in ids}
 
     def card(self, item_id: str, row: dict) -> Card:

@@ -5,7 +5,9 @@ executor, the event loop's thread) made a long run's memory step up with each ne
 caption.py runs in a fresh process whose every thread is watched (threading.setprofile)
 for the opening of a pyarrow.parquet.ParquetWriter (one per file); a shard with a failing
 sample is written when the stage finishes, the clean shards as soon as their samples are
-captioned.
+captioned. pandas is never imported (about 30 MB of a shard run's memory): tables are read
+with pq.ParquetFile, not pq.read_table (pyarrow.dataset), and built by the JSON reader, not
+Table.from_pylist.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ sys.setprofile(watch)
 import caption
 status = caption.main({args!r})
 sys.setprofile(None)
-print(json.dumps({{"status": status, "threads": seen}}))
+print(json.dumps({{"status": status, "threads": seen, "pandas": "pandas" in sys.modules}}))
 """
 
 
@@ -65,3 +67,29 @@ def test_every_shard_parquet_is_written_from_one_thread(tmp_path):
     assert len(report["threads"]) == len(written)                 # every write was seen
     assert len(set(report["threads"])) == 1, report["threads"]
     assert report["threads"][0] != "MainThread"                    # not on the event loop
+    assert report["pandas"] is False          # pq.read_table / Table.from_pylist import it
+
+
+DECIDE = """
+import json, sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from stages.decisions import load_decisions, save_decisions
+rows = {{"u/1": {{"id": "u/1", "unit": "u", "key": "1", "decision": "edited", "caption": "a cat\\non a mat",
+                 "previous": None, "at": "2026-12-06T00:00:00Z", "image_sha256": "ab"}},
+        "u/0": {{"id": "u/0", "unit": "u", "key": "0", "decision": "rejected", "caption": "",
+                 "previous": "été  ", "at": "2026-12-06T00:00:01Z", "image_sha256": None}}}}
+save_decisions(Path(sys.argv[1]), rows)
+back = load_decisions(Path(sys.argv[1]))
+save_decisions(Path(sys.argv[1]) / "none", {{}})
+print(json.dumps({{"same": back == rows, "empty": load_decisions(Path(sys.argv[1]) / "none"),
+                  "order": list(back), "pandas": "pandas" in sys.modules}}))
+"""
+
+
+def test_review_decisions_round_trip_through_parquet_without_pandas(tmp_path):
+    result = subprocess.run([sys.executable, "-c", DECIDE.format(root=str(ROOT)), str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"same": True, "empty": {}, "order": ["u/0", "u/1"], "pandas": False}

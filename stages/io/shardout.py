@@ -8,11 +8,15 @@ JSON: inputs, models, template hashes, verdicts, the item key). Written atomical
 `datasets.load_dataset("parquet", data_files="captions/*.parquet")` or pandas/pyarrow.
 
 Every shard Parquet of a process is written from one dedicated thread (`write_shard` and
-`write_shard_async` hand the work to it). pyarrow's default memory pool keeps a store per
-thread that has built a table, kept after the write: written from asyncio's default
-executor (up to 32 threads) a long run's memory stepped up with each new writer thread.
-pyarrow itself is imported there, when the first table is written or read, and the table
-is parsed by pyarrow's JSON reader (see `_table`), so pandas is never imported.
+`write_shard_async` hand the work to it), with pyarrow's system (malloc) memory pool handed
+to the JSON reader and the Parquet writer. pyarrow's default pool (mimalloc) keeps a store
+per thread that has built a table, kept after the write: written from asyncio's default
+executor (up to 32 threads) a long run's memory stepped up with each new writer thread, and
+even one thread kept about 6 MB more than malloc does for the same shards. pyarrow itself
+is imported there, when the first table is written or read. Tables are built by pyarrow's
+JSON reader (`rows_table`) and read by `pq.ParquetFile` (`read_table`), so pandas is never
+imported: `Table.from_pylist` imports it to check for pandas objects, and `pq.read_table`
+through `pyarrow.dataset` (about 30 MB and most of a second for a shard run).
 """
 
 from __future__ import annotations
@@ -80,16 +84,17 @@ def _write_shard(captions: Path, unit: str, records: list[dict]) -> bool:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        with pq.ParquetWriter(tmp, schema) as writer:     # a row group per batch: the
-            for start in range(0, len(records), ROW_GROUP):    # rows of one batch in Arrow
-                writer.write_table(_table(records[start:start + ROW_GROUP], schema))
+        pool = pa.system_memory_pool()
+        with pq.ParquetWriter(tmp, schema, memory_pool=pool) as writer:  # a row group per
+            for start in range(0, len(records), ROW_GROUP):    # batch: one batch in Arrow
+                writer.write_table(_table(records[start:start + ROW_GROUP], schema, pool))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     finally:
-        pa.default_memory_pool().release_unused()     # give the shard's buffers back now
+        pa.system_memory_pool().release_unused()      # malloc_trim: give the buffers back
     return True
 
 
@@ -128,39 +133,55 @@ def _source_exists(root: Path, unit: str) -> bool:
         return False
 
 
-def _table(records: list[dict], schema):
-    """The shard's rows as an Arrow table, parsed from JSON lines by pyarrow's own reader on
-    this thread. Not `Table.from_pylist`: converting Python lists makes pyarrow import
-    pandas (about 30 MB and most of a second) only to check for pandas objects."""
-    import io
+def _table(records: list[dict], schema, pool=None):
+    """The shard's rows as an Arrow table (see `rows_table`)."""
     import math
-
-    import pyarrow.json as pj
 
     def score(value):
         return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
-    lines = "\n".join(json.dumps({
+    return rows_table([{
         "key": str(r.get("sample_key", "")), "id": str(r.get("id")), "caption": str(r.get("caption")),
         "tags": [str(t) for t in r.get("tags", [])], "score": score(r.get("score")),
         "flags": [str(f) for f in r.get("flags", [])],
-        "provenance": json.dumps(r, ensure_ascii=False, sort_keys=True)}, ensure_ascii=False)
-        for r in records).encode("utf-8")
-    table = pj.read_json(io.BytesIO(lines),
+        "provenance": json.dumps(r, ensure_ascii=False, sort_keys=True)} for r in records],
+        schema, pool)
+
+
+def rows_table(rows: list[dict], schema, pool=None):
+    """`rows` (dicts of the schema's columns) as an Arrow table with `schema` (its metadata
+    included), parsed from JSON lines by pyarrow's own reader on this thread. Not
+    `Table.from_pylist`, which imports pandas only to check for pandas objects."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    if not rows:
+        return pa.Table.from_batches([], schema=schema)     # not empty_table(): pandas
+    lines = "\n".join(json.dumps(row, ensure_ascii=False) for row in rows).encode("utf-8")
+    table = pj.read_json(io.BytesIO(lines), memory_pool=pool or pa.default_memory_pool(),
                          read_options=pj.ReadOptions(use_threads=False, block_size=len(lines) + 1),
                          parse_options=pj.ParseOptions(explicit_schema=schema,
                                                        unexpected_field_behavior="error"))
-    return table.replace_schema_metadata(schema.metadata)
+    return table.select(schema.names).replace_schema_metadata(schema.metadata)
+
+
+def read_table(path: Path, columns: list[str] | None = None):
+    """The Parquet file at `path` (those columns) as an Arrow table, read by `pq.ParquetFile`:
+    `pq.read_table` goes through `pyarrow.dataset`, which imports pandas."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as file:
+        return file.read(columns=columns)
 
 
 def read_shard(captions: Path, unit: str) -> dict[str, dict]:
     """id -> row of a written shard Parquet ({} when there is none)."""
-    import pyarrow.parquet as pq
-
     path = shard_path(captions, unit)
     if not path.exists():
         return {}
-    rows = pq.read_table(path, columns=["id", "key", "caption", "tags", "flags",
+    rows = read_table(path, columns=["id", "key", "caption", "tags", "flags",
                                         "provenance"]).to_pylist()
     for row in rows:                     # what the caption was made from, not the whole record
         made = json.loads(row.pop("provenance") or "{}")
