@@ -143,3 +143,15 @@ def test_help_shows_the_first_commands_and_the_rule(capsys):
         refine.main(["--help"])
     text = capsys.readouterr().out
     assert "PROMPT_FILE" in text and text.count("python refine.py") >= 3
+
+
+@pytest.mark.parametrize("name", ["photos [2023]", "raw {old}"])
+def test_a_folder_named_with_brackets_is_a_folder_not_a_pattern(project, server, capsys, name):
+    """A folder that exists is the folder, whatever its name holds: `photos [2023]` was read
+    as a glob (`[2023]` a character class) and refused as "no .tar shard or .parquet table"."""
+    folder = project / name
+    photo("coffee", folder, "cup", "coffee_cup, table")
+    assert run(project, server, str(folder), "--only", "tags,interrogate") == 0
+    own = project / f"{name}-captions"
+    assert json.loads((own / ".tagcap-input.json").read_text())["input"] == str(folder)
+    assert f"captions: {own}" in capsys.readouterr().out

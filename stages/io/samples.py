@@ -92,7 +92,9 @@ class Sample:
 # -- what paths.images names --------------------------------------------------------------
 
 def _is_pattern(text: str) -> bool:
-    return any(c in text for c in "*?[{")
+    """Whether `text` is a glob or brace pattern. A path that exists is itself, whatever its
+    name holds: a folder `photos [2023]` is a folder, not a character class."""
+    return any(c in text for c in "*?[{") and not os.path.lexists(text)
 
 
 def is_dataset(images: Path) -> bool:
@@ -190,7 +192,8 @@ def shard_root(images: Path) -> Path:
     if images.is_dir() and not _is_pattern(text):
         return images
     parts = images.parts
-    plain = next((n for n, part in enumerate(parts) if _is_pattern(part)), len(parts) - 1)
+    plain = next((n for n, part in enumerate(parts) if _is_pattern(str(Path(*parts[:n + 1])))),
+                 len(parts) - 1)
     return Path(*parts[:plain]) if plain else Path(".")
 
 
