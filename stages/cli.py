@@ -86,11 +86,16 @@ def input_overrides(args: argparse.Namespace, program: str) -> list[str]:
 
 
 def parse_only(text: str, stage_names: tuple[str, ...]) -> tuple[str, ...]:
+    from .registry import PROGRAMS
+
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     for name in names:
         if name not in stage_names:
+            other = next((f"{name.lower()} is a stage of {program}.py; " for program, theirs
+                          in PROGRAMS.items() if theirs != stage_names and name.lower() in theirs), "")
             raise ConfigError(f"--only {text!r}: unknown stage {name!r}; "
-                              + did_you_mean(name, stage_names) + "stages: " + ", ".join(stage_names))
+                              + (other or did_you_mean(name, stage_names))
+                              + "stages: " + ", ".join(stage_names))
     return names
 
 

@@ -198,3 +198,15 @@ def test_a_name_close_to_nothing_gets_no_suggestion():
     result = run_cli(str(ROOT / "caption.py"), "--set", "llm.zzzzqq=1", "--only", "tags")
     assert result.returncode == 2 and "unknown key" in result.stderr
     assert "did you mean" not in result.stderr
+
+
+@pytest.mark.parametrize("script, stage, other", [
+    ("caption.py", "upsample", "refine.py"), ("refine.py", "interpret", "caption.py"),
+    ("caption.py", "Generate", "refine.py")])
+def test_a_stage_of_the_other_program_says_which_program_runs_it(script, stage, other):
+    """`caption.py --only upsample` said only "unknown stage": the name is right, the program
+    is not."""
+    result = run_cli(str(ROOT / script), "--only", stage)
+    assert result.returncode == 2
+    assert f"{stage.lower()} is a stage of {other}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
