@@ -94,7 +94,10 @@ def where(args) -> str:
     """The arguments that name this run's input and config, for a command to print."""
     import shlex
 
-    said = f" {shlex.quote(args.input)}" if getattr(args, "input", None) else ""
+    named = getattr(args, "input", None)
+    if named and named.startswith("-"):            # a folder named like an option: ./-pics
+        named = f"./{named}"
+    said = f" {shlex.quote(named)}" if named else ""
     said += f" --config {shlex.quote(args.config)}" if args.config else ""
     for value in getattr(args, "user_sets", []):   # an input named by --set paths.images etc.
         if value.partition("=")[0].strip().lower().startswith("paths."):

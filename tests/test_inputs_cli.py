@@ -155,3 +155,24 @@ def test_a_folder_named_with_brackets_is_a_folder_not_a_pattern(project, server,
     own = project / f"{name}-captions"
     assert json.loads((own / ".tagcap-input.json").read_text())["input"] == str(folder)
     assert f"captions: {own}" in capsys.readouterr().out
+
+
+def test_a_folder_named_like_an_option_is_printed_so_that_it_reads_back(project, server, capsys):
+    """`caption.py -- -pics` printed "python caption.py -pics ... --review", which argparse
+    refuses ("unrecognized arguments: -pics")."""
+    import shlex
+
+    photo("coffee", project / "-pics", "cup", "coffee_cup, table")
+    argv = ["--config", str(project / "config.ini"), "--quiet", "--only", "tags,interpret"]
+    for item in llm_overrides(server.url, **{"vision.backend": "openai"}):
+        argv += ["--set", item]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        assert caption.main([*argv, "--", "-pics"]) == 0
+        out = capsys.readouterr().out
+        hint = next(line for line in out.splitlines() if "--review" in line)
+        command = shlex.split(hint.split(" to look at: ", 1)[1].split(" (accept")[0])
+        assert command[:2] == ["python", "caption.py"]
+        again = [arg for arg in command[2:] if arg != "--review"]
+        assert caption.main([*again, "--dry-run", "--only", "tags"]) == 0
+        assert f"captions: {project / '-pics-captions'}" in capsys.readouterr().out
