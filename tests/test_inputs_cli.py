@@ -176,3 +176,19 @@ def test_a_folder_named_like_an_option_is_printed_so_that_it_reads_back(project,
         again = [arg for arg in command[2:] if arg != "--review"]
         assert caption.main([*again, "--dry-run", "--only", "tags"]) == 0
         assert f"captions: {project / '-pics-captions'}" in capsys.readouterr().out
+
+
+def test_the_refusals_suggested_set_reads_back_for_a_path_with_spaces(project, server, capsys):
+    """The refusal's "--set paths.captions=/x/b photos-captions" was not quoted: pasted into
+    a shell it set paths.captions to "/x/b" and passed "photos-captions" as the input."""
+    import shlex
+
+    a, b = project / "a", project / "b photos"
+    photo("coffee", a, "cup", "coffee_cup, table")
+    photo("astronaut", b, "cup", "flower, orange")
+    assert run(project, server, "--only", "tags", sets=(f"paths.images={a}",)) == 0
+    capsys.readouterr()
+    assert run(project, server, "--only", "tags", sets=(f"paths.images={b}",)) == 2
+    err = capsys.readouterr().err
+    said = shlex.split(err.split(" with ", 1)[1].split(", or pass", 1)[0])
+    assert said == ["--set", f"paths.captions={project / 'b photos-captions'}"]

@@ -30,6 +30,7 @@ captions travel with the images they describe.
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
             raise ConfigError(
                 f"paths.captions = {captions} holds the captions of {owner.get('input')} (see "
                 f"{MARKER} there), not of {here}: caption it into its own folder with "
-                f"--set paths.captions={captions_for(images)}, or pass {ADOPT_FLAG} to let "
+                f"--set {shlex.quote(f'paths.captions={captions_for(images)}')}, or pass {ADOPT_FLAG} to let "
                 "this input take the folder over")
         was = str(owner.get("input"))
         if write and not _is_pattern(was) and not Path(was).exists():
