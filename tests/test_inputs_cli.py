@@ -192,3 +192,23 @@ def test_the_refusals_suggested_set_reads_back_for_a_path_with_spaces(project, s
     err = capsys.readouterr().err
     said = shlex.split(err.split(" with ", 1)[1].split(", or pass", 1)[0])
     assert said == ["--set", f"paths.captions={project / 'b photos-captions'}"]
+
+
+def test_a_captions_folder_is_refused_as_the_input(project, server, capsys):
+    """`caption.py captions` found "no tags" and made captions-captions/ (a marker, a page):
+    a captions folder is never read as input, so naming it is a mistake said in one line."""
+    assert run(project, server, "--only", "tags") == 0
+    capsys.readouterr()
+    assert run(project, server, str(project / "captions"), "--only", "tags") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "captions folder" in err and str(project / "images") in err
+    assert not (project / "captions-captions").exists()
+
+
+def test_captions_in_the_images_folder_itself_are_refused(project, server, capsys):
+    """paths.captions = paths.images put the marker, thumbnails and index.html among the
+    pictures (the page then counted 12 images of 6, thumbnails included)."""
+    assert run(project, server, "--only", "tags", sets=(f"paths.captions={project / 'images'}",)) == 2
+    err = capsys.readouterr().err
+    assert "interpret.write_beside_images" in err
+    assert not (project / "images" / ".tagcap-input.json").exists()

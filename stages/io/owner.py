@@ -36,7 +36,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..store import atomic_write_json, read_json
-from .imageio import CAPTIONS_MARKER
+from .imageio import CAPTIONS_MARKER, is_captions_folder
 from .samples import _is_pattern, shard_root
 
 MARKER = CAPTIONS_MARKER          # a folder holding it is never read as input (imageio.py)
@@ -113,6 +113,18 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
 
     ImageInput(cfg).check()                       # a missing input is refused before any marker
     captions, images = cfg.paths.captions, cfg.paths.images
+    if images.is_dir() and not _is_pattern(str(images)):
+        if captions.resolve() == images.resolve():
+            raise ConfigError(f"paths.captions = paths.images = {images}: captions need a folder "
+                              "of their own (NAME.json, thumbnails, index.html); for NAME.txt "
+                              "beside the images, set interpret.write_beside_images = true")
+        if is_captions_folder(images):            # never read as input: naming it is a slip
+            try:
+                of = f" of {read_json(images / MARKER).get('input')}"
+            except (OSError, ValueError, AttributeError):
+                of = ""
+            raise ConfigError(f"paths.images = {images} is a captions folder{of} (see {MARKER} "
+                              "there), not images: point it at the images")
     marker = captions / MARKER
     here = _identity(images)
     try:
