@@ -91,7 +91,8 @@ def review(args) -> None:
 
 
 def where(args) -> str:
-    """The arguments that name this run's input and config, for a command to print."""
+    """The arguments that name this run's input, how it is read, and the config, for a command
+    to print."""
     import shlex
 
     named = getattr(args, "input", None)
@@ -99,8 +100,8 @@ def where(args) -> str:
         named = f"./{named}"
     said = f" {shlex.quote(named)}" if named else ""
     said += f" --config {shlex.quote(args.config)}" if args.config else ""
-    for value in getattr(args, "user_sets", []):   # an input named by --set paths.images etc.
-        if value.partition("=")[0].strip().lower().startswith("paths."):
+    for value in getattr(args, "user_sets", []):   # paths.* (the input, its captions) and
+        if value.partition("=")[0].strip().lower().startswith(("paths.", "input.")):  # input.*
             said += f" --set {shlex.quote(value)}"
     return said
 

@@ -212,3 +212,17 @@ def test_captions_in_the_images_folder_itself_are_refused(project, server, capsy
     err = capsys.readouterr().err
     assert "interpret.write_beside_images" in err
     assert not (project / "images" / ".tagcap-input.json").exists()
+
+
+def test_the_review_command_repeats_the_input_settings_it_reads_with():
+    """The printed `caption.py ... --review` repeated only paths.* sets: a table read with
+    `--set input.image_column=image` was then listed with the default columns, its samples
+    failed, and the page showed none of them."""
+    from argparse import Namespace
+
+    args = Namespace(input="table.parquet", config=None,
+                     user_sets=["input.image_column=image", "llm.base_url=http://x/v1",
+                                "paths.cache=c", "Input.key_column=name"])
+    said = caption.where(args)
+    assert "--set input.image_column=image" in said and "--set Input.key_column=name" in said
+    assert "--set paths.cache=c" in said and "llm.base_url" not in said
