@@ -210,3 +210,20 @@ def test_a_stage_of_the_other_program_says_which_program_runs_it(script, stage, 
     assert result.returncode == 2
     assert f"{stage.lower()} is a stage of {other}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("given, key", [
+    ("generate.seeds=", "generate.seeds"), ("llm.base_url=locl", "llm.base_url"),
+    ("input.image_column=txt", "input.image_column"), ("evaluate.metrics=clip,nonsense", "evaluate.metrics")])
+def test_a_cross_check_names_the_set_it_comes_from_not_the_file(tmp_path, given, key):
+    """`--set generate.seeds=` was reported as "config.ini: generate.seeds is empty": the
+    user looks in a file that does not say it. The same value from the file names the file."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(ROOT / "config.ini", [given])
+    assert str(raised.value).startswith(f"--set {key}"), raised.value
+    section, _, rest = given.partition(".")
+    name, _, value = rest.partition("=")
+    path = write(tmp_path, f"[{section}]\n{name} = {value}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value).startswith(f"{path}: {key}"), raised.value
