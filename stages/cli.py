@@ -16,14 +16,31 @@ from pathlib import Path
 from .errors import ConfigError, FatalError, did_you_mean
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a hint for what it cannot place: an option's nearest name, or quotes
+    for a path with a space (`caption.py my photos` reads as two arguments)."""
+
+    def error(self, message: str):
+        said = message.partition("unrecognized arguments: ")[2].split()
+        options = [word for word in said if word.startswith("-")]
+        if options:
+            hint = did_you_mean(options[0].split("=")[0], self._option_string_actions)
+            message += f"; {hint.strip()}" if hint else ""
+        elif said and getattr(self, "input_name", ""):
+            message += (f"; {self.input_name} is one argument: a path with spaces goes in "
+                        f"quotes, e.g. 'my photos'")
+        super().error(message)
+
+
 def build_parser(prog: str, description: str, stage_names: tuple[str, ...], *,
                  positional: tuple[str, str] | None = None,
                  epilog: str = "") -> argparse.ArgumentParser:
     """The options both programs share; `positional` (name, help) is the optional input
     argument, `epilog` text after the options (descriptions keep their line breaks)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog=prog, description=description, epilog=epilog,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     if positional is not None:
+        parser.input_name = positional[0]
         parser.add_argument("input", metavar=positional[0], nargs="?", default=None,
                             help=positional[1])
     parser.add_argument("--config", metavar="PATH", default=None,

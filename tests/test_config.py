@@ -227,3 +227,14 @@ def test_a_cross_check_names_the_set_it_comes_from_not_the_file(tmp_path, given,
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     assert str(raised.value).startswith(f"{path}: {key}"), raised.value
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--dryrun"], "did you mean --dry-run?"), (["--quite"], "did you mean --quiet?"),
+    (["--exprot", "hf", "out"], "did you mean --export?"),
+    (["my", "photos"], "'my photos'")])
+def test_a_mistyped_option_or_an_unquoted_path_gets_a_hint(args, expected):
+    """argparse said only "unrecognized arguments: --dryrun", and for `caption.py my photos`
+    (a folder with a space, unquoted) "unrecognized arguments: photos"."""
+    result = run_cli(str(ROOT / "caption.py"), *args)
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
