@@ -140,6 +140,13 @@ def main_guard(body: Callable[[], int], resume: str = "") -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            # e.g. FOLDER-captions/ beside an input on a read-only mount: one line, not a traceback
+            print(f"error: {exc.filename or 'a file'}: {exc.strerror}; outputs go to "
+                  "paths.captions (FOLDER-captions/ beside a FOLDER argument), paths.runs and "
+                  "paths.cache: point them at folders you may write, e.g. --set "
+                  "paths.captions=DIR", file=sys.stderr)
+            return 2
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
         print(f"error: cannot write {exc.filename or 'output'}: {exc.strerror}; free some space "

@@ -226,3 +226,22 @@ def test_the_review_command_repeats_the_input_settings_it_reads_with():
     said = caption.where(args)
     assert "--set input.image_column=image" in said and "--set Input.key_column=name" in said
     assert "--set paths.cache=c" in said and "llm.base_url" not in said
+
+
+def test_a_folder_whose_parent_cannot_be_written_is_one_line(project, server, capsys, monkeypatch):
+    """FOLDER-captions/ goes beside the folder: where that is read-only (a mount, another
+    user's folder) the run ended in a PermissionError traceback. (Simulated: tests run as
+    root, who may write anywhere.)"""
+    import errno
+
+    import stages.io.owner as owner
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(owner, "atomic_write_json", refuse)
+    folder = project / "photos"
+    photo("coffee", folder, "cup", "coffee_cup, table")
+    assert run(project, server, str(folder), "--only", "tags") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Permission denied" in err and "paths.captions" in err
