@@ -245,3 +245,18 @@ def test_a_folder_whose_parent_cannot_be_written_is_one_line(project, server, ca
     assert run(project, server, str(folder), "--only", "tags") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Permission denied" in err and "paths.captions" in err
+
+
+@pytest.mark.parametrize("folder, pattern", [("data [v2]", "*.tar"), ("raw {old}", "{00000..00001}.tar")])
+def test_a_shard_pattern_under_a_folder_named_with_brackets(project, server, capsys, folder, pattern):
+    """The folder part of a pattern is taken as it is: `data [v2]/*.tar` globbed `[v2]` as a
+    character class, and `raw {old}/...` expanded `{old}` as a brace list (no shard found)."""
+    shards = project / folder
+    shards.mkdir()
+    for s in range(2):
+        with tarfile.open(shards / f"{s:05d}.tar", "w") as tar:
+            add(tar, f"k{s}.jpg", photo_bytes(s))
+            add(tar, f"k{s}.txt", b"coffee_cup, table")
+    assert run(project, server, str(shards / pattern), "--only", "tags,interpret") == 0
+    own = project / f"{folder}-captions"
+    assert sorted(p.name for p in own.glob("*.parquet")) == ["00000.parquet", "00001.parquet"]

@@ -169,11 +169,12 @@ def shard_files(images: Path, exclude: Path | None = None) -> list[Path]:
     else:
         import glob
 
-        for part in expand_braces(text):
+        root = shard_root(images)              # taken as it is: a folder `data [v2]` is no class
+        for part in expand_braces(str(Path(*images.parts[len(root.parts):]))):
             if any(c in part for c in "*?["):
-                found += sorted(Path(p) for p in glob.glob(part))
+                found += sorted(Path(p) for p in glob.glob(os.path.join(glob.escape(str(root)), part)))
             else:
-                found.append(Path(part))
+                found.append(root / part)
     found = [p for p in dict.fromkeys(found) if p.suffix.lower() in SHARD_SUFFIXES
              and not (exclude and p.resolve().is_relative_to(exclude.resolve()))]
     if not found:
