@@ -430,6 +430,9 @@ def _suggest_key(section: str, key: str, fields) -> str:
     close = did_you_mean(key, fields, f"{section}.")
     if close:
         return close
+    worded = [name for name in fields if key.lower() in name.split("_")]    # url: base_url
+    if worded:
+        return f"did you mean {section}.{worded[0]}? "
     elsewhere = [name for name, cls in SECTIONS.items()
                  if key in {f.name for f in dataclasses.fields(cls)}]
     return f"did you mean {elsewhere[0]}.{key}? " if elsewhere else ""

@@ -238,3 +238,14 @@ def test_a_mistyped_option_or_an_unquoted_path_gets_a_hint(args, expected):
     (a folder with a space, unquoted) "unrecognized arguments: photos"."""
     result = run_cli(str(ROOT / "caption.py"), *args)
     assert result.returncode == 2 and expected in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("llm.url", "did you mean llm.base_url?"), ("vision.url", "did you mean vision.base_url?"),
+    ("llm.ctx", "did you mean llm.local_ctx?")])
+def test_a_key_named_by_a_word_of_its_name_gets_that_key_of_its_own_section(given, expected):
+    """`--set llm.url=...` suggested tags.url (the danbooru address of another section) while
+    llm.base_url, the key meant, is in the section named."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(ROOT / "config.ini", [f"{given}=x"])
+    assert expected in str(raised.value), raised.value
