@@ -330,10 +330,28 @@ def parse_overrides(items: list[str]) -> dict[tuple[str, str], str]:
         name, sep, value = item.partition("=")
         section, dot, key = name.strip().partition(".")
         if not sep or not dot or not section or not key:
-            raise ConfigError(
-                f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. --set llm.temperature=0.5")
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE; "
+                              + (_full_form(name.strip(), value if sep else None).strip()
+                                 or "e.g. --set llm.temperature=0.5"))
         out[(section.lower(), key.lower())] = value
     return out
+
+
+def _full_form(name: str, value: str | None) -> str:
+    """'did you mean --set SECTION.KEY=VALUE? ' for a --set without its section (a key that
+    one or more sections have: the first named, the others listed) or, for a true/false key,
+    without its value; else ''."""
+    section, dot, key = name.lower().partition(".")
+    if not dot:
+        owners = [s for s, cls in SECTIONS.items() if section in {f.name for f in dataclasses.fields(cls)}]
+        if not owners or value is None:
+            return ""
+        also = f"(also a key of [{'], ['.join(owners[1:])}]) " if owners[1:] else ""
+        return f"did you mean --set {owners[0]}.{section}={value}? {also}"
+    cls = SECTIONS.get(section)
+    if value is None and cls is not None and typing.get_type_hints(cls).get(key) is bool:
+        return f"did you mean --set {section}.{key}=true? "
+    return ""
 
 
 _MARKER = re.compile(r"(?:^|(?<=\s))[;#]")

@@ -249,3 +249,15 @@ def test_a_key_named_by_a_word_of_its_name_gets_that_key_of_its_own_section(give
     with pytest.raises(ConfigError) as raised:
         load_config(ROOT / "config.ini", [f"{given}=x"])
     assert expected in str(raised.value), raised.value
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("images=photos", "did you mean --set paths.images=photos?"),
+    ("temperature=0.2", "did you mean --set llm.temperature=0.2?"),
+    ("interpret.skip", "did you mean --set interpret.skip=true?")])
+def test_a_set_without_its_section_or_value_gets_the_full_form(given, expected):
+    """`--set images=photos` said only "expected SECTION.KEY=VALUE": the key names one
+    setting, so that is the one to suggest (a key without a value: a flag, set true)."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(ROOT / "config.ini", [given])
+    assert expected in str(raised.value), raised.value
