@@ -260,3 +260,19 @@ def test_a_shard_pattern_under_a_folder_named_with_brackets(project, server, cap
     assert run(project, server, str(shards / pattern), "--only", "tags,interpret") == 0
     own = project / f"{folder}-captions"
     assert sorted(p.name for p in own.glob("*.parquet")) == ["00000.parquet", "00001.parquet"]
+
+
+def test_captions_made_without_a_vision_answer_say_which_flag_left_it_out(project, server, capsys):
+    """`caption.py NEW --only tags,interpret` captioned from the tags alone (no interrogate
+    answer exists yet) and the summary said nothing of it."""
+    folder = project / "photos"
+    photo("coffee", folder, "cup", "coffee_cup, table")
+    assert run(project, server, str(folder), "--only", "tags,interpret") == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("interpret:"))
+    assert "1 captions made without a vision answer (--only tags,interpret leaves out the " \
+           "interrogate stage)" in line
+    other = project / "others"
+    photo("astronaut", other, "face", "1girl, smile")
+    assert run(project, server, str(other)) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("interpret:"))
+    assert "without a vision answer" not in line
