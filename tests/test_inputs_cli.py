@@ -276,3 +276,17 @@ def test_captions_made_without_a_vision_answer_say_which_flag_left_it_out(projec
     assert run(project, server, str(other)) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("interpret:"))
     assert "without a vision answer" not in line
+
+
+def test_the_refusal_never_suggests_the_folder_it_refuses(project, server, capsys):
+    """b/photos-captions copied from a/photos (other pictures): `caption.py b/photos` is
+    refused, and suggested "--set paths.captions=b/photos-captions", the very folder refused."""
+    a, b = project / "a" / "photos", project / "b" / "photos"
+    photo("coffee", a, "cup", "coffee_cup, table")
+    photo("astronaut", b, "cup", "flower, orange")
+    assert run(project, server, str(a), "--only", "tags") == 0
+    shutil.copytree(project / "a" / "photos-captions", project / "b" / "photos-captions")
+    capsys.readouterr()
+    assert run(project, server, str(b), "--only", "tags") == 2
+    err = capsys.readouterr().err
+    assert "--adopt-captions" in err and f"paths.captions={project / 'b' / 'photos-captions'}" not in err

@@ -137,11 +137,13 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
         if _same_root(here, str(owner.get("input"))):
             return f"captions: {captions} (belongs to {owner.get('input')}, of which this is a part)"
         if not _same_images(cfg, owner.get("images") or []):
+            own = captions_for(images)            # its own folder, unless that is this one
+            into = (f"--set {shlex.quote(f'paths.captions={own}')}" if own != captions.resolve()
+                    else "--set paths.captions=DIR (a new folder)")
             raise ConfigError(
                 f"paths.captions = {captions} holds the captions of {owner.get('input')} (see "
                 f"{MARKER} there), not of {here}: caption it into its own folder with "
-                f"--set {shlex.quote(f'paths.captions={captions_for(images)}')}, or pass {ADOPT_FLAG} to let "
-                "this input take the folder over")
+                f"{into}, or pass {ADOPT_FLAG} to let this input take the folder over")
         was = str(owner.get("input"))
         if write and not _is_pattern(was) and not Path(was).exists():
             # a move: the folder now belongs here, so that a new input made later at the old
