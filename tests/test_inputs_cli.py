@@ -271,11 +271,17 @@ def test_captions_made_without_a_vision_answer_say_which_flag_left_it_out(projec
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("interpret:"))
     assert "1 captions made without a vision answer (--only tags,interpret leaves out the " \
            "interrogate stage)" in line
+    assert "tags never looked up" not in line                 # the tags stage ran
+    assert run(project, server, str(folder), "--only", "interpret",
+               sets=("interpret.overwrite=true", "paths.cache=" + str(project / "fresh"))) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("interpret:"))
+    assert "1 captions made with tags never looked up, so without their summaries (--only " \
+           "interpret leaves out the tags stage)" in line
     other = project / "others"
     photo("astronaut", other, "face", "1girl, smile")
     assert run(project, server, str(other)) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("interpret:"))
-    assert "without a vision answer" not in line
+    assert "without a vision answer" not in line and "never looked up" not in line
 
 
 def test_the_refusal_never_suggests_the_folder_it_refuses(project, server, capsys):
