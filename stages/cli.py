@@ -74,8 +74,9 @@ def input_overrides(args: argparse.Namespace, program: str) -> list[str]:
         for other in args.overrides:
             key, _, given = other.partition("=")
             given = given.strip().strip('"\'')
-            if key.strip().lower() == "upsample.benchmark" and given != value and \
-                    (given != bench and str(Path(given).expanduser().absolute()) != bench):
+            same_name = bench == value and given.lower() == value.lower()   # parti, Parti
+            if key.strip().lower() == "upsample.benchmark" and given != value and not same_name \
+                    and (given != bench and str(Path(given).expanduser().absolute()) != bench):
                 raise ConfigError(f"{value!r} and --set {other.strip()!r} name two benchmarks "
                                   f"(upsample.benchmark); give one: the argument {value!r} "
                                   "alone, or --set upsample.benchmark without the argument")

@@ -243,3 +243,11 @@ def test_a_plan_over_a_run_of_other_prompts_counts_the_new_ones(project, tmp_pat
     assert "generate: would process 2" not in out and "socratic: would process 2" not in out
     assert cli(project, extra=(str(a), "--dry-run")) == 0         # the run's own prompts: counted
     assert "generate: would process 2" in capsys.readouterr().out
+
+
+def test_a_benchmark_name_and_the_same_name_set_in_another_case_are_one_benchmark(project, capsys):
+    """Benchmark names are read in any case: `refine.py parti --set upsample.benchmark=Parti`
+    was refused as naming two benchmarks."""
+    assert cli(project, "upsample.benchmark=Parti", extra=("parti", "--dry-run", "--only", "upsample")) == 0
+    assert cli(project, "upsample.benchmark=drawbench", extra=("parti", "--dry-run")) == 2
+    assert "name two benchmarks" in capsys.readouterr().err
