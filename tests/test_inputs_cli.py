@@ -296,3 +296,18 @@ def test_the_refusal_never_suggests_the_folder_it_refuses(project, server, capsy
     assert run(project, server, str(b), "--only", "tags") == 2
     err = capsys.readouterr().err
     assert "--adopt-captions" in err and f"paths.captions={project / 'b' / 'photos-captions'}" not in err
+
+
+def test_a_moved_folder_named_with_brackets_is_a_move(project, server, capsys):
+    """The old path of a moved `photos [1]` is gone, and a gone path with [ ] read as a
+    pattern: the move was taken for a copy, the marker kept the old path, and a new folder
+    made there later was the owner by its path."""
+    old, moved = project / "photos [1]", project / "moved [1]"
+    photo("coffee", old, "cup", "coffee_cup, table")
+    assert run(project, server, "--only", "tags", sets=(f"paths.images={old}",)) == 0
+    old.rename(moved)
+    assert run(project, server, "--only", "tags", sets=(f"paths.images={moved}",)) == 0
+    assert "moved from" in capsys.readouterr().out
+    assert json.loads((project / "captions" / ".tagcap-input.json").read_text())["input"] == str(moved)
+    photo("astronaut", old, "cup", "flower, orange")              # another folder, the old name
+    assert run(project, server, "--only", "tags", sets=(f"paths.images={old}",)) == 2

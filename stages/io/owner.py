@@ -1,8 +1,9 @@
 """Which input a captions folder belongs to, and where a new input's captions go.
 
 A captions folder records its input in `CAPTIONS/.tagcap-input.json` (written atomically
-the first time a run writes there): the input's resolved path and the content digests of
-up to `SAMPLED` of its first images. A later run may use the folder when its input is
+the first time a run writes there): the input's resolved path (or pattern, and which of
+the two it is: a folder `photos [1]` that is gone reads like a pattern), and the content
+digests of up to `SAMPLED` of its first images. A later run may use the folder when its input is
 
 - the same path (the images in it may have changed: that is what keys are for), or a part
   of it named from the same folder (`shards/00001.tar` or `shards/{00001,00005}.tar` for
@@ -145,10 +146,12 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
                 f"{MARKER} there), not of {here}: caption it into its own folder with "
                 f"{into}, or pass {ADOPT_FLAG} to let this input take the folder over")
         was = str(owner.get("input"))
-        if write and not _is_pattern(was) and not Path(was).exists():
+        was_pattern = owner.get("pattern", _is_pattern(was))    # markers before "pattern": guess
+        if write and not was_pattern and not Path(was).exists():
             # a move: the folder now belongs here, so that a new input made later at the old
             # path is another input (refused), not the owner by its path
             atomic_write_json(marker, {"input": here, "images": _sample(cfg), "moved_from": was,
+                                       "pattern": _is_pattern(str(images)),
                                        "claimed": time.strftime("%Y-%m-%dT%H:%M:%S")})
             return f"captions: {captions} (belongs to {here}, moved from {was}; recorded in {MARKER})"
         return f"captions: {captions} (a copy of {was}, same images)"
@@ -156,5 +159,6 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
         if not write:
             return f"captions: {captions} (would be recorded as {here}'s in {MARKER})"
         atomic_write_json(marker, {"input": here, "images": _sample(cfg),
+                                   "pattern": _is_pattern(str(images)),
                                    "claimed": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return f"captions: {captions} (belongs to {here}; recorded in {MARKER})"
