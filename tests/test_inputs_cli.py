@@ -311,3 +311,14 @@ def test_a_moved_folder_named_with_brackets_is_a_move(project, server, capsys):
     assert json.loads((project / "captions" / ".tagcap-input.json").read_text())["input"] == str(moved)
     photo("astronaut", old, "cup", "flower, orange")              # another folder, the old name
     assert run(project, server, "--only", "tags", sets=(f"paths.images={old}",)) == 2
+
+
+def test_one_shard_file_named_with_brackets_is_that_file(project, server, capsys):
+    """A shard file `take [1].tar` named alone was globbed (`[1]` a character class) and
+    not found."""
+    shard = project / "take [1].tar"
+    with tarfile.open(shard, "w") as tar:
+        add(tar, "k0.jpg", photo_bytes(0))
+        add(tar, "k0.txt", b"coffee_cup, table")
+    assert run(project, server, str(shard), "--only", "tags,interpret") == 0
+    assert (project / "take [1]-captions" / "take [1].parquet").exists()

@@ -166,6 +166,8 @@ def shard_files(images: Path, exclude: Path | None = None) -> list[Path]:
                        and not any(part.startswith(".") for part in p.relative_to(images).parts)
                        and not any(is_captions_folder(f) for f in p.parents[:-1]
                                    if f != images and f.is_relative_to(images)))
+    elif not _is_pattern(text):                # one file, named as it is (`take [1].tar`)
+        found = [images]
     else:
         import glob
 
