@@ -136,7 +136,7 @@ def serve_review(args) -> int:
     cfg = load_config(config_path(args.config), args.overrides)
     if not cfg.paths.captions.is_dir():
         raise ConfigError(f"paths.captions = {cfg.paths.captions}: no captions folder yet; run "
-                          "caption.py first, then caption.py --review")
+                          f"python caption.py{where(args)} first, then the same with --review")
     # the page pairs paths.images with paths.captions: another input's folder is refused
     # as a run refuses it (decisions would be recorded against the wrong pictures)
     claim_captions(cfg, adopt=False, write=False)

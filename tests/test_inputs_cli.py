@@ -322,3 +322,13 @@ def test_one_shard_file_named_with_brackets_is_that_file(project, server, capsys
         add(tar, "k0.txt", b"coffee_cup, table")
     assert run(project, server, str(shard), "--only", "tags,interpret") == 0
     assert (project / "take [1]-captions" / "take [1].parquet").exists()
+
+
+def test_review_before_any_caption_names_the_command_for_this_input(project, server, capsys):
+    """`caption.py photos --review` before captioning said "run caption.py first": that
+    captions the config's images/, not photos."""
+    folder = project / "photos"
+    photo("coffee", folder, "cup", "coffee_cup, table")
+    assert run(project, server, str(folder), "--review", "--no-browser") == 2
+    err = capsys.readouterr().err
+    assert f"python caption.py {folder}" in err, err
