@@ -91,13 +91,17 @@ def review(args) -> None:
 
 
 def where(args) -> str:
-    """The arguments that name this run's input and config, for a command to print."""
+    """The arguments that name this run's input, how it is read, and the config, for a command
+    to print."""
     import shlex
 
-    said = f" {shlex.quote(args.input)}" if getattr(args, "input", None) else ""
+    named = getattr(args, "input", None)
+    if named and named.startswith("-"):            # a folder named like an option: ./-pics
+        named = f"./{named}"
+    said = f" {shlex.quote(named)}" if named else ""
     said += f" --config {shlex.quote(args.config)}" if args.config else ""
-    for value in getattr(args, "user_sets", []):   # an input named by --set paths.images etc.
-        if value.partition("=")[0].strip().lower().startswith("paths."):
+    for value in getattr(args, "user_sets", []):   # paths.* (the input, its captions) and
+        if value.partition("=")[0].strip().lower().startswith(("paths.", "input.")):  # input.*
             said += f" --set {shlex.quote(value)}"
     return said
 
@@ -132,7 +136,7 @@ def serve_review(args) -> int:
     cfg = load_config(config_path(args.config), args.overrides)
     if not cfg.paths.captions.is_dir():
         raise ConfigError(f"paths.captions = {cfg.paths.captions}: no captions folder yet; run "
-                          "caption.py first, then caption.py --review")
+                          f"python caption.py{where(args)} first, then the same with --review")
     # the page pairs paths.images with paths.captions: another input's folder is refused
     # as a run refuses it (decisions would be recorded against the wrong pictures)
     claim_captions(cfg, adopt=False, write=False)

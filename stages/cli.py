@@ -16,14 +16,31 @@ from pathlib import Path
 from .errors import ConfigError, FatalError, did_you_mean
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a hint for what it cannot place: an option's nearest name, or quotes
+    for a path with a space (`caption.py my photos` reads as two arguments)."""
+
+    def error(self, message: str):
+        said = message.partition("unrecognized arguments: ")[2].split()
+        options = [word for word in said if word.startswith("-")]
+        if options:
+            hint = did_you_mean(options[0].split("=")[0], self._option_string_actions)
+            message += f"; {hint.strip()}" if hint else ""
+        elif said and getattr(self, "input_name", ""):
+            message += (f"; {self.input_name} is one argument: a path with spaces goes in "
+                        f"quotes, e.g. 'my photos'")
+        super().error(message)
+
+
 def build_parser(prog: str, description: str, stage_names: tuple[str, ...], *,
                  positional: tuple[str, str] | None = None,
                  epilog: str = "") -> argparse.ArgumentParser:
     """The options both programs share; `positional` (name, help) is the optional input
     argument, `epilog` text after the options (descriptions keep their line breaks)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog=prog, description=description, epilog=epilog,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     if positional is not None:
+        parser.input_name = positional[0]
         parser.add_argument("input", metavar=positional[0], nargs="?", default=None,
                             help=positional[1])
     parser.add_argument("--config", metavar="PATH", default=None,
@@ -57,8 +74,9 @@ def input_overrides(args: argparse.Namespace, program: str) -> list[str]:
         for other in args.overrides:
             key, _, given = other.partition("=")
             given = given.strip().strip('"\'')
-            if key.strip().lower() == "upsample.benchmark" and given != value and \
-                    (given != bench and str(Path(given).expanduser().absolute()) != bench):
+            same_name = bench == value and given.lower() == value.lower()   # parti, Parti
+            if key.strip().lower() == "upsample.benchmark" and given != value and not same_name \
+                    and (given != bench and str(Path(given).expanduser().absolute()) != bench):
                 raise ConfigError(f"{value!r} and --set {other.strip()!r} name two benchmarks "
                                   f"(upsample.benchmark); give one: the argument {value!r} "
                                   "alone, or --set upsample.benchmark without the argument")
@@ -86,11 +104,16 @@ def input_overrides(args: argparse.Namespace, program: str) -> list[str]:
 
 
 def parse_only(text: str, stage_names: tuple[str, ...]) -> tuple[str, ...]:
+    from .registry import PROGRAMS
+
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     for name in names:
         if name not in stage_names:
+            other = next((f"{name.lower()} is a stage of {program}.py; " for program, theirs
+                          in PROGRAMS.items() if theirs != stage_names and name.lower() in theirs), "")
             raise ConfigError(f"--only {text!r}: unknown stage {name!r}; "
-                              + did_you_mean(name, stage_names) + "stages: " + ", ".join(stage_names))
+                              + (other or did_you_mean(name, stage_names))
+                              + "stages: " + ", ".join(stage_names))
     return names
 
 
@@ -118,6 +141,13 @@ def main_guard(body: Callable[[], int], resume: str = "") -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            # e.g. FOLDER-captions/ beside an input on a read-only mount: one line, not a traceback
+            print(f"error: {exc.filename or 'a file'}: {exc.strerror}; outputs go to "
+                  "paths.captions (FOLDER-captions/ beside a FOLDER argument), paths.runs and "
+                  "paths.cache: point them at folders you may write, e.g. --set "
+                  "paths.captions=DIR", file=sys.stderr)
+            return 2
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise
         print(f"error: cannot write {exc.filename or 'output'}: {exc.strerror}; free some space "

@@ -330,10 +330,28 @@ def parse_overrides(items: list[str]) -> dict[tuple[str, str], str]:
         name, sep, value = item.partition("=")
         section, dot, key = name.strip().partition(".")
         if not sep or not dot or not section or not key:
-            raise ConfigError(
-                f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. --set llm.temperature=0.5")
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE; "
+                              + (_full_form(name.strip(), value if sep else None).strip()
+                                 or "e.g. --set llm.temperature=0.5"))
         out[(section.lower(), key.lower())] = value
     return out
+
+
+def _full_form(name: str, value: str | None) -> str:
+    """'did you mean --set SECTION.KEY=VALUE? ' for a --set without its section (a key that
+    one or more sections have: the first named, the others listed) or, for a true/false key,
+    without its value; else ''."""
+    section, dot, key = name.lower().partition(".")
+    if not dot:
+        owners = [s for s, cls in SECTIONS.items() if section in {f.name for f in dataclasses.fields(cls)}]
+        if not owners or value is None:
+            return ""
+        also = f"(also a key of [{'], ['.join(owners[1:])}]) " if owners[1:] else ""
+        return f"did you mean --set {owners[0]}.{section}={value}? {also}"
+    cls = SECTIONS.get(section)
+    if value is None and cls is not None and typing.get_type_hints(cls).get(key) is bool:
+        return f"did you mean --set {section}.{key}=true? "
+    return ""
 
 
 _MARKER = re.compile(r"(?:^|(?<=\s))[;#]")
@@ -419,7 +437,8 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None,
                               + did_you_mean(section, SECTIONS, "", f".{key}")
                               + "accepted sections: " + ", ".join(SECTIONS))
     cfg = _resolve_auto(Config(source=path, **sections), base_file)
-    _cross_checks(cfg)
+    _cross_checks(cfg, {f"{section}.{key}" for (section, key), (_, origin) in raw.items()
+                        if origin == "set"})
     return cfg
 
 
@@ -429,6 +448,9 @@ def _suggest_key(section: str, key: str, fields) -> str:
     close = did_you_mean(key, fields, f"{section}.")
     if close:
         return close
+    worded = [name for name in fields if key.lower() in name.split("_")]    # url: base_url
+    if worded:
+        return f"did you mean {section}.{worded[0]}? "
     elsewhere = [name for name, cls in SECTIONS.items()
                  if key in {f.name for f in dataclasses.fields(cls)}]
     return f"did you mean {elsewhere[0]}.{key}? " if elsewhere else ""
@@ -514,37 +536,45 @@ def _canonical(values: tuple, order: bool | tuple) -> tuple:
     return tuple(sorted(set(values), key=lambda v: (rank.get(v, len(rank)), v)))
 
 
-def _cross_checks(cfg: Config) -> None:
-    where = f"{cfg.source}: "
+def _cross_checks(cfg: Config, given: set[str] = frozenset()) -> None:
+    """Settings that are wrong together; each message names where its keys were set: a
+    --set among `given`, else the file."""
+    def where(*keys: str) -> str:
+        return "--set " if any(k in given for k in keys) else f"{cfg.source}: "
+
     unknown = [m for m in cfg.evaluate.metrics if m not in METRICS]
     if unknown:
-        raise ConfigError(where + f"evaluate.metrics: unknown metric {unknown[0]!r}; "
+        raise ConfigError(where("evaluate.metrics") + f"evaluate.metrics: unknown metric {unknown[0]!r}; "
                           "accepted: " + ", ".join(METRICS))
     if not cfg.llm.base_url:
-        raise ConfigError(where + "llm.base_url is empty; set it to 'local' or a URL such "
+        raise ConfigError(where("llm.base_url") + "llm.base_url is empty; set it to 'local' or a URL such "
                           "as http://127.0.0.1:8000/v1")
     for url in cfg.llm.base_url + cfg.vision.base_url:
         if url != "local" and not url.startswith(("http://", "https://")):
-            raise ConfigError(where + f"llm.base_url: {url!r} is not a URL; use 'local' or "
-                              "http(s)://HOST:PORT/v1")
+            raise ConfigError(where("llm.base_url", "vision.base_url") + f"llm.base_url: {url!r} is "
+                              "not a URL; use 'local' or http(s)://HOST:PORT/v1")
     if any(c in (cfg.input.tags_column.lower(), "json")
            for c in cfg.input.image_column.lower().split(";")):
-        raise ConfigError(where + f"input.image_column = {cfg.input.image_column!r}: the same as "
+        raise ConfigError(where("input.image_column", "input.tags_column")
+                          + f"input.image_column = {cfg.input.image_column!r}: the same as "
                           "input.tags_column or KEY.json; name the image member or column, e.g. jpg")
     if not cfg.generate.seeds:
-        raise ConfigError(where + "generate.seeds is empty; give at least one integer seed")
+        raise ConfigError(where("generate.seeds") + "generate.seeds is empty; give at least one integer seed")
     if cfg.vision.backend == "blip" and not cfg.vision.model:
-        raise ConfigError(where + "vision.model: the blip backend needs a hub id or local "
-                          "folder, e.g. Salesforce/blip-image-captioning-base")
+        raise ConfigError(where("vision.backend", "vision.model") + "vision.model: the blip backend "
+                          "needs a hub id or local folder, e.g. Salesforce/blip-image-captioning-base")
     if cfg.llm.backend == "vllm" and not cfg.llm.model:
-        raise ConfigError(where + "llm.model: llm.backend = vllm loads the model in process, "
-                          "so it needs a hub id or local folder, e.g. Qwen/Qwen2.5-7B-Instruct")
+        raise ConfigError(where("llm.backend", "llm.model") + "llm.model: llm.backend = vllm loads "
+                          "the model in process, so it needs a hub id or local folder, e.g. "
+                          "Qwen/Qwen2.5-7B-Instruct")
     inherited = cfg.vision.model if cfg.vision.backend == "blip" else ""
     if cfg.evaluate.vision_backend == "blip" and not (cfg.evaluate.vision_model or inherited):
-        raise ConfigError(where + "evaluate.vision_model: the blip backend needs a hub id or local "
+        raise ConfigError(where("evaluate.vision_backend", "evaluate.vision_model", "vision.model")
+                          + "evaluate.vision_model: the blip backend needs a hub id or local "
                           "folder, e.g. Salesforce/blip-image-captioning-large")
     if cfg.generate.backend == "a1111" and cfg.generate.model.strip() in ("", "tiny"):
-        raise ConfigError(where + f"generate.model = {cfg.generate.model!r}: with generate.backend = "
+        raise ConfigError(where("generate.backend", "generate.model")
+                          + f"generate.model = {cfg.generate.model!r}: with generate.backend = "
                           "a1111 it must name a web UI checkpoint, e.g. 'sd_xl_base_1.0.safetensors "
                           "[31e35c80fc]' (the titles are listed at GENERATE_URL/sdapi/v1/sd-models)")
 

@@ -143,6 +143,8 @@ class InterpretStage(Stage):
         self.reviewed = 0             # accepted or edited in the review page: kept
         self.rejected = 0             # rejected in the review page: not captioned
         self.fallbacks = 0
+        self.blind = 0                # captions of this run made without a vision answer
+        self.unlooked = 0             # ... with tags the tag store has never looked up
         self.fallbacks_before = 0     # reused captions (made by earlier runs) that are fallbacks
         self.over_limit_before = 0
 
@@ -313,6 +315,15 @@ class InterpretStage(Stage):
         if not decoded_before(self.cfg.paths.cache, item, self.input):
             check_image(self.input.image(item), self.cfg.interrogate.max_pixels)
 
+    def _left_out(self, stage: str) -> str:
+        """Why an earlier stage's output was missing: the flag that left it out, if one did."""
+        only = self.ctx.options.only
+        if only and stage not in only:
+            return f"--only {','.join(only)} leaves out the {stage} stage"
+        if self.ctx.cfg.section(stage).skip:
+            return f"{stage}.skip = true"
+        return f"see the {stage} stage's failures"
+
     def _interrogate_runs_first(self) -> bool:
         """Whether this run's interrogate stage comes before this one (so a vision answer
         of an earlier image is redone before it is read)."""
@@ -326,6 +337,8 @@ class InterpretStage(Stage):
         if not inputs["tags"] and not inputs["vision"]:
             raise ItemError("no tags and no vision answer to caption from (add NAME.txt or "
                             "run the interrogate stage)")
+        self.blind += not inputs["vision"]
+        self.unlooked += any(tag not in self.store for tag in inputs["tags"])
         chat = self.backend("chat")
         evidence = self.evidence(inputs)
         messages = self.template.render(
@@ -446,6 +459,12 @@ class InterpretStage(Stage):
             earlier = f", {self.fallbacks_before} of them reused" if self.fallbacks_before else ""
             notes.append(f"{fallbacks} fallback captions composed from the tags (no candidate "
                          f"passed the verifier{earlier}; reasons in NAME.json)")
+        if self.blind:
+            notes.append(f"{self.blind} captions made without a vision answer "
+                         f"({self._left_out('interrogate')})")
+        if self.unlooked:
+            notes.append(f"{self.unlooked} captions made with tags never looked up, so without "
+                         f"their summaries ({self._left_out('tags')})")
         if over_limit:
             notes.append(f"{over_limit} captions still over "
                          f"{self.cfg.interpret.max_clip_tokens} CLIP tokens (see NAME.json)")

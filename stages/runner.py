@@ -34,8 +34,13 @@ def _dry_run(stage: Stage, options: RunOptions) -> StageReport:
 
 
 def _say_when_empty(stage: Stage, report: StageReport, instead: str = "") -> None:
-    """A stage with no items says so (or, in a plan, that it waits for earlier stages)."""
+    """A stage with no items says so (or, in a plan, that it waits for earlier stages); when
+    --shard left them all to other parts, it says that, not that the input is empty."""
     if not (report.ok or report.reused or report.failed or report.limited):
+        if report.outside:                # listed, but all in other parts
+            index, count = stage.ctx.options.shard
+            instead = (f"--shard {index}/{count} holds none of its {report.outside} items "
+                       "(they are split by id; run fewer parts or without --shard)")
         report.note = "; ".join(filter(None, (instead or stage.nothing_found(), report.note)))
 
 
@@ -55,6 +60,10 @@ async def run_stages(stages: list[Stage], ctx: Context, executor: Executor,
             if stage.skip:
                 report.state = "skipped"
                 report.note = stage.missing_inputs()
+                if stage.name in options.only:    # asked for by name: say what holds it back
+                    report.note = "; ".join(filter(None, (
+                        f"{stage.name}.skip = true, which --only does not override: add "
+                        f"--set {stage.name}.skip=false to run it", report.note)))
                 continue
             stage.prepare()
             await stage.start()

@@ -76,6 +76,7 @@ class StageReport:
     seconds: float = 0.0
     limited: str = ""                     # what cut the item list short, when something did
     total: int | None = None              # the stage's items when known (the progress bar's total)
+    outside: int = 0                      # items passed over: another --shard part's
 
 
 @dataclass(frozen=True)

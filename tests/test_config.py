@@ -198,3 +198,66 @@ def test_a_name_close_to_nothing_gets_no_suggestion():
     result = run_cli(str(ROOT / "caption.py"), "--set", "llm.zzzzqq=1", "--only", "tags")
     assert result.returncode == 2 and "unknown key" in result.stderr
     assert "did you mean" not in result.stderr
+
+
+@pytest.mark.parametrize("script, stage, other", [
+    ("caption.py", "upsample", "refine.py"), ("refine.py", "interpret", "caption.py"),
+    ("caption.py", "Generate", "refine.py")])
+def test_a_stage_of_the_other_program_says_which_program_runs_it(script, stage, other):
+    """`caption.py --only upsample` said only "unknown stage": the name is right, the program
+    is not."""
+    result = run_cli(str(ROOT / script), "--only", stage)
+    assert result.returncode == 2
+    assert f"{stage.lower()} is a stage of {other}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("given, key", [
+    ("generate.seeds=", "generate.seeds"), ("llm.base_url=locl", "llm.base_url"),
+    ("input.image_column=txt", "input.image_column"), ("evaluate.metrics=clip,nonsense", "evaluate.metrics")])
+def test_a_cross_check_names_the_set_it_comes_from_not_the_file(tmp_path, given, key):
+    """`--set generate.seeds=` was reported as "config.ini: generate.seeds is empty": the
+    user looks in a file that does not say it. The same value from the file names the file."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(ROOT / "config.ini", [given])
+    assert str(raised.value).startswith(f"--set {key}"), raised.value
+    section, _, rest = given.partition(".")
+    name, _, value = rest.partition("=")
+    path = write(tmp_path, f"[{section}]\n{name} = {value}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value).startswith(f"{path}: {key}"), raised.value
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--dryrun"], "did you mean --dry-run?"), (["--quite"], "did you mean --quiet?"),
+    (["--exprot", "hf", "out"], "did you mean --export?"),
+    (["my", "photos"], "'my photos'")])
+def test_a_mistyped_option_or_an_unquoted_path_gets_a_hint(args, expected):
+    """argparse said only "unrecognized arguments: --dryrun", and for `caption.py my photos`
+    (a folder with a space, unquoted) "unrecognized arguments: photos"."""
+    result = run_cli(str(ROOT / "caption.py"), *args)
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("llm.url", "did you mean llm.base_url?"), ("vision.url", "did you mean vision.base_url?"),
+    ("llm.ctx", "did you mean llm.local_ctx?")])
+def test_a_key_named_by_a_word_of_its_name_gets_that_key_of_its_own_section(given, expected):
+    """`--set llm.url=...` suggested tags.url (the danbooru address of another section) while
+    llm.base_url, the key meant, is in the section named."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(ROOT / "config.ini", [f"{given}=x"])
+    assert expected in str(raised.value), raised.value
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("images=photos", "did you mean --set paths.images=photos?"),
+    ("temperature=0.2", "did you mean --set llm.temperature=0.2?"),
+    ("interpret.skip", "did you mean --set interpret.skip=true?")])
+def test_a_set_without_its_section_or_value_gets_the_full_form(given, expected):
+    """`--set images=photos` said only "expected SECTION.KEY=VALUE": the key names one
+    setting, so that is the one to suggest (a key without a value: a flag, set true)."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(ROOT / "config.ini", [given])
+    assert expected in str(raised.value), raised.value

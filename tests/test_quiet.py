@@ -19,7 +19,8 @@ OURS = ("tags:", "interrogate:", "interpret:", "model calls:", "export:", "revie
 
 def caption_run(project: Path, url: str, images: str, *flags: str) -> subprocess.CompletedProcess:
     args = [sys.executable, str(ROOT / "caption.py"), "--config", str(project / "config.ini"), *flags]
-    for item in llm_overrides(url, **{"vision.backend": "openai", "paths.images": images}):
+    for item in llm_overrides(url, **{"vision.backend": "openai", "paths.images": images,
+                                      "run.progress": "true"}):      # our bars on: --quiet must hide them
         args += ["--set", item]
     return subprocess.run(args, cwd=project, capture_output=True, text=True, timeout=300)
 

@@ -202,3 +202,52 @@ def test_the_embedded_servers_slots_bound_the_requests_in_flight(tmp_path):
     assert slots("llm.base_url=local", "llm.concurrency=8", "llm.local_parallel=4") == 4
     assert slots("llm.base_url=local", "llm.concurrency=2", "llm.local_parallel=4") == 2
     assert slots("llm.base_url=http://127.0.0.1:9/v1", "llm.concurrency=8", "llm.local_parallel=4") == 8
+
+
+def test_a_prompt_file_with_the_upsample_stage_left_out_must_be_the_runs(project, tmp_path, capsys):
+    """`refine.py b.txt --only generate` generated the prompts of a.txt, upsampled into the
+    same run before: the argument was dropped without a word. The run's prompts.jsonl is
+    what the later stages read, so another file is refused, naming the flag."""
+    from conftest import llm_overrides
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("a red cube on a blue sphere\nthree cats on a sofa\n", encoding="utf-8")
+    b.write_text("a lighthouse at night\n", encoding="utf-8")
+    with FakeOpenAI() as server:
+        assert cli(project, *llm_overrides(server.url), extra=(str(a), "--only", "upsample")) == 0
+    capsys.readouterr()
+    assert cli(project, extra=(str(a), "--only", "generate", "--dry-run")) == 0
+    assert "generate: would process 2" in capsys.readouterr().out
+    assert cli(project, extra=(str(b), "--only", "generate", "--dry-run")) == 2
+    err = capsys.readouterr().err
+    assert "--only generate" in err and "b.txt" in err and "prompts.jsonl" in err
+    assert cli(project, "upsample.skip=true", extra=(str(b), "--dry-run")) == 2
+    assert "upsample.skip = true" in capsys.readouterr().err
+
+
+def test_a_plan_over_a_run_of_other_prompts_counts_the_new_ones(project, tmp_path, capsys):
+    """`refine.py b.txt --dry-run` over a run upsampled from a.txt planned "generate: would
+    process 2" (a.txt's prompts.jsonl), while the run rewrites prompts.jsonl first and would
+    generate b.txt's one prompt."""
+    from conftest import llm_overrides
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("a red cube on a blue sphere\nthree cats on a sofa\n", encoding="utf-8")
+    b.write_text("a lighthouse at night\n", encoding="utf-8")
+    with FakeOpenAI() as server:
+        assert cli(project, *llm_overrides(server.url), extra=(str(a), "--only", "upsample")) == 0
+    capsys.readouterr()
+    assert cli(project, extra=(str(b), "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "upsample: would process 1, reuse 0" in out
+    assert "generate: would process 2" not in out and "socratic: would process 2" not in out
+    assert cli(project, extra=(str(a), "--dry-run")) == 0         # the run's own prompts: counted
+    assert "generate: would process 2" in capsys.readouterr().out
+
+
+def test_a_benchmark_name_and_the_same_name_set_in_another_case_are_one_benchmark(project, capsys):
+    """Benchmark names are read in any case: `refine.py parti --set upsample.benchmark=Parti`
+    was refused as naming two benchmarks."""
+    assert cli(project, "upsample.benchmark=Parti", extra=("parti", "--dry-run", "--only", "upsample")) == 0
+    assert cli(project, "upsample.benchmark=drawbench", extra=("parti", "--dry-run")) == 2
+    assert "name two benchmarks" in capsys.readouterr().err

@@ -117,3 +117,23 @@ def test_fatal_error_stops_the_stage(tmp_path):
     inputs = {f"fatal{n}": str(n) for n in range(3)}
     with pytest.raises(FatalError, match="server gone"):
         run(tmp_path, inputs)
+
+
+def test_a_shard_that_holds_none_of_the_items_says_so(tmp_path):
+    """--shard I/N with no item of this part must not read as an empty input ("no images
+    found in images/"): the flag is what left the stage nothing to do."""
+    other = next(k for k in range(4) if not in_shard("a", (k, 4)))
+    report, log = run(tmp_path, {"a": "1"}, shard=(other, 4))
+    assert log == [] and report.ok == 0
+    assert f"--shard {other}/4" in report.note and "no items found" not in report.note
+    plan, _ = run(tmp_path, {"a": "1"}, shard=(other, 4), dry_run=True)
+    assert f"--shard {other}/4" in plan.note
+    empty, _ = run(tmp_path, {}, shard=(other, 4))
+    assert "no items found" in empty.note                 # an empty input still says that
+
+
+def test_only_a_skipped_stage_says_which_key_skips_it(tmp_path):
+    """`--only interpret` with interpret.skip = true did nothing and said only "skipped"."""
+    report, log = run(tmp_path, {"a": "1"}, sets=["interpret.skip=true"], only=("interpret",))
+    assert report.state == "skipped" and log == []
+    assert "interpret.skip = true" in report.note and "--set interpret.skip=false" in report.note

@@ -52,6 +52,7 @@ def pending(stage: Stage, options: RunOptions, report: StageReport,
     todo = failed = 0       # the listing's own counts: report.failed also gets the executor's
     for item in stage.items():
         if not in_shard(item.split_on, options.shard):
+            report.outside += 1
             continue
         if options.limit and todo + report.reused + failed >= options.limit:
             report.limited = f"--limit {options.limit}"

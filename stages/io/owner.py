@@ -1,8 +1,9 @@
 """Which input a captions folder belongs to, and where a new input's captions go.
 
 A captions folder records its input in `CAPTIONS/.tagcap-input.json` (written atomically
-the first time a run writes there): the input's resolved path and the content digests of
-up to `SAMPLED` of its first images. A later run may use the folder when its input is
+the first time a run writes there): the input's resolved path (or pattern, and which of
+the two it is: a folder `photos [1]` that is gone reads like a pattern), and the content
+digests of up to `SAMPLED` of its first images. A later run may use the folder when its input is
 
 - the same path (the images in it may have changed: that is what keys are for), or a part
   of it named from the same folder (`shards/00001.tar` or `shards/{00001,00005}.tar` for
@@ -30,12 +31,13 @@ captions travel with the images they describe.
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..store import atomic_write_json, read_json
-from .imageio import CAPTIONS_MARKER
+from .imageio import CAPTIONS_MARKER, is_captions_folder
 from .samples import _is_pattern, shard_root
 
 MARKER = CAPTIONS_MARKER          # a folder holding it is never read as input (imageio.py)
@@ -112,6 +114,18 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
 
     ImageInput(cfg).check()                       # a missing input is refused before any marker
     captions, images = cfg.paths.captions, cfg.paths.images
+    if images.is_dir() and not _is_pattern(str(images)):
+        if captions.resolve() == images.resolve():
+            raise ConfigError(f"paths.captions = paths.images = {images}: captions need a folder "
+                              "of their own (NAME.json, thumbnails, index.html); for NAME.txt "
+                              "beside the images, set interpret.write_beside_images = true")
+        if is_captions_folder(images):            # never read as input: naming it is a slip
+            try:
+                of = f" of {read_json(images / MARKER).get('input')}"
+            except (OSError, ValueError, AttributeError):
+                of = ""
+            raise ConfigError(f"paths.images = {images} is a captions folder{of} (see {MARKER} "
+                              "there), not images: point it at the images")
     marker = captions / MARKER
     here = _identity(images)
     try:
@@ -124,16 +138,20 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
         if _same_root(here, str(owner.get("input"))):
             return f"captions: {captions} (belongs to {owner.get('input')}, of which this is a part)"
         if not _same_images(cfg, owner.get("images") or []):
+            own = captions_for(images)            # its own folder, unless that is this one
+            into = (f"--set {shlex.quote(f'paths.captions={own}')}" if own != captions.resolve()
+                    else "--set paths.captions=DIR (a new folder)")
             raise ConfigError(
                 f"paths.captions = {captions} holds the captions of {owner.get('input')} (see "
                 f"{MARKER} there), not of {here}: caption it into its own folder with "
-                f"--set paths.captions={captions_for(images)}, or pass {ADOPT_FLAG} to let "
-                "this input take the folder over")
+                f"{into}, or pass {ADOPT_FLAG} to let this input take the folder over")
         was = str(owner.get("input"))
-        if write and not _is_pattern(was) and not Path(was).exists():
+        was_pattern = owner.get("pattern", _is_pattern(was))    # markers before "pattern": guess
+        if write and not was_pattern and not Path(was).exists():
             # a move: the folder now belongs here, so that a new input made later at the old
             # path is another input (refused), not the owner by its path
             atomic_write_json(marker, {"input": here, "images": _sample(cfg), "moved_from": was,
+                                       "pattern": _is_pattern(str(images)),
                                        "claimed": time.strftime("%Y-%m-%dT%H:%M:%S")})
             return f"captions: {captions} (belongs to {here}, moved from {was}; recorded in {MARKER})"
         return f"captions: {captions} (a copy of {was}, same images)"
@@ -141,5 +159,6 @@ def claim_captions(cfg, *, adopt: bool = False, write: bool = True) -> str:
         if not write:
             return f"captions: {captions} (would be recorded as {here}'s in {MARKER})"
         atomic_write_json(marker, {"input": here, "images": _sample(cfg),
+                                   "pattern": _is_pattern(str(images)),
                                    "claimed": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return f"captions: {captions} (belongs to {here}; recorded in {MARKER})"

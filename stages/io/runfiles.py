@@ -46,10 +46,22 @@ class PromptsStage:
 
         self.rows = prompts(self.ctx.run_dir)
         self.up = upsampled(self.ctx.run_dir)
+        if self.rows and self.ctx.options.dry_run and self.rewritten_by_plan():
+            self.rows = []          # its items come from the plan's upsample stage, not these
         self.why_no_prompts = self.missing_prompts()
         if self.why_no_prompts and self.name in self.ctx.options.only:
             raise ConfigError(f"--only {','.join(self.ctx.options.only)}: the {self.name} stage "
                               f"has no input: {self.why_no_prompts}")
+
+    def rewritten_by_plan(self) -> bool:
+        """Whether this run's upsample stage rewrites prompts.jsonl with other prompts (the
+        benchmark's, not those of an earlier run's), so a plan must not count the old ones."""
+        from ..upsample import load_prompts
+
+        only, cfg = self.ctx.options.only, self.ctx.cfg
+        if (only and "upsample" not in only) or cfg.upsample.skip:
+            return False
+        return {row.get("id") for row in self.rows} != {p.id for p in load_prompts(cfg)[0]}
 
     def missing_prompts(self) -> str:
         """Why prompts.jsonl is missing when a flag keeps the stage that writes it out of this

@@ -92,7 +92,9 @@ class Sample:
 # -- what paths.images names --------------------------------------------------------------
 
 def _is_pattern(text: str) -> bool:
-    return any(c in text for c in "*?[{")
+    """Whether `text` is a glob or brace pattern. A path that exists is itself, whatever its
+    name holds: a folder `photos [2023]` is a folder, not a character class."""
+    return any(c in text for c in "*?[{") and not os.path.lexists(text)
 
 
 def is_dataset(images: Path) -> bool:
@@ -164,14 +166,17 @@ def shard_files(images: Path, exclude: Path | None = None) -> list[Path]:
                        and not any(part.startswith(".") for part in p.relative_to(images).parts)
                        and not any(is_captions_folder(f) for f in p.parents[:-1]
                                    if f != images and f.is_relative_to(images)))
+    elif not _is_pattern(text):                # one file, named as it is (`take [1].tar`)
+        found = [images]
     else:
         import glob
 
-        for part in expand_braces(text):
+        root = shard_root(images)              # taken as it is: a folder `data [v2]` is no class
+        for part in expand_braces(str(Path(*images.parts[len(root.parts):]))):
             if any(c in part for c in "*?["):
-                found += sorted(Path(p) for p in glob.glob(part))
+                found += sorted(Path(p) for p in glob.glob(os.path.join(glob.escape(str(root)), part)))
             else:
-                found.append(Path(part))
+                found.append(root / part)
     found = [p for p in dict.fromkeys(found) if p.suffix.lower() in SHARD_SUFFIXES
              and not (exclude and p.resolve().is_relative_to(exclude.resolve()))]
     if not found:
@@ -190,7 +195,8 @@ def shard_root(images: Path) -> Path:
     if images.is_dir() and not _is_pattern(text):
         return images
     parts = images.parts
-    plain = next((n for n, part in enumerate(parts) if _is_pattern(part)), len(parts) - 1)
+    plain = next((n for n, part in enumerate(parts) if _is_pattern(str(Path(*parts[:n + 1])))),
+                 len(parts) - 1)
     return Path(*parts[:plain]) if plain else Path(".")
 
 
