@@ -245,6 +245,29 @@ def test_a_plan_over_a_run_of_other_prompts_counts_the_new_ones(project, tmp_pat
     assert "generate: would process 2" in capsys.readouterr().out
 
 
+def test_a_plan_whose_upsample_answers_from_its_cache_says_it_replaces_the_runs_prompts(
+        project, tmp_path, capsys):
+    """The demo upsampled, then b.txt run into the same run folder, then `refine.py --dry-run`
+    (the demo again, every upsample reused): the later stages said "no prompts in
+    prompts.jsonl", though it held b.txt's prompt and the plan's upsample stage writes the
+    demo's back."""
+    from conftest import llm_overrides
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("a red cube on a blue sphere\nthree cats on a sofa\n", encoding="utf-8")
+    b.write_text("a lighthouse at night\n", encoding="utf-8")
+    with FakeOpenAI() as server:
+        llm = llm_overrides(server.url)
+        for source in (a, b):
+            assert cli(project, *llm, extra=(str(source), "--only", "upsample")) == 0
+        capsys.readouterr()
+        assert cli(project, *llm, extra=(str(a), "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "upsample: would process 0, reuse 2" in out
+    assert "no prompts in prompts.jsonl" not in out
+    assert out.count("which replaces the 1 prompts now in prompts.jsonl with the benchmark's") == 3
+
+
 def test_a_benchmark_name_and_the_same_name_set_in_another_case_are_one_benchmark(project, capsys):
     """Benchmark names are read in any case: `refine.py parti --set upsample.benchmark=Parti`
     was refused as naming two benchmarks."""

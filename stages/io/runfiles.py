@@ -46,8 +46,9 @@ class PromptsStage:
 
         self.rows = prompts(self.ctx.run_dir)
         self.up = upsampled(self.ctx.run_dir)
+        self.replaced = 0           # prompts.jsonl rows the plan's upsample stage replaces
         if self.rows and self.ctx.options.dry_run and self.rewritten_by_plan():
-            self.rows = []          # its items come from the plan's upsample stage, not these
+            self.replaced, self.rows = len(self.rows), []   # the plan's upsample writes others
         self.why_no_prompts = self.missing_prompts()
         if self.why_no_prompts and self.name in self.ctx.options.only:
             raise ConfigError(f"--only {','.join(self.ctx.options.only)}: the {self.name} stage "
@@ -80,6 +81,9 @@ class PromptsStage:
                 f"first, or set run.name to a run that has one")
 
     def nothing_found(self) -> str:
+        if self.replaced:
+            return (f"its items come from the upsample stage of this plan, which replaces the "
+                    f"{self.replaced} prompts now in prompts.jsonl with the benchmark's")
         return self.why_no_prompts or "no prompts in prompts.jsonl"
 
     def items(self):
