@@ -262,10 +262,15 @@ def test_a_plan_whose_upsample_answers_from_its_cache_says_it_replaces_the_runs_
             assert cli(project, *llm, extra=(str(source), "--only", "upsample")) == 0
         capsys.readouterr()
         assert cli(project, *llm, extra=(str(a), "--dry-run")) == 0
-    out = capsys.readouterr().out
-    assert "upsample: would process 0, reuse 2" in out
-    assert "no prompts in prompts.jsonl" not in out
-    assert out.count("which replaces the 1 prompts now in prompts.jsonl with the benchmark's") == 3
+        out = capsys.readouterr().out
+        assert "upsample: would process 0, reuse 2" in out
+        assert "no prompts in prompts.jsonl" not in out
+        assert out.count("which replaces the 1 prompt now in prompts.jsonl with the benchmark's") == 3
+        for upsample_left_out in (("--only", "generate,socratic,evaluate"),
+                                  ("--set", "upsample.skip=true"), ()):
+            assert cli(project, *llm, extra=(str(b), "--dry-run", *upsample_left_out)) == 0
+            out = capsys.readouterr().out      # b.txt's prompt is the run's own: counted
+            assert "which replaces" not in out and "generate: would process 1" in out, out
 
 
 def test_a_benchmark_name_and_the_same_name_set_in_another_case_are_one_benchmark(project, capsys):

@@ -83,7 +83,8 @@ class PromptsStage:
     def nothing_found(self) -> str:
         if self.replaced:
             return (f"its items come from the upsample stage of this plan, which replaces the "
-                    f"{self.replaced} prompts now in prompts.jsonl with the benchmark's")
+                    f"{self.replaced} prompt{'s' if self.replaced != 1 else ''} now in "
+                    f"prompts.jsonl with the benchmark's")
         return self.why_no_prompts or "no prompts in prompts.jsonl"
 
     def items(self):
