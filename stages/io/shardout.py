@@ -21,7 +21,6 @@ never imports pandas: `Table.from_pylist` imports it to check for pandas objects
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import tempfile
