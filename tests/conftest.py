@@ -46,6 +46,15 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def bench(project: Path) -> Path:
+    """`project` with the small DrawBench-style prompt file db.csv of test_refine_e2e."""
+    from test_refine_e2e import write_drawbench
+
+    write_drawbench(project / "db.csv")
+    return project
+
+
 def llm_overrides(url: str, **extra: str) -> list[str]:
     """--set values that point the LLM at a test server with fast retries."""
     values = {"llm.base_url": url, "llm.backoff": "0.01", "llm.timeout": "5",

@@ -7,7 +7,6 @@ import csv
 import json
 from pathlib import Path
 
-import pytest
 from conftest import llm_overrides
 from fakes import FakeOpenAI
 from PIL import Image
@@ -55,12 +54,6 @@ def run(project: Path, server: FakeOpenAI, *extra: str) -> int:
     for item in sets + list(extra):
         args += ["--set", item]
     return refine.main(args)
-
-
-@pytest.fixture
-def bench(project: Path) -> Path:
-    write_drawbench(project / "db.csv")
-    return project
 
 
 def test_full_refine_run_with_a_judge_that_never_accepts(bench, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeOpenAI
-from test_refine_e2e import Script, run, write_drawbench
+from test_refine_e2e import Script, run
 
 
 class VisionScript(Script):
@@ -26,12 +26,6 @@ class VisionScript(Script):
                 return json.dumps({"score": 3 + len(text) % 5})
             return "a photo of a red cube and a blue sphere"
         return super().__call__(request)
-
-
-@pytest.fixture
-def bench(project: Path) -> Path:
-    write_drawbench(project / "db.csv")
-    return project
 
 
 def run_dir(bench: Path) -> Path:

@@ -9,9 +9,8 @@ import csv
 import json
 from pathlib import Path
 
-import pytest
 from fakes import FakeOpenAI
-from test_refine_e2e import Script, run, write_drawbench
+from test_refine_e2e import Script, run
 
 import refine
 
@@ -23,12 +22,6 @@ def cli(project: Path, *sets: str, extra: tuple[str, ...] = ()) -> int:
     for item in ("run.progress=false", *sets):
         args += ["--set", item]
     return refine.main(args)
-
-
-@pytest.fixture
-def bench(project: Path) -> Path:
-    write_drawbench(project / "db.csv")
-    return project
 
 
 def test_a_judge_of_its_own_on_the_embedded_server_plans_without_crashing(project, capsys):
@@ -204,17 +197,29 @@ def test_the_embedded_servers_slots_bound_the_requests_in_flight(tmp_path):
     assert slots("llm.base_url=http://127.0.0.1:9/v1", "llm.concurrency=8", "llm.local_parallel=4") == 8
 
 
+def two_prompt_files(tmp_path: Path) -> tuple[Path, Path]:
+    """a.txt (two prompts) and b.txt (another one)."""
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("a red cube on a blue sphere\nthree cats on a sofa\n", encoding="utf-8")
+    b.write_text("a lighthouse at night\n", encoding="utf-8")
+    return a, b
+
+
+def upsample_only(project: Path, source: Path) -> None:
+    """`refine.py SOURCE --only upsample` against the scripted server: the run's prompts.jsonl
+    becomes SOURCE's."""
+    from conftest import llm_overrides
+
+    with FakeOpenAI() as server:
+        assert cli(project, *llm_overrides(server.url), extra=(str(source), "--only", "upsample")) == 0
+
+
 def test_a_prompt_file_with_the_upsample_stage_left_out_must_be_the_runs(project, tmp_path, capsys):
     """`refine.py b.txt --only generate` generated the prompts of a.txt, upsampled into the
     same run before: the argument was dropped without a word. The run's prompts.jsonl is
     what the later stages read, so another file is refused, naming the flag."""
-    from conftest import llm_overrides
-
-    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
-    a.write_text("a red cube on a blue sphere\nthree cats on a sofa\n", encoding="utf-8")
-    b.write_text("a lighthouse at night\n", encoding="utf-8")
-    with FakeOpenAI() as server:
-        assert cli(project, *llm_overrides(server.url), extra=(str(a), "--only", "upsample")) == 0
+    a, b = two_prompt_files(tmp_path)
+    upsample_only(project, a)
     capsys.readouterr()
     assert cli(project, extra=(str(a), "--only", "generate", "--dry-run")) == 0
     assert "generate: would process 2" in capsys.readouterr().out
@@ -229,13 +234,8 @@ def test_a_plan_over_a_run_of_other_prompts_counts_the_new_ones(project, tmp_pat
     """`refine.py b.txt --dry-run` over a run upsampled from a.txt planned "generate: would
     process 2" (a.txt's prompts.jsonl), while the run rewrites prompts.jsonl first and would
     generate b.txt's one prompt."""
-    from conftest import llm_overrides
-
-    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
-    a.write_text("a red cube on a blue sphere\nthree cats on a sofa\n", encoding="utf-8")
-    b.write_text("a lighthouse at night\n", encoding="utf-8")
-    with FakeOpenAI() as server:
-        assert cli(project, *llm_overrides(server.url), extra=(str(a), "--only", "upsample")) == 0
+    a, b = two_prompt_files(tmp_path)
+    upsample_only(project, a)
     capsys.readouterr()
     assert cli(project, extra=(str(b), "--dry-run")) == 0
     out = capsys.readouterr().out
@@ -253,9 +253,7 @@ def test_a_plan_whose_upsample_answers_from_its_cache_says_it_replaces_the_runs_
     demo's back."""
     from conftest import llm_overrides
 
-    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
-    a.write_text("a red cube on a blue sphere\nthree cats on a sofa\n", encoding="utf-8")
-    b.write_text("a lighthouse at night\n", encoding="utf-8")
+    a, b = two_prompt_files(tmp_path)
     with FakeOpenAI() as server:
         llm = llm_overrides(server.url)
         for source in (a, b):

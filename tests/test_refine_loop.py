@@ -16,7 +16,7 @@ import pytest
 from conftest import llm_overrides
 from fakes import FakeOpenAI
 from PIL import Image
-from test_refine_e2e import Script, run, write_drawbench
+from test_refine_e2e import Script, run
 from test_refine_honest import VisionScript
 
 import refine
@@ -68,12 +68,6 @@ class BadReviser(Script):
                 return text
             return json.dumps({"missing": self.missing, "matches": self.accept, "revised_prompt": text})
         return super().__call__(request)
-
-
-@pytest.fixture
-def bench(project: Path) -> Path:
-    write_drawbench(project / "db.csv")
-    return project
 
 
 def run_one(project: Path, server: FakeOpenAI, *sets: str) -> int:
