@@ -32,6 +32,19 @@ def evidence(tags, vision="", summaries=()) -> Evidence:
                     vision=vision, templates=(template_text(),))
 
 
+
+def caption_short_template(project: Path, url: str, only: str) -> int:
+    """caption.py --only ONLY on `project` against the server at `url`, interrogate skipped,
+    with the short template (templates/interpret.txt), whose last message holds the image's
+    notes only (the full one, which `auto` picks for a server, also lists every tag's
+    meaning)."""
+    args = ["--config", str(project / "config.ini"), "--only", only,
+            "--set", "interrogate.skip=true",
+            "--set", f"interpret.template={project / 'templates' / 'interpret.txt'}"]
+    for item in llm_overrides(url):
+        args += ["--set", item]
+    return caption.main(args)
+
 def test_a_good_caption_passes_with_its_coverage():
     v = verify("A tabby cat with green eyes, whiskers and a pink nose, in close-up.",
                evidence(CAT_TAGS))
@@ -151,12 +164,7 @@ def test_interpret_keeps_the_best_candidate_and_flags_fallbacks(project, capsys)
         return "A lighthouse keeper in an oilskin coat holds a lantern on a harbour wall in the fog."
 
     with FakeOpenAI(reply) as server:
-        args = ["--config", str(project / "config.ini"), "--only", "interpret",
-                "--set", "interrogate.skip=true",       # the short template, with its example
-                "--set", f"interpret.template={project / 'templates' / 'interpret.txt'}"]
-        for item in llm_overrides(server.url):
-            args += ["--set", item]
-        assert caption.main(args) == 0
+        assert caption_short_template(project, server.url, "interpret") == 0  # with its example
         seeds = sorted(r["seed"] for r in server.chat_requests)
     assert seeds == [0, 0, 1, 1, 2, 2]
     captions = project / "captions"
@@ -173,12 +181,7 @@ def test_interpret_keeps_the_best_candidate_and_flags_fallbacks(project, capsys)
     assert "1 fallback captions" in capsys.readouterr().out
     # a rerun reuses both captions and still counts the fallback among them
     with FakeOpenAI(reply) as server:
-        args = ["--config", str(project / "config.ini"), "--only", "interpret",
-                "--set", "interrogate.skip=true",
-                "--set", f"interpret.template={project / 'templates' / 'interpret.txt'}"]
-        for item in llm_overrides(server.url):
-            args += ["--set", item]
-        assert caption.main(args) == 0
+        assert caption_short_template(project, server.url, "interpret") == 0
         assert server.chat_requests == []
     out = capsys.readouterr().out
     assert "0 ok, 2 reused" in out and "1 fallback captions" in out and "1 of them reused" in out

@@ -10,10 +10,9 @@ import json
 import re
 from pathlib import Path
 
-from conftest import llm_overrides
 from fakes import FakeOpenAI
+from test_verify import caption_short_template
 
-import caption
 from stages.language import Evidence, verify
 from stages.store import sha256_file
 from stages.templates import load_template
@@ -69,15 +68,8 @@ def caption_images(project: Path, cases: dict[str, tuple[str | None, str, str]],
         assert len(found) <= 1, (notes, found)
         return found[0] if found else ""      # a tag summary: the definition is used instead
 
-    with FakeOpenAI(reply) as server:
-        # the short template: its last message holds this image's notes only (the full one,
-        # which `auto` picks for a server, also lists every tag's meaning)
-        args = ["--config", str(project / "config.ini"), "--only", "tags,interpret",
-                "--set", "interrogate.skip=true",
-                "--set", f"interpret.template={project / 'templates' / 'interpret.txt'}"]
-        for item in llm_overrides(server.url):
-            args += ["--set", item]
-        assert caption.main(args) == 0
+    with FakeOpenAI(reply) as server:         # the short template: this image's notes only
+        assert caption_short_template(project, server.url, "tags,interpret") == 0
     return {stem: json.loads((project / "captions" / f"{stem}.json").read_text()) for stem in cases}
 
 
